@@ -1,0 +1,1 @@
+"""torch.nn.Module definitions only: no file I/O, no training loops."""

@@ -1,0 +1,1 @@
+"""gtforge's library: plain functions on numpy and torch, no Luigi."""

@@ -1,0 +1,120 @@
+"""Stage: the base of every gtforge task (cache key, atomic output, manifest, progress)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import luigi
+
+from pipeline import cache
+from pipeline.progress import track
+from pipeline.seeding import derive_seed
+from tasks.config import gtforge, preset_setting
+
+
+class StageTarget(luigi.LocalTarget):
+    """A stage folder; it exists only once its manifest (written last) is there."""
+
+    def exists(self) -> bool:
+        return cache.is_complete(Path(self.path))
+
+
+class Stage(luigi.Task):
+    """A cached stage. Subclasses declare luigi parameters (default None = take the preset's
+    value from luigi.cfg), `requires()`, and `build(out)` which writes into `out` and may
+    return extra facts for the manifest. Bump `version` when the output of the code changes.
+    """
+
+    version: ClassVar[int] = 1
+    # [gtforge] settings that change this stage's output, added to its key.
+    global_settings: ClassVar[tuple[str, ...]] = ()
+    # Keep the partial folder of a killed run (training checkpoints) instead of clearing it.
+    resumable: ClassVar[bool] = False
+
+    @cached_property
+    def settings(self) -> dict[str, Any]:
+        """Every significant parameter, with None filled in from the preset, plus the
+        [gtforge] settings this stage uses. JSON-ready."""
+        values: dict[str, Any] = {}
+        for name, param in self.get_params():
+            if not param.significant:
+                continue
+            value = getattr(self, name)
+            if value is None:
+                value = preset_setting(self.get_task_family(), name, param)
+            values[name] = value
+        config = gtforge()
+        values["seed"] = config.seed
+        for name in self.global_settings:
+            values[name] = getattr(config, name)
+        return json.loads(cache.canonical_json(values))
+
+    def input_stages(self) -> dict[str, Stage]:
+        """requires() as a name -> stage mapping."""
+        req = self.requires()
+        if isinstance(req, dict):
+            return dict(req)
+        if isinstance(req, Stage):
+            return {"input": req}
+        return {f"input{i}": r for i, r in enumerate(req or [])}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Extra facts that decide the output but are not parameters (e.g. an input folder)."""
+        return {}
+
+    @cached_property
+    def key(self) -> str:
+        params = {**self.settings, **self.fingerprint()}
+        inputs = {name: stage.key for name, stage in self.input_stages().items()}
+        return cache.stage_key(self.get_task_family(), self.version, params, inputs)
+
+    @property
+    def stage_root(self) -> Path:
+        return Path(gtforge().workdir) / self.get_task_family()
+
+    @property
+    def out_dir(self) -> Path:
+        return self.stage_root / self.key
+
+    @property
+    def partial_dir(self) -> Path:
+        return self.stage_root / f".partial-{self.key}"
+
+    def output(self) -> StageTarget:
+        return StageTarget(str(self.out_dir))
+
+    def input_dir(self, name: str = "input") -> Path:
+        return self.input_stages()[name].out_dir
+
+    def seed_for(self, *item: object) -> int:
+        """Seed for one random draw: derived from this stage's key and the item."""
+        return derive_seed(self.key, *item)
+
+    def report(self, percent: float, message: str) -> None:
+        self.set_progress_percentage(round(percent, 1))
+        self.set_status_message(message)
+
+    def progress(self, items, total: int, desc: str | None = None):
+        return track(items, total, desc or self.get_task_family(), report=self.report)
+
+    def run(self) -> None:
+        started = time.time()
+        if self.partial_dir.exists() and not self.resumable:
+            shutil.rmtree(self.partial_dir)
+        self.partial_dir.mkdir(parents=True, exist_ok=True)
+        info = self.build(self.partial_dir) or {}
+        cache.publish(self.partial_dir, self.out_dir, {
+            "stage": self.get_task_family(), "key": self.key, "version": self.version,
+            "params": self.settings, "fingerprint": self.fingerprint(),
+            "inputs": {n: {"stage": s.get_task_family(), "key": s.key}
+                       for n, s in self.input_stages().items()},
+            "seconds": round(time.time() - started, 3), "info": info,
+        })
+
+    def build(self, out: Path) -> dict[str, Any] | None:
+        raise NotImplementedError

@@ -1,0 +1,29 @@
+"""Candidate GT sources by name: the stages whose images compete with the original."""
+
+from __future__ import annotations
+
+from tasks.base import Stage
+from tasks.config import gtforge
+
+ENHANCER_CANDIDATES = ("rcan_noise", "rcan_blur", "elan_noise", "elan_blur")
+FUSED = "fused"
+
+
+def candidate_stage(name: str) -> Stage:
+    """The stage producing candidate `name`: same-size images at images/<image_id>.png."""
+    if name in ENHANCER_CANDIDATES:
+        from tasks.enhance import EnhanceHR
+
+        backbone, degradation = name.split("_")
+        return EnhanceHR(backbone=backbone, degradation=degradation)
+    if name == FUSED:
+        from tasks.fuse import FuseGT
+
+        return FuseGT()
+    known = ", ".join((*ENHANCER_CANDIDATES, FUSED))
+    raise ValueError(f"unknown candidate {name!r} in [gtforge] candidates (known: {known})")
+
+
+def candidate_stages() -> dict[str, Stage]:
+    """The configured candidates, in [gtforge] candidates order."""
+    return {name: candidate_stage(name) for name in gtforge().candidate_names()}

@@ -1,0 +1,54 @@
+"""The [gtforge] section and how stage settings are resolved from luigi.cfg presets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+import luigi.configuration
+
+DEFAULTS = Path(__file__).resolve().parents[1] / "luigi.cfg"
+
+
+def _load_packaged_defaults() -> None:
+    """Put the repository's luigi.cfg first (lowest priority) in luigi's config search path,
+    so gtforge works from any directory while a local luigi.cfg still overrides it."""
+    parser = luigi.configuration.LuigiConfigParser
+    if str(DEFAULTS) not in parser._config_paths:
+        parser._config_paths.insert(0, str(DEFAULTS))
+        parser.reload()
+
+
+_load_packaged_defaults()
+
+
+class gtforge(luigi.Config):  # noqa: N801  (the section name users write in luigi.cfg)
+    preset = luigi.ChoiceParameter(choices=["tiny", "paper"])
+    input_dir = luigi.Parameter()
+    workdir = luigi.Parameter()
+    out_dir = luigi.Parameter()
+    device = luigi.Parameter(significant=False)
+    seed = luigi.IntParameter()
+    scale = luigi.IntParameter()
+    candidates = luigi.Parameter()
+
+    def candidate_names(self) -> list[str]:
+        return [c.strip() for c in self.candidates.split(",") if c.strip()]
+
+
+def preset_setting(stage: str, name: str, param: luigi.Parameter):
+    """The value of setting `name` of `stage` from [<preset>.<stage>], else [paper.<stage>]."""
+    cfg = luigi.configuration.get_config()
+    preset = gtforge().preset
+    for section in (f"{preset}.{stage}", f"paper.{stage}"):
+        if cfg.has_option(section, name):
+            return param.parse(cfg.get(section, name))
+    raise KeyError(f"luigi.cfg has no default for {stage}.{name}: add it to [paper.{stage}]")
+
+
+def section(name: str) -> dict[str, str]:
+    """A whole luigi.cfg section as raw strings (e.g. a degradation recipe)."""
+    cfg = luigi.configuration.get_config()
+    if not cfg.has_section(name):
+        raise KeyError(f"luigi.cfg has no [{name}] section")
+    return dict(cfg.items(name))
