@@ -1,0 +1,128 @@
+"""The `gtforge` command: build, verify, inspect, export, sample (and the operations commands)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+# [gtforge] settings that `gtforge build` accepts as flags (passed to luigi as --gtforge-<name>).
+BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "candidates")
+
+
+def _build(args: argparse.Namespace) -> int:
+    """Run BuildDataset through luigi's own entry point, so retcodes from luigi.cfg apply."""
+    from luigi.retcodes import run_with_retcodes
+
+    import tasks  # noqa: F401  (registers the tasks and the packaged luigi.cfg)
+    from tasks.config import gtforge
+
+    argv = ["--module", "tasks", "BuildDataset", "--workers", str(args.workers)]
+    if args.local_scheduler:
+        argv.append("--local-scheduler")
+    elif args.scheduler_host:
+        argv += ["--scheduler-host", args.scheduler_host, "--scheduler-port", str(args.scheduler_port)]
+    for name in BUILD_SETTINGS:
+        value = getattr(args, name)
+        if value is not None:
+            argv += [f"--gtforge-{name.replace('_', '-')}", str(value)]
+    try:
+        run_with_retcodes(argv + args.luigi_args)
+    except SystemExit as done:
+        code = int(done.code or 0)
+    else:
+        code = 0
+    if code == 0:
+        out = Path(args.out_dir or gtforge().out_dir)
+        print(f"\nShards and manifest: {out.resolve()}")
+        print(f"Report:              {(out / 'report' / 'index.html').resolve()}")
+        _print_summary(out)
+    return code
+
+
+def _print_summary(out: Path) -> None:
+    from pipeline.shards import summary
+
+    info = summary(out)
+    print(json.dumps(info, indent=1))
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from pipeline.shards import ShardError, verify
+
+    try:
+        verify(Path(args.out_dir))
+    except ShardError as e:
+        print(f"FAILED: {e}", file=sys.stderr)
+        return 1
+    print(f"OK: every shard in {args.out_dir} matches its manifest")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    _print_summary(Path(args.out_dir))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from pipeline.export import export_folder, export_lmdb
+
+    export = export_folder if args.format == "folder" else export_lmdb
+    print(export(Path(args.out_dir), Path(args.dest)))
+    return 0
+
+
+def _sample(args: argparse.Namespace) -> int:
+    from pipeline.sample import copy_sample_corpus
+
+    copies = copy_sample_corpus(Path(args.dest))
+    print(f"{len(copies)} sample photographs in {Path(args.dest).resolve()}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gtforge", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    b = sub.add_parser("build", help="build the dataset (BuildDataset) with luigi")
+    where = b.add_mutually_exclusive_group()
+    where.add_argument("--local-scheduler", action="store_true", help="no luigid")
+    where.add_argument("--scheduler-host", help="luigid host (default from luigi.cfg)")
+    b.add_argument("--scheduler-port", type=int, default=8082)
+    b.add_argument("--workers", type=int, default=1)
+    for name in BUILD_SETTINGS:
+        b.add_argument(f"--{name.replace('_', '-')}", help=f"[gtforge] {name}")
+    b.add_argument("luigi_args", nargs=argparse.REMAINDER,
+                   help="further luigi arguments, e.g. --SelectPatches-crop-size 256")
+    b.set_defaults(func=_build)
+
+    for name, func, text in (("verify", _verify, "check every shard against the manifest"),
+                             ("inspect", _inspect, "print a summary of a shard set")):
+        c = sub.add_parser(name, help=text)
+        c.add_argument("out_dir")
+        c.set_defaults(func=func)
+
+    e = sub.add_parser("export", help="write the shards as an image folder or a BasicSR LMDB")
+    e.add_argument("out_dir")
+    e.add_argument("dest")
+    e.add_argument("--format", choices=["folder", "lmdb"], default="folder")
+    e.set_defaults(func=_export)
+
+    s = sub.add_parser("sample", help="copy the sample photographs (from scikit-image)")
+    s.add_argument("dest", nargs="?", default="data/sample")
+    s.set_defaults(func=_sample)
+
+    from pipeline.cli_ops import add_ops_commands
+
+    add_ops_commands(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""The caching core: keys, atomic publishing, and what reruns when something changes."""
+
+import json
+
+import luigi
+import pytest
+
+from pipeline import cache
+from tasks.base import Stage
+from tests.conftest import run_tasks
+
+RUNS: list[str] = []
+
+
+class CacheSource(Stage):
+    level = luigi.IntParameter(default=1)
+
+    def requires(self):
+        return []
+
+    def build(self, out):
+        RUNS.append("source")
+        (out / "value.txt").write_text(str(self.level))
+
+
+class CacheMiddle(Stage):
+    factor = luigi.IntParameter(default=2)
+
+    def requires(self):
+        return {"source": CacheSource()}
+
+    def build(self, out):
+        RUNS.append("middle")
+        value = int((self.input_dir("source") / "value.txt").read_text())
+        (out / "value.txt").write_text(str(value * self.factor))
+
+
+class CacheSink(Stage):
+    def requires(self):
+        return {"middle": CacheMiddle()}
+
+    def build(self, out):
+        RUNS.append("sink")
+        (out / "value.txt").write_text((self.input_dir("middle") / "value.txt").read_text())
+
+
+class CacheBroken(Stage):
+    def requires(self):
+        return []
+
+    def build(self, out):
+        (out / "half.bin").write_bytes(b"x" * 10)
+        raise RuntimeError("killed half-way")
+
+
+@pytest.fixture
+def runs(build_env):
+    RUNS.clear()
+    return RUNS
+
+
+def test_rerun_with_nothing_changed_runs_nothing(runs):
+    run_tasks(CacheSink())
+    assert runs == ["source", "middle", "sink"]
+    runs.clear()
+    run_tasks(CacheSink())
+    assert runs == []
+
+
+def test_parameter_change_reruns_that_stage_and_downstream_only(runs, build_env):
+    run_tasks(CacheSink())
+    first = CacheSink().key
+    runs.clear()
+    build_env.set("CacheMiddle", "factor", 3)
+    sink = CacheSink()
+    assert sink.key != first
+    run_tasks(sink)
+    assert runs == ["middle", "sink"]
+    assert (sink.out_dir / "value.txt").read_text() == "3"
+
+
+def test_upstream_change_moves_every_downstream_key(build_env):
+    before = {t: t().key for t in (CacheSource, CacheMiddle, CacheSink)}
+    build_env.set("CacheSource", "level", 5)
+    after = {t: t().key for t in (CacheSource, CacheMiddle, CacheSink)}
+    assert all(before[t] != after[t] for t in before)
+
+
+def test_seed_and_version_are_part_of_the_key(build_env, monkeypatch):
+    base = CacheSource().key
+    build_env.set("gtforge", "seed", 7)
+    assert CacheSource().key != base
+    build_env.set("gtforge", "seed", 0)
+    monkeypatch.setattr(CacheSource, "version", 2)
+    assert CacheSource().key != base
+
+
+def test_manifest_lists_files_with_hashes(runs):
+    task = CacheSink()
+    run_tasks(task)
+    manifest = cache.read_manifest(task.out_dir)
+    assert manifest["key"] == task.key and manifest["stage"] == "CacheSink"
+    assert manifest["inputs"]["middle"]["key"] == CacheMiddle().key
+    [entry] = manifest["files"]
+    assert entry["sha256"] == cache.sha256_file(task.out_dir / "value.txt")
+    assert manifest["versions"]["torch"]
+
+
+def test_failed_stage_leaves_nothing_that_looks_complete(build_env):
+    task = CacheBroken()
+    result = luigi.build([task], local_scheduler=True, detailed_summary=True)
+    assert result.status.name == "FAILED"
+    assert not task.complete() and not task.out_dir.exists()
+    assert not cache.is_complete(task.partial_dir)
+
+
+def test_canonical_json_ignores_key_order():
+    assert cache.canonical_json({"b": 1, "a": [1, 2]}) == cache.canonical_json({"a": (1, 2), "b": 1})
+    assert json.loads(cache.canonical_json({"a": 1}))["a"] == 1
