@@ -12,7 +12,6 @@ install: $(INSTALLED)
 # parameters, and the BasicSR adapter tests) builds against the installed torch, hence no isolation.
 $(INSTALLED): setup.cfg pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
 	$(PY) -m pip install -q --no-build-isolation basicsr-fixed
 	touch $@

@@ -75,3 +75,21 @@ def test_ingest_stage_lists_every_reject(build_env, small_corpus, tmp_path):
     assert any("duplicate" in r for r in rejects.values())
     manifest = json.loads((task.out_dir / "manifest.json").read_text())
     assert manifest["info"] == {"accepted": len(images), "rejected": 2}
+
+
+@pytest.mark.parametrize("name,value", [("min_side", 64), ("max_pixels", 10**6), ("alpha", "reject")])
+def test_each_setting_changes_the_key(build_env, name, value):
+    base = IngestHR().key
+    build_env.set("IngestHR", name, value)
+    assert IngestHR().key != base
+
+
+def test_key_follows_folder_content_not_its_path(build_env, small_corpus, tmp_path):
+    import shutil
+
+    base = IngestHR().key
+    moved = shutil.copytree(small_corpus, tmp_path / "moved", copy_function=shutil.copy2)
+    build_env.set("gtforge", "input_dir", moved)
+    assert IngestHR().key == base
+    (moved / "chelsea.png").write_bytes((moved / "coffee.png").read_bytes())
+    assert IngestHR().key != base
