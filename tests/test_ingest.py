@@ -2,6 +2,7 @@ import json
 
 import numpy as np
 import pytest
+from luigi.task_register import Register
 from PIL import Image
 
 from pipeline import ingest
@@ -92,4 +93,5 @@ def test_key_follows_folder_content_not_its_path(build_env, small_corpus, tmp_pa
     build_env.set("gtforge", "input_dir", moved)
     assert IngestHR().key == base
     (moved / "chelsea.png").write_bytes((moved / "coffee.png").read_bytes())
+    Register.clear_instance_cache()  # a new run is a new process
     assert IngestHR().key != base
