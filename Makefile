@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SAMPLE := data/sample
 
-.PHONY: demo test install sample lint bench clean
+.PHONY: demo test install sample lint clean luigid luigid-stop
 
 install: $(INSTALLED)
 
@@ -24,6 +24,12 @@ demo: sample
 
 test: $(INSTALLED)
 	$(PY) -m pytest -q --timeout 900
+
+luigid: $(INSTALLED)
+	$(VENV)/bin/gtforge scheduler start
+
+luigid-stop: $(INSTALLED)
+	$(VENV)/bin/gtforge scheduler stop
 
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check pipeline tasks models tests bench examples

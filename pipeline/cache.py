@@ -96,6 +96,8 @@ def publish(partial: Path, final: Path, manifest: dict) -> None:
     If another worker published the same key first, its (identical) output is kept.
     """
     partial, final = Path(partial), Path(final)
+    for leftover in partial.rglob("*.tmp"):  # half-written files of a killed resumable run
+        leftover.unlink()
     manifest = {**manifest, "files": list_files(partial), "versions": package_versions(),
                 "published": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     write_json_atomic(partial / MANIFEST, manifest)

@@ -27,8 +27,9 @@ def _build(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None:
             argv += [f"--gtforge-{name.replace('_', '-')}", str(value)]
+    extra = args.luigi_args[1:] if args.luigi_args[:1] == ["--"] else args.luigi_args
     try:
-        run_with_retcodes(argv + args.luigi_args)
+        run_with_retcodes(argv + extra)
     except SystemExit as done:
         code = int(done.code or 0)
     else:

@@ -51,7 +51,7 @@ def folder_fingerprint(folder: Path) -> list[list]:
 def _to_rgb(img: Image.Image, alpha: str) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I"):
         grey = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if grey.max() > 255 else 255.0
+        top = 65535.0 if img.mode.startswith("I;16") or grey.max() > 255 else 255.0
         grey = np.clip(np.rint(grey * (255.0 / top)), 0, 255).astype(np.uint8)
         return np.repeat(grey[:, :, None], 3, axis=2)
     if img.mode == "F":

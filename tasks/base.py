@@ -96,8 +96,11 @@ class Stage(luigi.Task):
         return derive_seed(self.key, *item)
 
     def report(self, percent: float, message: str) -> None:
-        self.set_progress_percentage(round(percent, 1))
-        self.set_status_message(message)
+        # luigi sets these callbacks only inside a worker.
+        if self.set_progress_percentage:
+            self.set_progress_percentage(round(percent, 1))
+        if self.set_status_message:
+            self.set_status_message(message)
 
     def progress(self, items, total: int, desc: str | None = None):
         return track(items, total, desc or self.get_task_family(), report=self.report)

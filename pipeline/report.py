@@ -1,0 +1,271 @@
+"""The build report as one self-contained HTML page (every picture an embedded PNG, no script).
+
+Pure: `render_html(ReportData)` returns the page; the figure helpers return PNG bytes. Gathering
+the data from stage folders is tasks/report.py's job.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import cv2
+import numpy as np
+
+LABEL_NAMES = {1: "Positive", 0: "Similar", -1: "Negative"}
+LABEL_COLOURS = {1: "#1a7f37", 0: "#6e7781", -1: "#cf222e"}
+
+
+@dataclass
+class Tile:
+    """One picture of a sample row: `rgb` uint8 HWC; `label` +1/0/-1 or None; `note` a caption."""
+
+    name: str
+    rgb: np.ndarray
+    label: int | None = None
+    note: str = ""
+
+
+@dataclass
+class SampleRow:
+    title: str
+    tiles: list[Tile]
+
+
+@dataclass
+class Figure:
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+@dataclass
+class StageRow:
+    """One stage of the build: seconds it took when it was computed, whether this build reused
+    it from the cache, its size on disk and its settings."""
+
+    family: str
+    key: str
+    seconds: float | None
+    published: str | None
+    reused: bool | None
+    bytes: int
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    title: str
+    created: str
+    summary: dict[str, Any] = field(default_factory=dict)
+    samples: list[SampleRow] = field(default_factory=list)
+    # Section title -> figures, in page order (training curves, score histograms, masks, ...).
+    figures: dict[str, list[Figure]] = field(default_factory=dict)
+    rejects: list[dict[str, str]] = field(default_factory=list)
+    stages: list[StageRow] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- pictures
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """PNG of a uint8 RGB HWC (or HW grey) image."""
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8, got {rgb.dtype}")
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
+    ok, buf = cv2.imencode(".png", bgr)
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def display_tile(rgb: np.ndarray, side: int, scale: int = 1) -> np.ndarray:
+    """What a sample tile shows: an LR image (`scale` > 1) enlarged by pixel repetition to the
+    HR size, then the centre `side` x `side` crop when the image is larger (native pixels, so
+    detail stays judgeable). uint8 RGB HWC in and out."""
+    if scale > 1:
+        rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    h, w = rgb.shape[:2]
+    y, x = max((h - side) // 2, 0), max((w - side) // 2, 0)
+    return np.ascontiguousarray(rgb[y:y + side, x:x + side])
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    fig = MplFigure(figsize=(width, height), dpi=80)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    return buf.getvalue()
+
+
+def histograms_png(panels: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str = "",
+                   bins: int = 30) -> bytes:
+    """One panel per entry of `panels` ({panel title: {series name: values}}), the series of a
+    panel as overlaid step histograms over common bins. Returns PNG bytes."""
+    fig = _figure(3.4 * max(len(panels), 1), 2.8)
+    for i, (title, series) in enumerate(panels.items(), start=1):
+        ax = fig.add_subplot(1, max(len(panels), 1), i)
+        values = [np.asarray(v, np.float64) for v in series.values()]
+        finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
+        edges = np.histogram_bin_edges(finite if finite.size else [0.0, 1.0], bins=bins)
+        for name, v in zip(series, values, strict=True):
+            ax.hist(v[np.isfinite(v)], bins=edges, histtype="step", lw=1.4, label=name)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xlabel, fontsize=8)
+        ax.tick_params(labelsize=7)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
+    return _png(fig)
+
+
+def labels_png(labels: np.ndarray, candidate_names: Sequence[str]) -> bytes:
+    """Stacked bars: per candidate, how many patches are Positive / Similar / Negative.
+    `labels` int (N, K) of +1/0/-1. Returns PNG bytes."""
+    fig = _figure(1.2 + 0.9 * max(len(candidate_names), 1), 2.8)
+    ax = fig.add_subplot(1, 1, 1)
+    bottom = np.zeros(len(candidate_names))
+    for value in (1, 0, -1):
+        counts = (np.asarray(labels) == value).sum(axis=0) if len(labels) else bottom * 0
+        ax.bar(list(candidate_names), counts, bottom=bottom, color=LABEL_COLOURS[value],
+               label=LABEL_NAMES[value])
+        bottom = bottom + counts
+    ax.set_ylabel("patches", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return _png(fig)
+
+
+# ---------------------------------------------------------------- the page
+
+def text(value: object) -> str:
+    """HTML-escaped text; file names that are not UTF-8 show their bytes as \\xNN."""
+    s = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return html.escape(s)
+
+
+def _img(png: bytes, alt: str, style: str = "") -> str:
+    data = base64.b64encode(png).decode("ascii")
+    css = f' style="{style}"' if style else ""
+    return f'<img{css} alt="{text(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KB'."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:0 auto;max-width:1400px;padding:0 18px 40px;
+color:#1f2328}
+h1{font-size:22px;margin:18px 0 4px}
+h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #d0d7de}
+nav a{margin-right:12px}table{border-collapse:collapse;font-size:13px}
+td,th{border:1px solid #d0d7de;padding:3px 7px;text-align:left;vertical-align:top}
+th{background:#f6f8fa}td.n{text-align:right}
+.row{display:flex;flex-wrap:wrap;gap:6px;margin:4px 0 14px}
+.tile{display:flex;flex-direction:column;align-items:center;font-size:12px}
+.tile img{image-rendering:pixelated;border:3px solid #d0d7de}
+.fig{display:inline-block;margin:0 14px 14px 0;vertical-align:top;font-size:12px;max-width:100%}
+.fig img{max-width:100%}
+.muted{color:#6e7781}code{font-size:12px}details{font-size:12px}
+"""
+
+
+def _summary_html(data: ReportData) -> str:
+    rows = "".join(f"<tr><th>{text(k)}</th><td>{text(v)}</td></tr>"
+                   for k, v in data.summary.items())
+    return f"<table>{rows}</table>" if rows else ""
+
+
+def _samples_html(samples: Sequence[SampleRow]) -> str:
+    if not samples:
+        return '<p class="muted">No samples: this build wrote no shards.</p>'
+    out = []
+    for row in samples:
+        tiles = []
+        for t in row.tiles:
+            colour = LABEL_COLOURS.get(t.label, "#d0d7de") if t.label is not None else "#d0d7de"
+            label = f" <b style='color:{colour}'>{LABEL_NAMES[t.label]}</b>" \
+                if t.label is not None else ""
+            width = max(t.rgb.shape[1], 160)  # small patches enlarged (pixelated), not blurred
+            img = _img(png_bytes(t.rgb), t.name, style=f"border-color:{colour};width:{width}px")
+            tiles.append(f"<div class='tile'>{img}<span>{text(t.name)}{label}</span>"
+                         f"<span class='muted'>{text(t.note)}</span></div>")
+        out.append(f"<h3>{text(row.title)}</h3><div class='row'>{''.join(tiles)}</div>")
+    return "".join(out)
+
+
+def _figures_html(figures: Sequence[Figure]) -> str:
+    return "".join(f"<div class='fig'>{_img(f.png, f.title)}<div><b>{text(f.title)}</b> "
+                   f"<span class='muted'>{text(f.caption)}</span></div></div>" for f in figures)
+
+
+def _rejects_html(rejects: Sequence[Mapping[str, str]]) -> str:
+    if not rejects:
+        return "<p>No input file was rejected.</p>"
+    rows = "".join(f"<tr><td><code>{text(r.get('source', ''))}</code></td>"
+                   f"<td>{text(r.get('reason', ''))}</td></tr>" for r in rejects)
+    return f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table>"
+
+
+def _stages_html(stages: Sequence[StageRow]) -> str:
+    if not stages:
+        return ""
+    rows = []
+    for s in stages:
+        cached = {True: "reused (cache hit)", False: "built", None: "–"}[s.reused]
+        settings = json.dumps(dict(s.settings), sort_keys=True, indent=1)
+        rows.append(
+            f"<tr><td>{text(s.family)}</td><td><code>{text(s.key)}</code></td>"
+            f"<td>{cached}</td><td class='n'>{_seconds(s.seconds)}</td>"
+            f"<td>{text(s.published or '–')}</td><td class='n'>{human_size(s.bytes)}</td>"
+            f"<td><details><summary>settings</summary><pre>{text(settings)}</pre></details></td></tr>")
+    built = [s for s in stages if s.reused is False]
+    reused = [s for s in stages if s.reused]
+    total = (f"<p>{len(built)} stages built ({_seconds(sum(s.seconds or 0 for s in built))}), "
+             f"{len(reused)} reused from the cache (saving "
+             f"{_seconds(sum(s.seconds or 0 for s in reused))}).</p>")
+    return (total + "<table><tr><th>stage</th><th>key</th><th>this build</th><th>time</th>"
+            "<th>published</th><th>size</th><th></th></tr>" + "".join(rows) + "</table>")
+
+
+def render_html(data: ReportData) -> str:
+    """The whole page: summary, sample patches, figure sections, rejects, stages."""
+    sections = [("summary", "Summary", _summary_html(data)
+                 + "".join(f"<p class='muted'>{text(n)}</p>" for n in data.notes)),
+                ("samples", "Sample patches", _samples_html(data.samples))]
+    for i, (title, figs) in enumerate(data.figures.items()):
+        sections.append((f"fig{i}", title, _figures_html(figs)))
+    sections += [("rejects", f"Rejected inputs ({len(data.rejects)})", _rejects_html(data.rejects)),
+                 ("stages", "Stages: timings and cache hits", _stages_html(data.stages))]
+    nav = "".join(f"<a href='#{sid}'>{text(title)}</a>" for sid, title, _ in sections)
+    body = "".join(f"<h2 id='{sid}'>{text(title)}</h2>{content}"
+                   for sid, title, content in sections)
+    return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{text(data.title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{text(data.title)}</h1><p class='muted'>{text(data.created)}</p>"
+            f"<nav>{nav}</nav>{body}</body></html>\n")
