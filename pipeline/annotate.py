@@ -1,0 +1,171 @@
+"""Automated annotation: IQA metrics as annotators, majority labels, the difference filter.
+
+HGGT had three people label each enhanced patch against the original as Positive (+1),
+Similar (0) or Negative (-1); the majority wins and a three-way split counts as Similar. Here each
+configured pyiqa metric is one annotator (see docs/ANNOTATION.md):
+
+- a no-reference (NR) metric scores the original and the candidate on their own; it votes +1 if
+  the candidate is better by more than the metric's margin, -1 if worse by more than the margin,
+  else 0 (the metric's direction, `lower_better`, is taken into account);
+- a full-reference (FR) metric scores the candidate against the original, so it only measures how
+  far the candidate moved (the original compared with itself scores best). It can never vote +1:
+  it votes -1 when the distortion passes its margin, else 0. `fr_policy` says how that vote counts:
+  "vote" (an annotator like the others), "veto" (does not vote; a -1 forces Negative) or "ignore"
+  (scores stored, no say in the label).
+
+Shapes: N patches, K candidates, M metrics; patches are uint8 RGB HWC.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from pipeline import iqa
+
+POSITIVE, SIMILAR, NEGATIVE = 1, 0, -1
+LABEL_NAMES = {POSITIVE: "positive", SIMILAR: "similar", NEGATIVE: "negative"}
+FR_POLICIES = ("vote", "veto", "ignore")
+DIFFERENCE_MEASURES = ("mean_diff", "mad", "ssim")
+
+
+def score_patches(original: np.ndarray, candidates: np.ndarray, metrics: Sequence[str],
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Score each patch's original and candidates with every metric.
+
+    original: uint8 (N,H,W,3); candidates: uint8 (N,K,H,W,3), K may be 0.
+    Returns float32 (N,K+1,M): index 0 along the second axis is the original. NR metrics score
+    each version alone; FR metrics score each version against the original (so index 0 holds
+    the metric's value for the original compared with itself, its best value).
+    """
+    original, candidates = np.asarray(original), np.asarray(candidates)
+    n, k = len(original), candidates.shape[1] if candidates.ndim == 5 else 0
+    if candidates.shape[:1] != (n,) or candidates.shape[2:] not in ((), original.shape[1:]):
+        raise ValueError(f"candidates {candidates.shape} do not match originals {original.shape}")
+    versions = np.concatenate([original[:, None], candidates.reshape(n, k, *original.shape[1:])],
+                              axis=1).reshape(n * (k + 1), *original.shape[1:])
+    reference = np.repeat(original, k + 1, axis=0)
+    out = np.empty((n, k + 1, len(metrics)), np.float32)
+    for m, name in enumerate(metrics):
+        ref = reference if iqa.metric_info(name).full_reference else None
+        values = iqa.score_images(name, versions, reference=ref, device=device)
+        out[:, :, m] = values.reshape(n, k + 1)
+    return out
+
+
+def vote(scores: np.ndarray, margins: Sequence[float], lower_better: Sequence[bool],
+         full_reference: Sequence[bool]) -> np.ndarray:
+    """Per-metric votes from raw scores (N,K+1,M) (index 0 = original): int8 (N,K,M) in {-1,0,+1}.
+
+    The improvement of candidate k under metric m is (score_k - score_0), negated for
+    lower-is-better metrics; it votes +1 above margins[m], -1 below -margins[m], else 0.
+    FR metrics cannot vote +1 (clipped to 0). A NaN score (a metric failing on a patch) votes 0.
+    """
+    scores = np.asarray(scores, np.float64)
+    margins = np.asarray(margins, np.float64)
+    sign = np.where(np.asarray(lower_better, bool), -1.0, 1.0)
+    if scores.ndim != 3 or scores.shape[2] != len(margins) or len(sign) != len(margins):
+        raise ValueError(f"scores {scores.shape} vs {len(margins)} margins / directions")
+    if (margins < 0).any():
+        raise ValueError(f"margins must be >= 0, got {margins.tolist()}")
+    gain = (scores[:, 1:, :] - scores[:, :1, :]) * sign
+    votes = np.where(gain > margins, POSITIVE, np.where(gain < -margins, NEGATIVE, SIMILAR))
+    fr = np.asarray(full_reference, bool)
+    votes[..., fr] = np.minimum(votes[..., fr], SIMILAR)
+    return votes.astype(np.int8)
+
+
+def majority(votes: np.ndarray) -> np.ndarray:
+    """Majority over the last axis of int8 votes: the single most frequent vote wins; a tie for
+    the most votes (HGGT's three-way split, or e.g. one +1 and one -1) is Similar; no voters ->
+    Similar. Returns int8 of votes.shape[:-1]."""
+    votes = np.asarray(votes)
+    counts = np.stack([(votes == v).sum(-1) for v in (NEGATIVE, SIMILAR, POSITIVE)], -1)
+    top = counts.max(-1, keepdims=True)
+    unique = (counts == top).sum(-1) == 1
+    return np.where(unique, counts.argmax(-1) - 1, SIMILAR).astype(np.int8)
+
+
+def label(votes: np.ndarray, full_reference: Sequence[bool], fr_policy: str = "vote") -> np.ndarray:
+    """Final labels int8 (N,K) from votes (N,K,M), with FR metrics counted per `fr_policy`."""
+    if fr_policy not in FR_POLICIES:
+        raise ValueError(f"fr_policy must be one of {FR_POLICIES}, got {fr_policy!r}")
+    fr = np.asarray(full_reference, bool)
+    if fr_policy == "vote":
+        return majority(votes)
+    labels = majority(votes[..., ~fr])
+    if fr_policy == "veto" and fr.any():
+        labels = np.where((votes[..., fr] == NEGATIVE).any(-1), NEGATIVE, labels).astype(np.int8)
+    return labels
+
+
+def difference(original: np.ndarray, candidates: np.ndarray, measure: str = "mad",
+               device: torch.device | str = "cpu") -> np.ndarray:
+    """How much each candidate differs from its original: float32 (N,K).
+
+    measure: "mean_diff" = |mean(original - candidate)| on 0-255 (HGGT's reference code; blind to
+    changes that average out, e.g. sharpening or noise), "mad" = mean |original - candidate| on
+    0-255, "ssim" = 1 - SSIM (pyiqa, on luma; 0 identical, up to ~1).
+    """
+    if measure not in DIFFERENCE_MEASURES:
+        raise ValueError(f"difference measure must be one of {DIFFERENCE_MEASURES}, "
+                         f"got {measure!r}")
+    original, candidates = np.asarray(original), np.asarray(candidates)
+    n, k = len(original), candidates.shape[1] if candidates.ndim == 5 else 0
+    if k == 0:
+        return np.zeros((n, 0), np.float32)
+    if measure == "ssim":
+        flat = candidates.reshape(n * k, *original.shape[1:])
+        ssim = iqa.score_images("ssim", flat, reference=np.repeat(original, k, axis=0),
+                                device=device)
+        return (1.0 - ssim).reshape(n, k).astype(np.float32)
+    diff = original[:, None].astype(np.float32) - candidates.astype(np.float32)
+    if measure == "mean_diff":
+        return np.abs(diff.mean(axis=(2, 3, 4))).astype(np.float32)
+    return np.abs(diff).mean(axis=(2, 3, 4)).astype(np.float32)
+
+
+def difference_keep(differences: np.ndarray, threshold: float) -> np.ndarray:
+    """bool (N,): a patch is kept if some candidate differs by more than `threshold`. With no
+    candidates (K=0) there is nothing to compare and every patch is kept."""
+    differences = np.asarray(differences)
+    if differences.shape[1] == 0:
+        return np.ones(len(differences), bool)
+    return (differences > threshold).any(axis=1)
+
+
+def informative(labels: np.ndarray) -> np.ndarray:
+    """bool (N,): the patch has at least one Positive or Negative candidate (HGGT drops groups
+    that are all Similar). With no candidates every patch counts as informative."""
+    labels = np.asarray(labels)
+    if labels.shape[1] == 0:
+        return np.ones(len(labels), bool)
+    return (labels != SIMILAR).any(axis=1)
+
+
+def _counts(values: np.ndarray) -> dict[str, int]:
+    return {name: int((values == v).sum()) for v, name in LABEL_NAMES.items()}
+
+
+def label_stats(labels: np.ndarray, votes: np.ndarray, keep: np.ndarray,
+                candidate_names: Sequence[str], metric_names: Sequence[str]) -> dict:
+    """HGGT-style tables over the kept patches: Positive/Similar/Negative counts per candidate
+    source and per metric, and how many patches have 0..K Positive candidates."""
+    labels, votes, keep = np.asarray(labels), np.asarray(votes), np.asarray(keep, bool)
+    kept_labels, kept_votes = labels[keep], votes[keep]
+    k = labels.shape[1]
+    positives = (kept_labels == POSITIVE).sum(axis=1)
+    return {
+        "patches": int(len(labels)),
+        "kept": int(keep.sum()),
+        "counted_over": "kept patches",
+        "per_candidate": {name: _counts(kept_labels[:, i])
+                          for i, name in enumerate(candidate_names)},
+        "all_candidates": _counts(kept_labels),
+        "positives_per_patch": {str(p): int((positives == p).sum()) for p in range(k + 1)},
+        "votes_per_metric": {m: {name: _counts(kept_votes[:, i, j])
+                                 for i, name in enumerate(candidate_names)}
+                             for j, m in enumerate(metric_names)},
+    }
