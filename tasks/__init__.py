@@ -1,4 +1,24 @@
 """gtforge's Luigi tasks, one module per stage. `luigi --module tasks BuildDataset` finds them."""
 
-from tasks.config import gtforge  # noqa: F401  (registers the [gtforge] section)
-from tasks.ingest import IngestHR  # noqa: F401
+from tasks.config import gtforge
+from tasks.degrade import DegradeForEnhancer, DegradeLR
+from tasks.enhance import EnhanceHR
+from tasks.fuse import FuseGT
+from tasks.ingest import IngestHR
+from tasks.mask_generator import TrainMaskGenerator
+from tasks.publish import BuildDataset, PublishDataset
+from tasks.report import Report
+from tasks.score_patches import ScorePatches
+from tasks.select_patches import SelectPatches
+from tasks.super_resolve import SuperResolveGT
+from tasks.train_enhancer import TrainEnhancer
+from tasks.train_sr import LoadSR, TrainSR
+from tasks.vqvae import TrainVQVAE2, VQVAEDegradeLR
+from tasks.write_shards import WriteShards
+
+__all__ = [
+    "BuildDataset", "DegradeForEnhancer", "DegradeLR", "EnhanceHR", "FuseGT", "IngestHR",
+    "LoadSR", "PublishDataset", "Report", "ScorePatches", "SelectPatches", "SuperResolveGT",
+    "TrainEnhancer", "TrainMaskGenerator", "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR",
+    "WriteShards", "gtforge",
+]
