@@ -1,0 +1,136 @@
+"""HGGT's 1x enhancers: building a backbone by name, the GAN training step, and applying a
+trained generator to a whole image.
+
+One training step (the Real-ESRGAN order): the generator takes a batch of degraded crops and is
+updated with L1 + perceptual + GAN against the clean crops while the discriminator is frozen;
+then the discriminator is updated on the clean crops (real) and the detached outputs (fake).
+Both use Adam; the learning rate is halved at every milestone, computed from the step index
+(nothing to restore on resume but the optimiser states).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.elan import ELAN
+from models.rcan import RCAN
+from models.unet_discriminator import UNetDiscriminator
+from pipeline.iqa import to_tensor
+from pipeline.losses import LossWeights, PerceptualLoss, gan_loss
+from pipeline.sr import sample_pairs, to_uint8
+from pipeline.tiling import tiled_apply
+
+GENERATORS: dict[str, Callable[..., nn.Module]] = {"rcan": RCAN, "elan": ELAN}
+
+
+def build_generator(backbone: str, config: Mapping[str, Any]) -> nn.Module:
+    """The backbone `backbone` ('rcan' or 'elan') built with the keyword arguments `config`."""
+    if backbone not in GENERATORS:
+        raise ValueError(f"unknown enhancer backbone {backbone!r} (known: {sorted(GENERATORS)})")
+    try:
+        return GENERATORS[backbone](**config)
+    except TypeError as e:
+        raise ValueError(f"bad {backbone} configuration {dict(config)}: {e}") from None
+
+
+def learning_rate(base: float, step: int, milestones: Sequence[int], gamma: float = 0.5) -> float:
+    """`base` times `gamma` for every milestone at or before the 0-based `step`."""
+    return base * gamma ** sum(step >= m for m in milestones)
+
+
+def sample_batch(rng: np.random.Generator,
+                 pair: Callable[[int], tuple[np.ndarray, np.ndarray]], count: int, batch: int,
+                 crop: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch of aligned crops from pairs 0..count-1; `pair(i)` gives (clean, degraded),
+    uint8 RGB HWC of one size. Each crop gets one of the 8 flips/rotations.
+    Returns (degraded, clean), float32 [0,1] (B,3,crop,crop)."""
+    return sample_pairs(rng, pair, count, batch, crop, scale=1)
+
+
+class EnhancerTraining:
+    """A generator, a discriminator, their Adam optimisers and the loss weights.
+
+    `step(i, degraded, clean)` runs one generator and one discriminator update on float [0,1]
+    NCHW batches and returns the losses as floats. `state_dict()` / `load_state_dict()` hold
+    everything a resumed run needs. With `weights.gan == 0` the discriminator is not used;
+    with `perceptual=None` the perceptual term is left out.
+    """
+
+    def __init__(self, generator: nn.Module, discriminator: nn.Module,
+                 perceptual: PerceptualLoss | None, weights: LossWeights, lr: float = 1e-4,
+                 milestones: Sequence[int] = (200_000,), betas: tuple[float, float] = (0.9, 0.99)):
+        self.generator, self.discriminator, self.perceptual = generator, discriminator, perceptual
+        self.weights, self.lr, self.milestones = weights, lr, tuple(milestones)
+        self.opt_g = torch.optim.Adam(generator.parameters(), lr=lr, betas=betas)
+        self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
+
+    def step(self, i: int, degraded: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+        lr = learning_rate(self.lr, i, self.milestones)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        use_gan = self.weights.gan > 0
+        self.generator.train()
+        self.discriminator.train().requires_grad_(False)
+        out = self.generator(degraded)
+        l1 = F.l1_loss(out, clean)
+        losses = {"l1": l1}
+        total = self.weights.l1 * l1
+        if self.perceptual is not None and self.weights.perceptual > 0:
+            losses["perceptual"] = self.perceptual(out, clean)
+            total = total + self.weights.perceptual * losses["perceptual"]
+        if use_gan:
+            losses["g_gan"] = gan_loss(self.discriminator(out), real=True)
+            total = total + self.weights.gan * losses["g_gan"]
+        self.opt_g.zero_grad(set_to_none=True)
+        total.backward()
+        self.opt_g.step()
+        if use_gan:
+            self.discriminator.requires_grad_(True)
+            self.opt_d.zero_grad(set_to_none=True)
+            losses["d_real"] = gan_loss(self.discriminator(clean), real=True)
+            losses["d_real"].backward()
+            losses["d_fake"] = gan_loss(self.discriminator(out.detach()), real=False)
+            losses["d_fake"].backward()
+            self.opt_d.step()
+        return {k: float(v.detach()) for k, v in losses.items()}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"generator": self.generator.state_dict(),
+                "discriminator": self.discriminator.state_dict(),
+                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.discriminator.load_state_dict(state["discriminator"])
+        self.opt_g.load_state_dict(state["opt_g"])
+        self.opt_d.load_state_dict(state["opt_d"])
+
+
+def build_training(backbone: str, generator_config: Mapping[str, Any],
+                   discriminator_config: Mapping[str, Any], perceptual: PerceptualLoss | None,
+                   weights: LossWeights, lr: float, milestones: Sequence[int],
+                   seed: int, device: torch.device | str = "cpu") -> EnhancerTraining:
+    """Generator and discriminator initialised from `seed` (so two runs start identically),
+    on `device`, with their optimisers."""
+    torch.manual_seed(seed)
+    generator = build_generator(backbone, generator_config).to(device)
+    discriminator = UNetDiscriminator(**discriminator_config).to(device)
+    if perceptual is not None:
+        perceptual = perceptual.to(device)
+    return EnhancerTraining(generator, discriminator, perceptual, weights, lr, milestones)
+
+
+@torch.no_grad()
+def enhance(model: nn.Module, rgb: np.ndarray, tile: int, overlap: int,
+            device: torch.device | str = "cpu") -> np.ndarray:
+    """Apply a 1x generator to uint8 RGB HWC `rgb` in overlapping tiles of `tile` pixels
+    (pipeline.tiling.tiled_apply). Returns uint8 RGB HWC of the same size (clipped, rounded)."""
+    out = tiled_apply(model.eval(), to_tensor(rgb, device), tile, overlap)
+    return to_uint8(out[0])

@@ -1,0 +1,53 @@
+"""EnhanceHR(backbone, degradation): a trained enhancer applied to every HR image, a candidate GT
+(rcan_noise, rcan_blur, elan_noise, elan_blur in tasks/candidates.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline.device import resolve_device
+from pipeline.enhancer import build_generator, enhance
+from pipeline.imageio import image_path, read_rgb, write_rgb
+from pipeline.ingest import read_images
+from pipeline.training import load_checkpoint
+from tasks.base import Stage
+from tasks.config import gtforge
+from tasks.ingest import IngestHR
+from tasks.train_enhancer import BACKBONES, DEGRADATIONS, GENERATOR_FILE, TrainEnhancer
+
+
+class EnhanceHR(Stage):
+    """images/<id>.png: uint8 RGB, the size of the HR image, from the TrainEnhancer generator
+    applied in overlapping tiles (`tile` pixels, `overlap`; pipeline.tiling.tiled_apply)."""
+
+    version = 1
+    resources = {"gpu": 1}
+    backbone = luigi.ChoiceParameter(choices=BACKBONES)
+    degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
+    tile = luigi.OptionalIntParameter(default=None)
+    overlap = luigi.OptionalIntParameter(default=None)
+
+    def requires(self):
+        return {"hr": IngestHR(),
+                "model": TrainEnhancer(backbone=self.backbone, degradation=self.degradation)}
+
+    def build(self, out: Path) -> dict:
+        s = self.settings
+        device = resolve_device(gtforge().device)
+        config = self.input_stages()["model"].settings[self.backbone]
+        model = build_generator(self.backbone, config)
+        weights = self.input_dir("model") / GENERATOR_FILE
+        try:
+            model.load_state_dict(load_checkpoint(weights))
+        except RuntimeError as e:
+            raise ValueError(f"{weights}: does not fit {self.backbone} {config}: {e}") from None
+        model = model.to(device).eval()
+        (out / "images").mkdir()
+        images = read_images(self.input_dir("hr"))
+        for img in self.progress(images, len(images), f"EnhanceHR {self.backbone}_"
+                                 f"{self.degradation}"):
+            rgb = read_rgb(image_path(self.input_dir("hr"), img.id))
+            write_rgb(image_path(out, img.id), enhance(model, rgb, s["tile"], s["overlap"], device))
+        return {"images": len(images)}

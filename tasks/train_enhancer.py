@@ -1,0 +1,157 @@
+"""TrainEnhancer(backbone, degradation): one of HGGT's four 1x enhancers (docs/ENHANCERS.md).
+
+Output: generator.pt (the generator's plain state dict; its size is this stage's `rcan` or
+`elan` setting), curve.csv and curve.png.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import shutil
+from pathlib import Path
+
+import luigi
+
+from pipeline import enhancer
+from pipeline.cache import sha256_file
+from pipeline.device import resolve_device
+from pipeline.imageio import image_path, read_rgb
+from pipeline.ingest import read_images
+from pipeline.losses import LossWeights, PerceptualLoss, load_vgg19
+from pipeline.seeding import rng
+from pipeline.training import CURVE_CSV, TrainState, plot_curve, save_checkpoint, train_loop
+from tasks.base import Stage
+from tasks.config import gtforge, preset_setting
+from tasks.degrade import DegradeForEnhancer
+from tasks.ingest import IngestHR
+
+GENERATOR_FILE = "generator.pt"
+BACKBONES = ("rcan", "elan")
+DEGRADATIONS = ("noise", "blur")
+NO_VGG_WARNING = ("no VGG19 weights configured ([paper.TrainEnhancer] vgg19_weights is empty): "
+                  "trained without the perceptual loss (L1 + GAN only; docs/ENHANCERS.md)")
+
+log = logging.getLogger("luigi-interface")
+
+
+@functools.lru_cache(maxsize=8)
+def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+    return sha256_file(Path(path))
+
+
+class TrainEnhancer(Stage):
+    """Train the `backbone` generator (RCAN or ELAN, no upsampler) to turn the
+    DegradeForEnhancer(`degradation`) images back into the IngestHR originals, with L1 +
+    VGG19 perceptual + vanilla GAN (U-Net discriminator with spectral norm)."""
+
+    version = 1
+    resumable = True
+    resources = {"gpu": 1}
+    backbone = luigi.ChoiceParameter(choices=BACKBONES)
+    degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
+    iterations = luigi.OptionalIntParameter(default=None)
+    milestones = luigi.OptionalListParameter(default=None)  # steps where the lr halves
+    batch_size = luigi.OptionalIntParameter(default=None)
+    crop = luigi.OptionalIntParameter(default=None)  # a multiple of 8 (the discriminator)
+    lr = luigi.OptionalFloatParameter(default=None)
+    rcan = luigi.OptionalDictParameter(default=None)  # models.rcan.RCAN arguments
+    elan = luigi.OptionalDictParameter(default=None)  # models.elan.ELAN arguments
+    discriminator = luigi.OptionalDictParameter(default=None)  # UNetDiscriminator arguments
+    losses = luigi.OptionalDictParameter(default=None)  # weights: l1, perceptual, gan
+    perceptual_layers = luigi.OptionalDictParameter(default=None)  # VGG19 conv -> weight
+    # Not in the key: where the weights are (their sha256 is) and how often to checkpoint.
+    vgg19_weights = luigi.OptionalParameter(default=None, significant=False)
+    ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
+    cached_images = luigi.IntParameter(default=64, significant=False)
+
+    @functools.cached_property
+    def settings(self) -> dict:
+        values = dict(Stage.settings.func(self))
+        values.pop("elan" if self.backbone == "rcan" else "rcan")  # the other size is irrelevant
+        return values
+
+    def _setting(self, name: str, param: luigi.Parameter):
+        value = getattr(self, name)
+        return value if value is not None else preset_setting("TrainEnhancer", name, param)
+
+    @property
+    def loss_weights(self) -> LossWeights:
+        try:
+            return LossWeights(**self.settings["losses"])
+        except TypeError:
+            raise ValueError(f"TrainEnhancer losses = {self.settings['losses']}: the keys are "
+                             f"l1, perceptual and gan") from None
+
+    @property
+    def vgg19_path(self) -> Path | None:
+        """The configured VGG19 file, or None when the perceptual term is off or not configured."""
+        path = self._setting("vgg19_weights", luigi.OptionalParameter())
+        return Path(path) if path and self.loss_weights.perceptual > 0 else None
+
+    def fingerprint(self) -> dict:
+        if self.loss_weights.perceptual <= 0:
+            return {}
+        path = self.vgg19_path
+        if path is None:
+            return {"perceptual": "off: no vgg19_weights"}
+        if not path.is_file():
+            load_vgg19(path)  # raises MissingVGGWeights naming the file and where to get it
+        st = path.stat()
+        return {"vgg19_sha256": _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)}
+
+    def requires(self):
+        return {"hr": IngestHR(), "degraded": DegradeForEnhancer(degradation=self.degradation)}
+
+    def build(self, out: Path) -> dict:
+        s = self.settings
+        if s["crop"] % 8:
+            raise ValueError(f"TrainEnhancer crop = {s['crop']}: must be a multiple of 8")
+        device = resolve_device(gtforge().device)
+        hr_dir, lq_dir = self.input_dir("hr"), self.input_dir("degraded")
+        variants = int(self.input_stages()["degraded"].settings["variants"])
+        pairs = [(img.id, v) for img in read_images(hr_dir) for v in range(variants)]
+
+        @functools.lru_cache(maxsize=self.cached_images)
+        def pair(k: int):
+            image_id, v = pairs[k]
+            clean = read_rgb(image_path(hr_dir, image_id))
+            path = image_path(lq_dir, f"{image_id}_{v}")
+            degraded = read_rgb(path)
+            if degraded.shape != clean.shape:
+                raise ValueError(f"{path}: {degraded.shape[1]}x{degraded.shape[0]}, but its HR "
+                                 f"image is {clean.shape[1]}x{clean.shape[0]}")
+            return clean, degraded
+
+        warnings = []
+        perceptual = None
+        weights = self.loss_weights
+        if self.vgg19_path is not None:
+            perceptual = PerceptualLoss(load_vgg19(self.vgg19_path), s["perceptual_layers"])
+        elif weights.perceptual > 0:
+            warnings.append(NO_VGG_WARNING)
+            log.warning("TrainEnhancer(%s, %s): %s", self.backbone, self.degradation,
+                        NO_VGG_WARNING)
+        training = enhancer.build_training(
+            self.backbone, s[self.backbone], s["discriminator"], perceptual, weights, s["lr"],
+            s["milestones"], self.seed_for("init"), device)
+
+        def step(i: int) -> dict[str, float]:
+            degraded, clean = enhancer.sample_batch(rng(self.key, "batch", i), pair, len(pairs),
+                                                    s["batch_size"], s["crop"])
+            return training.step(i, degraded.to(device), clean.to(device))
+
+        name = f"TrainEnhancer {self.backbone}/{self.degradation}"
+        rows = train_loop(step, TrainState(training.state_dict, training.load_state_dict),
+                          s["iterations"], out / "checkpoints",
+                          self._setting("ckpt_every", luigi.IntParameter()),
+                          self.seed_for("steps"), desc=name, report=self.report, device=device)
+        save_checkpoint(out / GENERATOR_FILE, {k: v.detach().cpu() for k, v in
+                                               training.generator.state_dict().items()})
+        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
+        shutil.rmtree(out / "checkpoints")
+        plot_curve(out / CURVE_CSV, out / "curve.png", name)
+        return {"pairs": len(pairs), "final": rows[-1] if rows else None,
+                "parameters": sum(p.numel() for p in training.generator.parameters()),
+                "perceptual": str(self.vgg19_path) if perceptual is not None else None,
+                "warnings": warnings}
