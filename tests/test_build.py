@@ -19,7 +19,7 @@ SHORT_TRAININGS = {
     "tiny.TrainVQVAE2": {"max_epochs": 1},
     "tiny.VQVAEDegradeLR": {"epochs": 1},
     "tiny.TrainSR": {"iterations": 4},
-    "tiny.TrainMaskGenerator": {"iterations": 4, "crop": 64},
+    "tiny.TrainMaskGenerator": {"iterations": 4},
 }
 CANDIDATES = ["elan_noise", "fused"]
 
