@@ -1,0 +1,123 @@
+"""Training the CFMG: crops of aligned [GT, SR x2, SR x3, SR x4], the conditional objective
+
+    loss = (1 - c^2) * MSE(fused, GT) - c^2 * P(fused),   c ~ U(0,1) once per step,
+
+with P a weighted sum of differentiable no-reference IQA scores (pyiqa, `as_loss=True`,
+inputs in [0,1]), and AdamW with a warm-up + cosine schedule and gradient clipping.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.cfmg import CFMG
+from pipeline.fusion import fuse_logits
+
+MetricFactory = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
+
+
+def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int,
+                  total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warm-up from lr/warmup to lr over `warmup` steps, then a cosine decay to 0 at
+    step `total`. Call .step() once per optimiser step."""
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def sample_crops(rng: np.random.Generator, stack: Callable[[int], list[np.ndarray]],
+                 count: int, batch: int, crop: int) -> torch.Tensor:
+    """`batch` aligned random crops with random horizontal/vertical flips from images
+    0..count-1; `stack(i)` gives image i's S sources, uint8 RGB HWC of one size (source 0 the
+    GT). Returns (B,S,3,crop,crop) float32 in [0,1].
+    """
+    out = None
+    for b in range(batch):
+        sources = stack(int(rng.integers(count)))
+        if out is None:
+            out = np.empty((batch, len(sources), crop, crop, 3), np.uint8)
+        h, w = sources[0].shape[:2]
+        if min(h, w) < crop:
+            raise ValueError(f"image {w}x{h} is smaller than the CFMG crop {crop}")
+        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+        flip_y, flip_x = rng.integers(2, size=2)
+        for s, image in enumerate(sources):
+            patch = image[y:y + crop, x:x + crop]
+            out[b, s] = patch[::-1 if flip_y else 1, ::-1 if flip_x else 1]
+    return torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div_(255)
+
+
+class Perceptual:
+    """P(images) = sum_m weight_m * metric_m(images), each metric created by `factory(name,
+    device, as_loss=True)` (pipeline.iqa.create_metric) and called on float [0,1] NCHW images,
+    returning a scalar (the batch mean). A lower-better metric (NIQE) needs a negative weight,
+    a higher-better one a positive weight, so that a larger P is always better."""
+
+    def __init__(self, weights: Mapping[str, float], device: torch.device | str,
+                 factory: MetricFactory):
+        if not weights:
+            raise ValueError("TrainMaskGenerator metrics: give at least one {name: weight}")
+        self.terms = []
+        for name, weight in weights.items():
+            metric = factory(name, device, as_loss=True)
+            lower_better = bool(getattr(metric, "lower_better", False))
+            if weight == 0 or (weight > 0) == lower_better:
+                better = "lower" if lower_better else "higher"
+                raise ValueError(f"IQA metric {name!r} is {better}-better: its weight must be "
+                                 f"{'negative' if lower_better else 'positive'}, got {weight}")
+            self.terms.append((name, float(weight), metric))
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """(P as a differentiable scalar, {metric name: raw batch-mean score})."""
+        total, raw = images.new_zeros(()), {}
+        for name, weight, metric in self.terms:
+            score = metric(images).mean()
+            raw[name] = float(score.detach())
+            total = total + weight * score.to(images.dtype)
+        return total, raw
+
+
+def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
+              perceptual: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+              ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective on one batch: sources (B,S,3,h,w) in [0,1], source 0 the GT; returns
+    (loss, {loss, mse, P, c, metric scores}). P sees the fused image clipped to [0,1]."""
+    gt = sources[:, 0]
+    logits = model(gt, torch.full((len(gt),), c, device=gt.device))
+    fused = fuse_logits(sources, logits)
+    mse = F.mse_loss(fused, gt)
+    p, raw = perceptual(fused.clamp(0, 1))
+    loss = (1 - c * c) * mse - c * c * p
+    return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()),
+                  "P": float(p.detach()), "c": c, **raw}
+
+
+def cfmg_train_step(model: CFMG, optimizer: torch.optim.Optimizer,
+                    scheduler: torch.optim.lr_scheduler.LRScheduler, sources: torch.Tensor,
+                    c: float, perceptual, grad_clip: float) -> dict[str, float]:
+    """One optimiser step on `cfmg_loss` with gradient-norm clipping; returns the logged values."""
+    model.train()
+    loss, logs = cfmg_loss(model, sources, c, perceptual)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    scheduler.step()
+    return logs
+
+
+@torch.no_grad()
+def predict_logits(model: CFMG, gt: torch.Tensor, c: float) -> torch.Tensor:
+    """Ring weights (B,S,bins) for GT images (B,3,H,W) in [0,1] at condition c (eval mode)."""
+    model.eval()
+    return model(gt, torch.full((len(gt),), float(c), device=gt.device))

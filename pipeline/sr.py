@@ -1,0 +1,139 @@
+"""The SR model behind SuperResolveGT: loading Real-ESRGAN-format RRDB weights, a tiny
+offline training step on LR/HR pairs, and super-resolving a GT and resizing it back.
+
+How a variant at scale s is made with a model of native scale m (x4 for Real-ESRGAN x4plus
+and for the offline model): the GT (H,W) is resized to (round(H*s/m), round(W*s/m))
+(cv2.INTER_AREA when shrinking, INTER_CUBIC when enlarging; untouched when s == m), the model
+takes it to about s times the GT size, and the result is resized back to (H,W) with
+cv2.INTER_AREA, the antialiased box filter (each output pixel is the mean of the block it
+covers). So variant s is the model's idea of the GT's detail at s times its resolution;
+running the x4 model once and resizing its output to s x GT instead would make the three
+variants nearly the same image.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.rrdb import RRDBNet
+from pipeline.iqa import to_tensor
+from pipeline.tiling import tiled_apply
+from pipeline.training import load_checkpoint, save_checkpoint
+
+WRAPPERS = ("params_ema", "params")
+
+
+def unwrap_state_dict(payload: Mapping[str, object]) -> dict[str, torch.Tensor]:
+    """The state dict inside a Real-ESRGAN / BasicSR file: payload['params_ema'], else
+    payload['params'], else the payload itself."""
+    for key in WRAPPERS:
+        if key in payload:
+            return dict(payload[key])
+    return dict(payload)
+
+
+def rrdb_config(state: Mapping[str, torch.Tensor]) -> dict[str, int]:
+    """RRDBNet constructor arguments read from a state dict's key names and shapes."""
+    try:
+        first = state["conv_first.weight"]
+        num_feat, in_ch = first.shape[0], first.shape[1]
+        num_grow_ch = state["body.0.rdb1.conv1.weight"].shape[0]
+        num_out_ch = state["conv_last.weight"].shape[0]
+    except KeyError as e:
+        raise ValueError(f"not an RRDBNet (ESRGAN/Real-ESRGAN) state dict: no {e.args[0]!r}; "
+                         f"keys start {sorted(state)[:5]}") from None
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"body\.(\d+)\.", k))}
+    unshuffle = {3: 1, 12: 2, 48: 4}.get(int(in_ch))
+    if unshuffle is None:
+        raise ValueError(f"conv_first takes {in_ch} channels: expected 3 (x4), 12 (x2) or 48 (x1)")
+    return {"num_in_ch": 3, "num_out_ch": int(num_out_ch), "scale": 4 // unshuffle,
+            "num_feat": int(num_feat), "num_block": len(blocks), "num_grow_ch": int(num_grow_ch)}
+
+
+def load_rrdb(path: Path, device: torch.device | str = "cpu") -> RRDBNet:
+    """An RRDBNet in eval mode with the weights of a Real-ESRGAN-format file (plain state dict,
+    or wrapped in 'params_ema' / 'params'); its size and scale are read from the file.
+    Loaded with torch.load(weights_only=True). Raises naming the file on any mismatch."""
+    path = Path(path)
+    state = unwrap_state_dict(load_checkpoint(path, "cpu"))
+    try:
+        model = RRDBNet(**rrdb_config(state))
+        model.load_state_dict(state, strict=True)
+    except (ValueError, RuntimeError) as e:
+        raise ValueError(f"{path}: cannot load as an RRDBNet: {e}") from None
+    return model.to(device).eval()
+
+
+def save_rrdb(path: Path, model: RRDBNet) -> None:
+    """Write the weights as Real-ESRGAN does ({'params': state_dict}), atomically."""
+    save_checkpoint(path, {"params": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
+
+
+def _dihedral(image: np.ndarray, k: int) -> np.ndarray:
+    """One of the 8 flips/rotations of an HWC image (k in 0..7)."""
+    image = np.rot90(image, k % 4)
+    return image[:, ::-1] if k >= 4 else image
+
+
+def sample_pairs(rng: np.random.Generator, pair: Callable[[int], tuple[np.ndarray, np.ndarray]],
+                 count: int, batch: int, crop: int,
+                 scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A training batch of aligned crops from pairs 0..count-1; `pair(i)` gives (hr, lr), uint8
+    RGB HWC with lr = (H//scale, W//scale). One random flip/rotation per crop.
+
+    Returns lr (B,3,crop,crop) and hr (B,3,crop*scale,crop*scale), float32 [0,1].
+    """
+    lrs, hrs = [], []
+    for _ in range(batch):
+        hr, lr = pair(int(rng.integers(count)))
+        if min(lr.shape[:2]) < crop:
+            raise ValueError(f"LR image {lr.shape[1]}x{lr.shape[0]} is smaller than the "
+                             f"crop {crop}")
+        y, x = int(rng.integers(lr.shape[0] - crop + 1)), int(rng.integers(lr.shape[1] - crop + 1))
+        k = int(rng.integers(8))
+        lrs.append(_dihedral(lr[y:y + crop, x:x + crop], k))
+        hrs.append(_dihedral(hr[y * scale:(y + crop) * scale, x * scale:(x + crop) * scale], k))
+    return to_tensor(np.stack(lrs)), to_tensor(np.stack(hrs))
+
+
+def sr_train_step(model: RRDBNet, optimizer: torch.optim.Optimizer, lr: torch.Tensor,
+                  hr: torch.Tensor) -> float:
+    """One L1 step (the Real-ESRNet objective) on an LR batch and its HR targets; returns
+    the loss."""
+    model.train()
+    loss = F.l1_loss(model(lr), hr)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+def to_uint8(image: torch.Tensor) -> np.ndarray:
+    """(3,H,W) or (1,3,H,W) float [0,1] -> uint8 RGB HWC (clipped, rounded)."""
+    image = image.detach().float().reshape(-1, *image.shape[-2:]).clamp(0, 1).mul(255).round()
+    return image.byte().permute(1, 2, 0).cpu().numpy()
+
+
+def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap: int,
+                  device: torch.device | str = "cpu") -> np.ndarray:
+    """Variant `scale` of `gt` (uint8 RGB HWC): the model applied to the GT at `scale` times its
+    resolution (see the module docstring), resized back to the GT size. Tiled: `tile` input
+    pixels per side with `overlap` (pipeline.tiling.tiled_apply). Returns uint8 RGB HWC, GT size.
+    """
+    h, w = gt.shape[:2]
+    m = model.scale
+    size = (max(1, round(w * scale / m)), max(1, round(h * scale / m)))
+    x = gt if size == (w, h) else cv2.resize(
+        gt, size, interpolation=cv2.INTER_AREA if scale < m else cv2.INTER_CUBIC)
+    with torch.no_grad():
+        y = tiled_apply(model.eval(), to_tensor(x, device), tile, overlap, scale=m)[0]
+    y = y.clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
+    back = cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA)
+    return np.clip(np.rint(back * 255), 0, 255).astype(np.uint8)

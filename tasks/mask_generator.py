@@ -1,0 +1,121 @@
+"""TrainMaskGenerator: train the CFMG on crops of the GT and its three SR variants."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import luigi
+import numpy as np
+import torch
+
+from models.cfmg import CFMG
+from pipeline import cfmg_train
+from pipeline.device import resolve_device
+from pipeline.imageio import image_path, read_rgb
+from pipeline.ingest import read_images
+from pipeline.seeding import rng
+from pipeline.training import (
+    CURVE_CSV,
+    TrainState,
+    load_checkpoint,
+    plot_curve,
+    save_checkpoint,
+    train_loop,
+)
+from tasks.base import Stage
+from tasks.config import gtforge, preset_setting
+from tasks.ingest import IngestHR
+from tasks.super_resolve import SR_SCALES, SuperResolveGT
+
+MODEL_FILE = "cfmg.pt"
+SOURCES = ("gt", *(f"sr_x{s}" for s in SR_SCALES))
+
+
+def source_stages() -> dict[str, Stage]:
+    """The fused sources in order: the GT (IngestHR), then SuperResolveGT x2, x3, x4."""
+    return {"gt": IngestHR(), **{f"sr_x{s}": SuperResolveGT(scale=s) for s in SR_SCALES}}
+
+
+def read_sources(stage: Stage, image_id: str) -> list[np.ndarray]:
+    """Image `image_id` from every source of `stage` (uint8 RGB HWC each, GT size)."""
+    images = [read_rgb(image_path(stage.input_dir(name), image_id)) for name in SOURCES]
+    if any(im.shape != images[0].shape for im in images):
+        raise RuntimeError(f"image {image_id}: sources differ in size "
+                           f"{[im.shape for im in images]}")
+    return images
+
+
+def load_cfmg(path: Path, device: torch.device | str = "cpu") -> CFMG:
+    """The trained CFMG from a TrainMaskGenerator output (weights_only load), in eval mode."""
+    payload = load_checkpoint(path, "cpu")
+    model = CFMG(sources=len(SOURCES), **payload["config"])
+    model.load_state_dict(payload["state"])
+    return model.to(device).eval()
+
+
+class TrainMaskGenerator(Stage):
+    """AdamW + warm-up/cosine + gradient clipping on (1-c^2) MSE - c^2 P (pipeline.cfmg_train);
+    `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
+    Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
+
+    version = 1
+    resumable = True
+    resources = {"gpu": 1}
+    iterations = luigi.OptionalIntParameter(default=None)
+    batch_size = luigi.OptionalIntParameter(default=None)
+    crop = luigi.OptionalIntParameter(default=None)
+    lr = luigi.OptionalFloatParameter(default=None)
+    weight_decay = luigi.OptionalFloatParameter(default=None)
+    warmup = luigi.OptionalIntParameter(default=None)
+    grad_clip = luigi.OptionalFloatParameter(default=None)
+    model = luigi.OptionalDictParameter(default=None)  # CFMG width, stages, bins, hidden, dropout
+    metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric: weight}
+    # Per-step seeding makes the result independent of the checkpoint interval.
+    ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
+    cached_images = luigi.IntParameter(default=32, significant=False)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.ckpt_every or preset_setting(self.get_task_family(), "ckpt_every",
+                                                 luigi.IntParameter())
+
+    def requires(self):
+        return source_stages()
+
+    def build(self, out: Path) -> dict:
+        from pipeline.iqa import create_metric  # lazy: pyiqa is slow to import
+
+        s = self.settings
+        device = resolve_device(gtforge().device)
+        ids = [img.id for img in read_images(self.input_dir("gt"))]
+        stack = functools.lru_cache(maxsize=self.cached_images)(
+            lambda i: read_sources(self, ids[i]))
+        perceptual = cfmg_train.Perceptual(s["metrics"], device, create_metric)
+        model = CFMG(sources=len(SOURCES), **s["model"]).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
+        sched = cfmg_train.warmup_cosine(opt, s["warmup"], s["iterations"])
+
+        def step(i: int) -> dict[str, float]:
+            r = rng(self.key, "batch", i)
+            c = float(r.uniform(0, 1))
+            crops = cfmg_train.sample_crops(r, stack, len(ids), s["batch_size"], s["crop"])
+            return cfmg_train.cfmg_train_step(model, opt, sched, crops.to(device), c,
+                                              perceptual, s["grad_clip"])
+
+        state = TrainState(
+            get=lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
+                         "sched": sched.state_dict()},
+            set=lambda st: (model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]),
+                            sched.load_state_dict(st["sched"])))
+        rows = train_loop(step, state, s["iterations"], out / "checkpoints",
+                          self.checkpoint_interval, s["seed"], desc="TrainMaskGenerator",
+                          report=self.report, device=device)
+        save_checkpoint(out / MODEL_FILE, {"state": {k: v.cpu() for k, v in
+                                                      model.state_dict().items()},
+                                            "config": dict(s["model"])})
+        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
+        shutil.rmtree(out / "checkpoints")
+        plot_curve(out / CURVE_CSV, out / "curve.png", "TrainMaskGenerator")
+        return {"final": rows[-1] if rows else None, "sources": list(SOURCES)}

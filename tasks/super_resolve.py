@@ -1,0 +1,53 @@
+"""SuperResolveGT(scale): every GT super-resolved at `scale` and resized back to its size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import luigi
+
+from pipeline import sr
+from pipeline.device import resolve_device
+from pipeline.imageio import image_path, read_rgb, write_rgb
+from pipeline.ingest import read_images
+from tasks.base import Stage
+from tasks.config import gtforge, preset_setting
+from tasks.ingest import IngestHR
+from tasks.train_sr import MODEL_FILE, sr_model_stage
+
+SR_SCALES = (2, 3, 4)
+
+
+class SuperResolveGT(Stage):
+    """images/<id>.png: uint8 RGB at the GT size. The SR model runs on the GT resized to
+    scale/m of its size (m = the model's scale), tiled (`tile` input pixels, `overlap`), and
+    its output is resized back with cv2.INTER_AREA (pipeline.sr.super_resolve)."""
+
+    version = 1
+    resources = {"gpu": 1}
+    scale = luigi.ChoiceParameter(choices=SR_SCALES, var_type=int)
+    tile = luigi.OptionalIntParameter(default=None)
+    overlap = luigi.OptionalIntParameter(default=None)
+    # Empty: TrainSR; a path: LoadSR. Not in the key itself: the SR stage's key is.
+    sr_checkpoint = luigi.OptionalParameter(default=None, significant=False)
+
+    @property
+    def checkpoint(self) -> str | None:
+        if self.sr_checkpoint is not None:
+            return self.sr_checkpoint
+        return preset_setting("SuperResolveGT", "sr_checkpoint", luigi.OptionalParameter())
+
+    def requires(self):
+        return {"hr": IngestHR(), "sr": sr_model_stage(self.checkpoint)}
+
+    def build(self, out: Path) -> dict:
+        s = self.settings
+        device = resolve_device(gtforge().device)
+        model = sr.load_rrdb(self.input_dir("sr") / MODEL_FILE, device)
+        (out / "images").mkdir()
+        images = read_images(self.input_dir("hr"))
+        for img in self.progress(images, len(images), f"SuperResolveGT x{s['scale']}"):
+            gt = read_rgb(image_path(self.input_dir("hr"), img.id))
+            write_rgb(image_path(out, img.id),
+                      sr.super_resolve(model, gt, s["scale"], s["tile"], s["overlap"], device))
+        return {"images": len(images), "model_scale": model.scale}

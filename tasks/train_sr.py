@@ -1,0 +1,118 @@
+"""TrainSR / LoadSR: the SR model that SuperResolveGT applies to the GT.
+
+`[paper.SuperResolveGT] sr_checkpoint` chooses: empty -> TrainSR (offline: a small RRDBNet
+trained on the DegradeLR / IngestHR pairs); a path -> LoadSR (a Real-ESRGAN-format file, e.g.
+RealESRGAN_x4plus.pth). Both write model.pt ({'params': state dict}), read by
+pipeline.sr.load_rrdb.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+from pathlib import Path
+
+import luigi
+import torch
+
+from models.rrdb import RRDBNet
+from pipeline import sr
+from pipeline.cache import sha256_file
+from pipeline.device import resolve_device
+from pipeline.imageio import image_path, read_rgb
+from pipeline.ingest import read_images
+from pipeline.seeding import rng
+from pipeline.training import CURVE_CSV, TrainState, plot_curve, train_loop
+from tasks.base import Stage
+from tasks.config import gtforge, preset_setting
+from tasks.degrade import DegradeLR
+from tasks.ingest import IngestHR
+
+MODEL_FILE = "model.pt"
+
+
+class TrainSR(Stage):
+    """Train an RRDBNet (x[gtforge] scale) with L1 on random aligned LR/HR crops, Adam with
+    betas (0.9, 0.99) at a constant learning rate (the Real-ESRNet recipe)."""
+
+    version = 1
+    resumable = True
+    resources = {"gpu": 1}
+    global_settings = ("scale",)
+    iterations = luigi.OptionalIntParameter(default=None)
+    batch_size = luigi.OptionalIntParameter(default=None)
+    crop = luigi.OptionalIntParameter(default=None)  # LR pixels
+    lr = luigi.OptionalFloatParameter(default=None)
+    model = luigi.OptionalDictParameter(default=None)  # RRDBNet num_feat, num_block, num_grow_ch
+    # Per-step seeding makes the result independent of the checkpoint interval.
+    ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
+    cached_images = luigi.IntParameter(default=64, significant=False)
+
+    @property
+    def checkpoint_interval(self) -> int:
+        return self.ckpt_every or preset_setting(self.get_task_family(), "ckpt_every",
+                                                 luigi.IntParameter())
+
+    def requires(self):
+        return {"hr": IngestHR(), "lr": DegradeLR()}
+
+    def build(self, out: Path) -> dict:
+        s, scale = self.settings, self.settings["scale"]
+        device = resolve_device(gtforge().device)
+        ids = [img.id for img in read_images(self.input_dir("hr"))]
+
+        @functools.lru_cache(maxsize=self.cached_images)
+        def pair(i: int):
+            return (read_rgb(image_path(self.input_dir("hr"), ids[i])),
+                    read_rgb(image_path(self.input_dir("lr"), ids[i])))
+
+        model = RRDBNet(scale=scale, **s["model"]).to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(0.9, 0.99))
+
+        def step(i: int) -> dict[str, float]:
+            lr, hr = sr.sample_pairs(rng(self.key, "batch", i), pair, len(ids),
+                                     s["batch_size"], s["crop"], scale)
+            return {"l1": sr.sr_train_step(model, opt, lr.to(device), hr.to(device))}
+
+        state = TrainState(get=lambda: {"model": model.state_dict(), "opt": opt.state_dict()},
+                           set=lambda st: (model.load_state_dict(st["model"]),
+                                           opt.load_state_dict(st["opt"])))
+        rows = train_loop(step, state, s["iterations"], out / "checkpoints",
+                          self.checkpoint_interval, s["seed"], desc="TrainSR",
+                          report=self.report, device=device)
+        sr.save_rrdb(out / MODEL_FILE, model)
+        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
+        shutil.rmtree(out / "checkpoints")
+        plot_curve(out / CURVE_CSV, out / "curve.png", "TrainSR (L1)")
+        return {"final_l1": rows[-1]["l1"] if rows else None,
+                "parameters": sum(p.numel() for p in model.parameters())}
+
+
+class LoadSR(Stage):
+    """Check and copy a user-supplied Real-ESRGAN-format RRDBNet file to model.pt. The key
+    follows the file's content (sha256), not its path."""
+
+    version = 1
+    checkpoint = luigi.Parameter(significant=False)
+
+    def requires(self):
+        return []
+
+    def fingerprint(self) -> dict:
+        path = Path(self.checkpoint)
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"sr_checkpoint = {path}: no such file. Put a Real-ESRGAN-format RRDBNet file "
+                f"there (e.g. RealESRGAN_x4plus.pth), or leave [paper.SuperResolveGT] "
+                f"sr_checkpoint empty to train a small model offline (TrainSR)")
+        return {"checkpoint_sha256": sha256_file(path)}
+
+    def build(self, out: Path) -> dict:
+        model = sr.load_rrdb(Path(self.checkpoint))
+        sr.save_rrdb(out / MODEL_FILE, model)
+        return {"source": str(self.checkpoint), "config": sr.rrdb_config(model.state_dict())}
+
+
+def sr_model_stage(checkpoint: str | None) -> Stage:
+    """LoadSR(checkpoint) for a path, TrainSR() when `checkpoint` is empty or None."""
+    return LoadSR(checkpoint=str(checkpoint)) if checkpoint else TrainSR()

@@ -1,0 +1,177 @@
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from models.cfmg import CFMG, cfmg_input
+from models.nafblock import NAFBlock
+from pipeline import cfmg_train
+from pipeline.fusion import fuse_logits, high_frequency_energy
+from pipeline.imageio import image_path, read_rgb
+from pipeline.ingest import read_images
+from pipeline.iqa import MissingWeightsError, create_metric, to_tensor
+from pipeline.seeding import rng
+from tests.conftest import run_tasks
+
+STEPS = 12
+
+
+def test_cfmg_matches_the_design():
+    model = CFMG()
+    assert model.intro.in_channels == 7 and model.intro.out_channels == 32
+    downs = [m for m in model.encoder if isinstance(m, torch.nn.Conv2d)]
+    assert [(d.in_channels, d.out_channels, d.stride) for d in downs] == [
+        (32, 64, (2, 2)), (64, 128, (2, 2)), (128, 256, (2, 2)), (256, 512, (2, 2))]
+    assert sum(isinstance(m, NAFBlock) for m in model.encoder) == 4
+    linears = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(512, 100), (100, 100)]
+    assert any(isinstance(m, torch.nn.Dropout) and m.p == 0.2 for m in model.head)
+    tiny = CFMG(width=4).eval()
+    out = tiny(torch.rand(2, 3, 37, 50), torch.tensor([0.0, 1.0]))  # padded to 48 x 64 inside
+    assert out.shape == (2, 4, 25) and torch.isfinite(out).all()
+
+
+def test_cfmg_input_shifts_only_the_spatial_axes():
+    gt = torch.rand(2, 3, 10, 12)
+    x = cfmg_input(gt, torch.tensor([0.25, 0.75]))
+    assert x.shape == (2, 7, 10, 12)
+    torch.testing.assert_close(x[:, :3], gt)
+    assert (x[0, 6] == 0.25).all() and (x[1, 6] == 0.75).all()
+    for b in range(2):
+        for c in range(3):
+            one = torch.fft.fftshift(torch.fft.fft2(gt[b, c], norm="ortho"))
+            torch.testing.assert_close(x[b, 3 + c], torch.log10(one.abs() + 1))
+    assert x[0, 3, 5, 6].item() == pytest.approx(np.log10(gt[0, 0].sum().item() / 120 ** 0.5 + 1),
+                                                 rel=1e-5)  # the DC is at the centre
+
+
+def test_nafblock_starts_as_identity_and_keeps_shape():
+    block = NAFBlock(8, dw_expand=2, ffn_expand=4, drop=0.1).eval()
+    x = torch.randn(2, 8, 9, 7)
+    torch.testing.assert_close(block(x), x)
+    with torch.no_grad():
+        block.beta.fill_(1.0)
+        block.gamma.fill_(1.0)
+    assert block(x).shape == x.shape and not torch.allclose(block(x), x)
+
+
+def test_warmup_cosine_schedule():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = cfmg_train.warmup_cosine(opt, warmup=4, total=12)
+    lrs = []
+    for _ in range(12):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[:5] == pytest.approx([0.25, 0.5, 0.75, 1.0, 1.0])
+    assert lrs[8] == pytest.approx(0.5) and lrs[11] < 0.05 and lrs == sorted(lrs[:4]) + lrs[4:]
+
+
+def test_perceptual_checks_directions_and_missing_weights(monkeypatch, tmp_path):
+    with pytest.raises(ValueError, match="lower-better.*negative"):
+        cfmg_train.Perceptual({"niqe": 0.1}, "cpu", create_metric)
+    monkeypatch.setenv("GTFORGE_IQA_WEIGHTS", str(tmp_path))
+    with pytest.raises(MissingWeightsError, match="musiq"):
+        cfmg_train.Perceptual({"musiq": 0.001}, "cpu", create_metric)
+
+
+def _sources(photo: np.ndarray) -> list[np.ndarray]:
+    """The GT and three versions with more detail (unsharp masking of growing strength):
+    stand-ins for SR variants that add high frequencies, which the tiny offline SR does not."""
+    blur = cv2.GaussianBlur(photo, (0, 0), 1.0).astype(np.float32)
+    out = [photo]
+    for amount in (0.5, 1.0, 2.0):
+        sharp = photo + amount * (photo.astype(np.float32) - blur)
+        out.append(np.clip(np.rint(sharp), 0, 255).astype(np.uint8))
+    return out
+
+
+class FreeWeights(torch.nn.Module):
+    """The CFMG's output space, (1, sources, bins) ring weights, as free parameters."""
+
+    def __init__(self):
+        super().__init__()
+        self.weights = torch.nn.Parameter(torch.zeros(1, 4, 25))
+
+    def forward(self, gt, c):
+        return self.weights.expand(len(gt), -1, -1)
+
+
+def test_condition_trades_fidelity_for_detail(sample_corpus):
+    """The objective with the offline P (NIQE), optimised by the real training step at each
+    end of the condition: at c = 0 the fused image is closer to the GT (higher PSNR) than at
+    c = 1, and at c = 1 it has more high-frequency energy than the GT. (A tiny CFMG trained
+    for the seconds a test can spend does not yet learn to follow c, so the network's output
+    space is optimised directly, once per condition.)"""
+    photos = [cv2.cvtColor(cv2.imread(str(sample_corpus / n)), cv2.COLOR_BGR2RGB)
+              for n in ("chelsea.png", "astronaut.png")]
+    stacks = [_sources(p[:288, :288]) for p in photos]
+    perceptual = cfmg_train.Perceptual({"niqe": -0.002}, "cpu", create_metric)
+    full = torch.stack([torch.stack([to_tensor(s)[0] for s in st]) for st in stacks])
+    gt = full[:, 0]
+    fused = {}
+    for c in (0.0, 1.0):
+        model = FreeWeights()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
+        sched = cfmg_train.warmup_cosine(opt, warmup=2, total=STEPS)
+        for step in range(STEPS):
+            crops = cfmg_train.sample_crops(rng("test", step), lambda i: stacks[i],
+                                            len(stacks), 2, 192)
+            logs = cfmg_train.cfmg_train_step(model, opt, sched, crops, c, perceptual, 1.0)
+            assert np.isfinite(logs["loss"]) and logs["c"] == c
+        fused[c] = fuse_logits(full, cfmg_train.predict_logits(model, gt, c))
+    mse = {c: torch.mean((f - gt) ** 2).item() for c, f in fused.items()}
+    assert mse[0.0] < mse[1.0]  # PSNR at c = 0 is higher
+    assert high_frequency_energy(fused[1.0]).mean() > 1.2 * high_frequency_energy(gt).mean()
+
+
+def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path):
+    """TrainSR (on DegradeLR pairs) -> SuperResolveGT x2/x3/x4 -> TrainMaskGenerator -> FuseGT,
+    shrunk to a few steps on two small photos: the plumbing, not the quality."""
+    from tasks.candidates import candidate_stage
+    from tasks.fuse import BAND_WEIGHTS_NPZ, BAND_WEIGHTS_PNG, FuseGT, read_band_weights
+    from tests.test_sr import _small_corpus
+
+    build_env.set("gtforge", "input_dir", _small_corpus(tmp_path, sample_corpus))
+    build_env.set("tiny.TrainSR", "iterations", 2)
+    build_env.set("tiny.TrainSR", "crop", 16)
+    build_env.set("tiny.TrainMaskGenerator", "iterations", 2)
+    build_env.set("tiny.TrainMaskGenerator", "batch_size", 2)
+    task = FuseGT()
+    assert candidate_stage("fused").key == task.key
+    run_tasks(task)
+    hr_dir = task.input_dir("gt")
+    ids = [img.id for img in read_images(hr_dir)]
+    for image_id in ids:
+        fused = read_rgb(image_path(task.out_dir, image_id))
+        assert fused.shape == read_rgb(image_path(hr_dir, image_id)).shape
+    weights = np.load(task.out_dir / BAND_WEIGHTS_NPZ)
+    assert list(weights["image_id"]) == ids and weights["weights"].shape == (len(ids), 4, 25)
+    np.testing.assert_allclose(weights["weights"].sum(1), 1, atol=1e-5)
+    report = read_band_weights(task.out_dir)
+    assert report["c"] == 0.3 and set(report["images"][ids[0]]) == {"gt", "sr_x2", "sr_x3",
+                                                                    "sr_x4"}
+    assert (task.out_dir / BAND_WEIGHTS_PNG).stat().st_size > 0
+    manifest = json.loads((task.input_dir("cfmg") / "manifest.json").read_text())
+    assert manifest["info"]["final"]["step"] == 1
+
+
+def test_keys_follow_each_setting(build_env):
+    from tasks.fuse import FuseGT
+    from tasks.mask_generator import TrainMaskGenerator
+
+    base = TrainMaskGenerator().key
+    for name, value in [("iterations", 7), ("batch_size", 3), ("crop", 96), ("lr", 0.01),
+                        ("weight_decay", 0.1), ("warmup", 3), ("grad_clip", 0.5),
+                        ("model", '{"width": 4}'), ("metrics", '{"niqe": -1.0}')]:
+        build_env.set("TrainMaskGenerator", name, value)
+        assert TrainMaskGenerator().key != base, name
+        base = TrainMaskGenerator().key
+    build_env.set("TrainMaskGenerator", "ckpt_every", 3)
+    assert TrainMaskGenerator().key == base
+    fused = FuseGT().key
+    assert fused == FuseGT(c=0.3).key != FuseGT(c=1.0).key
+    build_env.set("TrainSR", "iterations", 5)  # an upstream change moves the key
+    assert FuseGT().key != fused
