@@ -93,6 +93,7 @@ class TrainMaskGenerator(Stage):
         stack = functools.lru_cache(maxsize=self.cached_images)(
             lambda i: read_sources(self, ids[i]))
         perceptual = cfmg_train.Perceptual(s["metrics"], device, create_metric)
+        torch.manual_seed(self.seed_for("init"))  # same weights on every clean build
         model = CFMG(sources=len(SOURCES), **s["model"]).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
         sched = cfmg_train.warmup_cosine(opt, s["warmup"], s["iterations"])

@@ -66,6 +66,7 @@ class TrainSR(Stage):
             return (read_rgb(image_path(self.input_dir("hr"), ids[i])),
                     read_rgb(image_path(self.input_dir("lr"), ids[i])))
 
+        torch.manual_seed(self.seed_for("init"))  # same weights on every clean build
         model = RRDBNet(scale=scale, **s["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(0.9, 0.99))
 
