@@ -32,7 +32,8 @@ def _jsonable(value: Any) -> Any:
     raise TypeError(f"cannot put {type(value).__name__} into a cache key")
 
 
-def stage_key(stage: str, version: int, params: Mapping[str, Any], inputs: Mapping[str, str]) -> str:
+def stage_key(stage: str, version: int, params: Mapping[str, Any],
+              inputs: Mapping[str, str]) -> str:
     """Short hex hash of everything that decides a stage's output.
 
     `inputs` maps an input's role to that input's own key, so a change anywhere upstream

@@ -22,7 +22,8 @@ def _build(args: argparse.Namespace) -> int:
     if args.local_scheduler:
         argv.append("--local-scheduler")
     elif args.scheduler_host:
-        argv += ["--scheduler-host", args.scheduler_host, "--scheduler-port", str(args.scheduler_port)]
+        argv += ["--scheduler-host", args.scheduler_host,
+                 "--scheduler-port", str(args.scheduler_port)]
     for name in BUILD_SETTINGS:
         value = getattr(args, name)
         if value is not None:

@@ -65,7 +65,8 @@ class WriteShards(Stage):
         with writer:
             for image_id in self.progress(list(by_image), len(by_image), "WriteShards"):
                 original = read_rgb(image_path(self.input_dir("hr"), image_id))
-                candidates = [read_rgb(image_path(d, image_id)) for d in self.candidate_dirs.values()]
+                candidates = [read_rgb(image_path(d, image_id))
+                              for d in self.candidate_dirs.values()]
                 lq = read_rgb(image_path(self.input_dir("lq"), image_id))
                 lq_vq = read_rgb(image_path(self.input_dir("lq_vqvae"), image_id))
                 for n in by_image[image_id]:

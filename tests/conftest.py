@@ -64,7 +64,7 @@ def settings() -> Settings:
 
 @pytest.fixture
 def build_env(settings, small_corpus, tmp_path) -> Settings:
-    """tiny preset, the small corpus as input, a fresh workdir and out_dir under tmp_path."""
+    """tiny preset, the small corpus as input, no candidates, a fresh workdir and out_dir."""
     settings.set("gtforge", "preset", "tiny")
     settings.set("gtforge", "input_dir", small_corpus)
     settings.set("gtforge", "workdir", tmp_path / "work")

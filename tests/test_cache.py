@@ -115,5 +115,6 @@ def test_failed_stage_leaves_nothing_that_looks_complete(build_env):
 
 
 def test_canonical_json_ignores_key_order():
-    assert cache.canonical_json({"b": 1, "a": [1, 2]}) == cache.canonical_json({"a": (1, 2), "b": 1})
+    left = cache.canonical_json({"b": 1, "a": [1, 2]})
+    assert left == cache.canonical_json({"a": (1, 2), "b": 1})
     assert json.loads(cache.canonical_json({"a": 1}))["a"] == 1

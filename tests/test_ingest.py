@@ -70,7 +70,8 @@ def test_ingest_stage_lists_every_reject(build_env, small_corpus, tmp_path):
     task = IngestHR()
     run_tasks(task)
     images = ingest.read_images(task.out_dir)
-    rejects = {r["source"].rsplit("/", 1)[-1]: r["reason"] for r in ingest.read_rejects(task.out_dir)}
+    rejects = {r["source"].rsplit("/", 1)[-1]: r["reason"]
+               for r in ingest.read_rejects(task.out_dir)}
     assert len(images) == len(list(small_corpus.iterdir()))
     assert set(rejects) == {"notes.png", "copy.png"} or set(rejects) == {"notes.png", "chelsea.png"}
     assert any("duplicate" in r for r in rejects.values())
@@ -78,7 +79,8 @@ def test_ingest_stage_lists_every_reject(build_env, small_corpus, tmp_path):
     assert manifest["info"] == {"accepted": len(images), "rejected": 2}
 
 
-@pytest.mark.parametrize("name,value", [("min_side", 64), ("max_pixels", 10**6), ("alpha", "reject")])
+@pytest.mark.parametrize("name,value",
+                         [("min_side", 64), ("max_pixels", 10**6), ("alpha", "reject")])
 def test_each_setting_changes_the_key(build_env, name, value):
     base = IngestHR().key
     build_env.set("IngestHR", name, value)
