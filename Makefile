@@ -23,6 +23,7 @@ demo: sample
 	$(VENV)/bin/gtforge build --local-scheduler --input-dir $(SAMPLE)
 
 test: $(INSTALLED)
+	$(VENV)/bin/ruff check pipeline tasks models tests bench examples
 	$(PY) -m pytest -q --timeout 900
 
 luigid: $(INSTALLED)

@@ -1,0 +1,212 @@
+"""Loader throughput: DataLoader samples/s of 128x128 GT crops (x4 LR pairs), batch 16,
+num_workers 0 and 2, from the same patches stored four ways, all built here:
+
+- shards:   gtforge shards (ShardDataset, plain shuffle and ShardBatchSampler)
+- png:      a BasicSR-style paired PNG folder (gt/, lq/; export_folder), cv2.imread per image
+- lmdb:     BasicSR-style LMDBs of PNG bytes (gt.lmdb, lq.lmdb; export_lmdb), imdecode per image
+- floor:    the same patches held in RAM as one numpy array
+
+Every variant runs the same pipeline after reading a sample: paired random crop, flips and
+rotations, float32 CHW tensors, default collate. Also the shard writer's MB/s against writing
+the same bytes with numpy.tofile.
+
+    .venv/bin/python -m bench.bench_loader            # about 3 minutes on 2 busy cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from examples.photo_shards import candidates, patches, read_photos, scores
+from pipeline.dataset import ShardBatchSampler, ShardDataset, augment, crop_box, to_tensor
+from pipeline.export import export_folder, export_lmdb
+from pipeline.shards import ShardWriter, sha256_file
+
+PATCH, SCALE, CROP, BATCH = 192, 4, 128, 16
+
+
+class PairedSource(Dataset):
+    """(gt, lq) uint8 RGB HWC from one backend, then ShardDataset's crop/augment/tensor steps."""
+
+    def __init__(self, kind: str, root: Path | None = None, arrays=None, names=None):
+        self.kind, self.root, self.arrays, self.names = kind, root, arrays, names
+        self.env = None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.kind == "floor":
+            return self.arrays[0][i], self.arrays[1][i]
+        if self.kind == "png":
+            return tuple(cv2.cvtColor(cv2.imread(str(self.root / k / f"{self.names[i]}.png")),
+                                      cv2.COLOR_BGR2RGB) for k in ("gt", "lq"))
+        if self.env is None:                  # opened in the worker that reads
+            import lmdb
+
+            self.env = {k: lmdb.open(str(self.root / f"{k}.lmdb"), readonly=True, lock=False,
+                                     readahead=False) for k in ("gt", "lq")}
+        out = []
+        for k in ("gt", "lq"):
+            with self.env[k].begin(write=False) as txn:
+                buf = np.frombuffer(txn.get(self.names[i].encode()), np.uint8)
+            out.append(cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB))
+        return out[0], out[1]
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        rand = np.random.default_rng(int(torch.randint(0, 2**62, (), dtype=torch.int64)))
+        gt, lq = self.read(i)
+        lr = CROP // SCALE
+        x, y = crop_box(rand, lq.shape[0], lr)
+        flips = tuple(bool(v) for v in rand.integers(2, size=3))
+        return {"gt": to_tensor(augment(gt[y * SCALE:(y + lr) * SCALE,
+                                           x * SCALE:(x + lr) * SCALE], flips)),
+                "lq": to_tensor(augment(lq[y:y + lr, x:x + lr], flips))}
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "env": None}
+
+
+def build(folder: Path, max_patches: int) -> tuple[dict, int]:
+    """Patches of the sample photos written as shards, PNG folder and LMDB; the RAM arrays."""
+    import skimage.data
+
+    photos, sources = read_photos(Path(skimage.data.__file__).parent)
+    rand = np.random.default_rng(0)
+    rows = [(s, x, y, crop) for s, photo in enumerate(photos)
+            for x, y, crop in patches(photo, PATCH, 64)][:max_patches]
+    lr = PATCH // SCALE
+    gts = np.stack([r[3] for r in rows])
+    lqs = np.stack([cv2.resize(g, (lr, lr), interpolation=cv2.INTER_AREA) for g in gts])
+    with ShardWriter(folder / "shards", samples_per_shard=64, patch_size=PATCH, scale=SCALE,
+                     candidate_names=["unsharp", "smooth", "noisy"],
+                     metric_names=["sharpness", "brightness"], compression=None, params={},
+                     sources=sources) as w:
+        for (s, x, y, _), gt, lq in zip(rows, gts, lqs, strict=True):
+            cands, labels = candidates(gt, rand)
+            w.add(gt, cands, labels, scores(np.concatenate([gt[None], cands])), lq, lq,
+                  f"p{s:03d}", x, y, s)
+    export_folder(folder / "shards", folder / "png", kinds=["gt", "lq"])
+    export_lmdb(folder / "shards", folder / "lmdb", kinds=["gt", "lq"])
+    names = sorted(p.stem for p in (folder / "png" / "gt").glob("*.png"))
+    return {"gts": gts, "lqs": lqs, "names": names}, len(rows)
+
+
+def samples_per_second(dataset, workers: int, batches: int, sampler=None,
+                       warmup: int = 20) -> float:
+    """Steady-state samples/s: `warmup` batches first (workers started, files opened and
+    touched, as in a long training run), then `batches` timed ones."""
+    kwargs = ({"batch_sampler": sampler} if sampler is not None else
+              {"batch_size": BATCH, "shuffle": True, "drop_last": True})
+    loader = DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, **kwargs)
+    done, it = 0, iter(loader)
+    for _ in range(warmup):
+        try:
+            next(it)
+        except StopIteration:
+            it = iter(loader)
+    start = time.perf_counter()
+    while done < batches:
+        try:
+            batch = next(it)
+        except StopIteration:
+            it = iter(loader)
+            continue
+        assert batch["gt"].shape[1:] == (3, CROP, CROP)
+        done += 1
+    elapsed = time.perf_counter() - start
+    del it, loader
+    return done * BATCH / elapsed
+
+
+def bench_write(folder: Path, count: int, reps: int) -> list[tuple[str, float]]:
+    """MB/s of ShardWriter against numpy.tofile of the same arrays (same disk, same process)."""
+    rand = np.random.default_rng(1)
+    k, lr = 3, PATCH // SCALE
+    data = {"gt": rand.integers(0, 256, (count, PATCH, PATCH, 3), np.uint8),
+            "cand": rand.integers(0, 256, (count, k, PATCH, PATCH, 3), np.uint8),
+            "lq": rand.integers(0, 256, (count, lr, lr, 3), np.uint8),
+            "labels": rand.integers(-1, 2, (count, k)).astype(np.int8),
+            "scores": rand.random((count, k + 1, 2), np.float32)}
+    nbytes = sum(v.nbytes for v in data.values()) + data["lq"].nbytes
+    times: dict[str, list[float]] = {"tofile": [], "tofile + sha256": [], "ShardWriter": []}
+    for rep in range(reps):
+        raw = folder / f"raw-{rep}.bin"
+        start = time.perf_counter()
+        with open(raw, "wb") as f:
+            for v in (data["gt"], data["cand"], data["labels"], data["scores"], data["lq"],
+                      data["lq"]):
+                v.tofile(f)
+        times["tofile"].append(time.perf_counter() - start)
+        sha256_file(raw)
+        times["tofile + sha256"].append(time.perf_counter() - start)
+        raw.unlink()
+        start = time.perf_counter()
+        with ShardWriter(folder / f"w-{rep}", samples_per_shard=64, patch_size=PATCH,
+                         scale=SCALE, candidate_names=["a", "b", "c"], metric_names=["m", "n"],
+                         compression=None, params={}, sources=["s"]) as w:
+            for i in range(count):
+                w.add(data["gt"][i], data["cand"][i], data["labels"][i], data["scores"][i],
+                      data["lq"][i], data["lq"][i], "id", 0, 0, 0)
+        times["ShardWriter"].append(time.perf_counter() - start)
+        for p in (folder / f"w-{rep}").iterdir():
+            p.unlink()
+    return [(name, nbytes / np.median(t) / 1e6) for name, t in times.items()]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--patches", type=int, default=320)
+    p.add_argument("--batches", type=int, default=30, help="timed batches per measurement")
+    p.add_argument("--reps", type=int, default=3)
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    with tempfile.TemporaryDirectory(prefix="bench_loader_", dir=os.environ.get("TMPDIR")) as tmp:
+        folder = Path(tmp)
+        start = time.perf_counter()
+        arrays, n = build(folder, args.patches)
+        print(f"{n} patches of {PATCH}x{PATCH} (x{SCALE} LR) built in "
+              f"{time.perf_counter() - start:.0f} s; crops {CROP}x{CROP}, batch {BATCH}")
+        shard_ds = ShardDataset(folder / "shards", crop=CROP, target="original")
+        variants = {
+            "shards": lambda w: (shard_ds, None),
+            "shards + ShardBatchSampler": lambda w: (
+                shard_ds, ShardBatchSampler(shard_ds, BATCH, w, drop_last=True)),
+            "png folder": lambda w: (PairedSource("png", folder / "png",
+                                                  names=arrays["names"]), None),
+            "lmdb (png bytes)": lambda w: (PairedSource("lmdb", folder / "lmdb",
+                                                        names=arrays["names"]), None),
+            "floor (RAM array)": lambda w: (PairedSource(
+                "floor", arrays=(arrays["gts"], arrays["lqs"]), names=arrays["names"]), None),
+        }
+        results: dict[tuple[str, int], list[float]] = {}
+        for _ in range(args.reps):                # interleaved, so load noise hits all alike
+            for workers in (0, 2):
+                for name, make in variants.items():
+                    ds, sampler = make(workers)
+                    results.setdefault((name, workers), []).append(
+                        samples_per_second(ds, workers, args.batches, sampler))
+        rate = {key: float(np.median(v)) for key, v in results.items()}
+        print("\n| variant | workers | samples/s | shards ÷ variant |")
+        print("|---|---|---|---|")
+        for (name, workers), value in rate.items():
+            print(f"| {name} | {workers} | {value:.0f} | "
+                  f"{rate[('shards', workers)] / value:.2f} |")
+        writes = bench_write(folder, 256, args.reps)
+        print("\n| writer (256 samples, 3 candidates, 192 px) | MB/s | ÷ tofile |")
+        print("|---|---|---|")
+        for name, value in writes:
+            print(f"| {name} | {value:.0f} | {value / writes[0][1]:.2f} |")
+
+
+if __name__ == "__main__":
+    main()

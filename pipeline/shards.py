@@ -1,0 +1,610 @@
+"""Shard format v1 (DESIGN §3, docs/SHARDS.md): writer, manifest, verification, summary and
+a low-level lazy reader.
+
+A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest.json`
+(written last). Every shard holds N samples of:
+
+    gt_original    (N,H,W,3)       uint8 RGB   the HR crop as photographed
+    gt_candidates  (N,K,H,W,3)     uint8 RGB   enhanced versions, attr candidate_names (K)
+    labels         (N,K)           int8        +1 Positive, 0 Similar, -1 Negative
+    scores         (N,K+1,M)       float32     index 0 = original, attr metric_names (M)
+    lq             (N,H/s,W/s,3)   uint8 RGB   degraded LR input (s = scale)
+    lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
+    meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
+    sources        (S,)            bytes       UTF-8 source paths, indexed by meta.source_index
+
+Image arrays are chunked one image per chunk (`gt_candidates` one candidate of one sample per
+chunk), so a random read touches one chunk. No object, variable-length or pickled types: every
+string is fixed-length UTF-8 bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mmap
+import os
+import zlib
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+FORMAT = "gtforge-shards"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+SHARD_GLOB = "shard-*.h5"
+IMAGE_ID_BYTES = 16
+META_DTYPE = np.dtype([("image_id", f"S{IMAGE_ID_BYTES}"), ("x", "<i4"), ("y", "<i4"),
+                       ("source_index", "<i4")])
+IMAGES = ("gt_original", "gt_candidates", "lq", "lq_vqvae")
+TABLES = ("labels", "scores", "meta")
+COMPRESSIONS = (None, "lzf", "gzip")
+# Compressed shards: images are buffered and written through HDF5 in slabs of at most this size.
+SLAB_BYTES = 256 << 20
+
+
+class ShardError(RuntimeError):
+    """A shard set that does not match its manifest or the format; the message names the file."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.h5"
+
+
+def sample_layout(patch_size: int, scale: int, k: int, m: int) -> dict[str, tuple[tuple, np.dtype]]:
+    """Per-sample (shape, dtype) of every dataset, in file order."""
+    if patch_size % scale:
+        raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
+    h, lr = patch_size, patch_size // scale
+    u8 = np.dtype(np.uint8)
+    return {"gt_original": ((h, h, 3), u8), "gt_candidates": ((k, h, h, 3), u8),
+            "labels": ((k,), np.dtype(np.int8)), "scores": ((k + 1, m), np.dtype("<f4")),
+            "lq": ((lr, lr, 3), u8), "lq_vqvae": ((lr, lr, 3), u8), "meta": ((), META_DTYPE)}
+
+
+def fixed_strings(values: list[str]) -> np.ndarray:
+    """A list of str as fixed-length UTF-8 bytes (the only string type in the format)."""
+    encoded = [v.encode() for v in values]
+    width = max([len(e) for e in encoded] + [1])
+    return np.array(encoded, dtype=h5py.string_dtype("utf-8", width)).reshape(len(encoded))
+
+
+def fixed_string(value: str) -> np.ndarray:
+    """A scalar str as a fixed-length UTF-8 attribute value."""
+    return np.array(value.encode(), dtype=h5py.string_dtype("utf-8", max(len(value.encode()), 1)))
+
+
+def text(value: Any) -> str:
+    """An attribute value read back by h5py (bytes, numpy bytes or str) as str."""
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value[()]
+    return value.decode() if isinstance(value, bytes | np.bytes_) else str(value)
+
+
+def texts(value: Any) -> list[str]:
+    """An attribute holding a list of strings, as list[str]."""
+    return [text(v) for v in np.atleast_1d(value)]
+
+
+def sha256_file(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _chunks(name: str, per_sample: tuple, samples: int) -> tuple | None:
+    """One image per chunk for image arrays; small per-sample tables in blocks of samples;
+    None (contiguous) for datasets without elements (K = 0 or M = 0)."""
+    if int(np.prod(per_sample)) == 0 or samples == 0:
+        return None
+    if name == "gt_candidates":
+        return (1, 1, *per_sample[1:])
+    if name in IMAGES:
+        return (1, *per_sample)
+    return (min(samples, 1024), *per_sample)
+
+
+def _create_shard(path: Path, layout: dict, samples: int, compression: str | None,
+                  attrs: dict, sources: list[str]) -> tuple[h5py.File, dict[str, np.ndarray]]:
+    """A new shard file sized for `samples`, open for writing, and for uncompressed image
+    datasets the byte offset of every chunk ((samples,) or (samples, K) int64): those chunks
+    are allocated now (never filled) so their bytes can be written with plain pwrite."""
+    f = h5py.File(path, "w")
+    for key, value in attrs.items():
+        f.attrs[key] = value
+    f.create_dataset("sources", data=fixed_strings(sources))
+    offsets = {}
+    for name, (shape, dtype) in layout.items():
+        chunks = _chunks(name, shape, samples)
+        kwargs: dict[str, Any] = {}
+        if chunks is not None:
+            kwargs = {"chunks": chunks, "maxshape": (None, *shape)}
+            if name in IMAGES and compression is not None:
+                kwargs["compression"] = compression
+            elif name in IMAGES:
+                dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+                dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+                dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+                kwargs["dcpl"] = dcpl
+        ds = f.create_dataset(name, shape=(samples, *shape), dtype=dtype, **kwargs)
+        if chunks is not None and name in IMAGES and compression is None:
+            found = np.full(ds.shape[:2] if name == "gt_candidates" else ds.shape[:1], -1,
+                            np.int64)
+            ds.id.chunk_iter(lambda info, found=found: found.__setitem__(
+                info.chunk_offset[:found.ndim], info.byte_offset))
+            if (found < 0).any():
+                raise ShardError(f"{path}: HDF5 did not allocate every chunk of {name}")
+            offsets[name] = found
+    return f, offsets
+
+
+class ShardWriter:
+    """Writes samples into shards of `samples_per_shard` in `out_dir`, then manifest.json last.
+
+    Each shard is first a hidden temporary file. Uncompressed image chunks are allocated when
+    the shard is created and every image is written straight to its chunk with one pwrite (no
+    copy, no per-call HDF5 work); compressed shards go through HDF5's filters in slabs. The
+    small tables (labels, scores, meta) are kept in memory and written when the shard is
+    finished; the file is then renamed into place and hashed (sha256) in a background thread
+    while the next shard is written. A killed run leaves no file that looks like a shard,
+    and no manifest. Use as a context manager (the manifest is written on a clean exit only;
+    on an exception the open shard is dropped) or call `close()`.
+    """
+
+    def __init__(self, out_dir: Path, *, samples_per_shard: int, patch_size: int, scale: int,
+                 candidate_names: list[str], metric_names: list[str], compression: str | None,
+                 params: dict, sources: list[str]):
+        if samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
+        if compression == "none":
+            compression = None
+        if compression not in COMPRESSIONS:
+            raise ValueError(f"compression must be one of none, lzf, gzip; got {compression!r}")
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        for stale in [*self.out_dir.glob(SHARD_GLOB), *self.out_dir.glob(".shard-*.tmp"),
+                      *self.out_dir.glob(".shard-*.compact"), self.out_dir / MANIFEST]:
+            stale.unlink(missing_ok=True)
+        self.samples_per_shard, self.patch_size, self.scale = samples_per_shard, patch_size, scale
+        self.candidate_names, self.metric_names = list(candidate_names), list(metric_names)
+        self.compression, self.params, self.sources = compression, dict(params), list(sources)
+        k, m = len(self.candidate_names), len(self.metric_names)
+        self.layout = sample_layout(patch_size, scale, k, m)
+        self.attrs = {"format": fixed_string(FORMAT), "format_version": np.int32(FORMAT_VERSION),
+                      "scale": np.int32(scale), "patch_size": np.int32(patch_size),
+                      "params": fixed_string(json.dumps(self.params, sort_keys=True))}
+        self.tables = {n: np.zeros((samples_per_shard, *self.layout[n][0]), self.layout[n][1])
+                       for n in TABLES}
+        image_bytes = sum(int(np.prod(self.layout[n][0])) for n in IMAGES)
+        self.slab = max(1, min(samples_per_shard, SLAB_BYTES // max(image_bytes, 1)))
+        self.slabs = ({n: np.empty((self.slab, *self.layout[n][0]), np.uint8) for n in IMAGES}
+                      if compression else {})
+        self.count = 0              # samples added to the open shard
+        self.written = 0            # of which already in the file (compressed slabs)
+        self.file: h5py.File | None = None
+        self.fd: int | None = None
+        self.offsets: dict[str, np.ndarray] = {}
+        self.adjacent = np.zeros(0, bool)   # per sample: its K candidate chunks are adjacent
+        self.shards: list[dict] = []
+        self.hashes: list[Future] = []
+        self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-sha256")
+        self.label_counts = np.zeros((k, 3), np.int64)   # columns: -1, 0, +1
+        self.closed = False
+        self.manifest: dict | None = None
+
+    # -- adding samples ------------------------------------------------------------------
+    def add(self, gt_original: np.ndarray, gt_candidates: np.ndarray, labels: np.ndarray,
+            scores: np.ndarray, lq: np.ndarray, lq_vqvae: np.ndarray, image_id: str, x: int,
+            y: int, source_index: int) -> None:
+        """Append one sample. Images uint8 RGB HWC: gt_original (H,W,3), gt_candidates
+        (K,H,W,3), lq and lq_vqvae (H/s,W/s,3); labels (K,) in {-1,0,1}; scores (K+1,M)
+        float32; (x, y) the crop's top-left corner in HR pixels of source `source_index`."""
+        if self.closed:
+            raise RuntimeError("ShardWriter.add after close")
+        where = f"sample {image_id} ({x},{y})"
+        images = {"gt_original": gt_original, "gt_candidates": gt_candidates, "lq": lq,
+                  "lq_vqvae": lq_vqvae}
+        for name, value in [*images.items(), ("labels", labels), ("scores", scores)]:
+            if np.shape(value) != self.layout[name][0]:
+                raise ValueError(f"{where}: {name} has shape {np.shape(value)}, "
+                                 f"expected {self.layout[name][0]}")
+        for name, value in images.items():
+            if np.asarray(value).dtype != np.uint8:
+                raise ValueError(f"{where}: {name} is {np.asarray(value).dtype}, expected uint8")
+        labels = np.asarray(labels)
+        if labels.size and (labels.dtype.kind not in "iu" or labels.min() < -1 or labels.max() > 1):
+            raise ValueError(f"{where}: labels must be -1, 0 or +1, got {labels}")
+        if len(image_id.encode()) > IMAGE_ID_BYTES:
+            raise ValueError(f"{where}: image id is longer than {IMAGE_ID_BYTES} bytes")
+        if not 0 <= source_index < len(self.sources):
+            raise ValueError(f"{where}: source_index {source_index} outside the "
+                             f"{len(self.sources)} sources")
+        if self.file is None and self.fd is None:
+            self._open_shard()
+        i = self.count
+        self.tables["labels"][i] = labels
+        self.tables["scores"][i] = scores
+        self.tables["meta"][i] = (image_id.encode(), x, y, source_index)
+        if self.compression:
+            for name, value in images.items():
+                self.slabs[name][i - self.written] = value
+        else:
+            for name, value in images.items():
+                self._pwrite(name, i, np.ascontiguousarray(value))
+        self.count += 1
+        if self.count == self.samples_per_shard:
+            self._finish_shard()
+        elif self.compression and self.count - self.written == self.slab:
+            self._write_slab()
+
+    # -- writing ---------------------------------------------------------------------------
+    def _tmp_path(self, suffix: str = "tmp") -> Path:
+        return self.out_dir / f".{shard_name(len(self.shards))}.{suffix}"
+
+    def _open_shard(self) -> None:
+        self.file, self.offsets = _create_shard(
+            self._tmp_path(), self.layout, self.samples_per_shard, self.compression, self.attrs,
+            self.sources)
+        if "gt_candidates" in self.offsets:
+            chunk = int(np.prod(self.layout["gt_candidates"][0][1:]))
+            self.adjacent = (np.diff(self.offsets["gt_candidates"], axis=1) == chunk).all(axis=1)
+        if not self.compression:
+            self.file.close()       # images go in by pwrite; tables when the shard is done
+            self.file = None
+            self.fd = os.open(self._tmp_path(), os.O_WRONLY)
+        self.count = self.written = 0
+
+    def _pwrite(self, name: str, i: int, value: np.ndarray) -> None:
+        offsets = self.offsets.get(name)
+        if offsets is None:         # no elements (K = 0)
+            return
+        if name != "gt_candidates":
+            os.pwrite(self.fd, value, int(offsets[i]))
+            return
+        if self.adjacent[i]:
+            os.pwrite(self.fd, value, int(offsets[i, 0]))
+        else:
+            for k, offset in enumerate(offsets[i]):
+                os.pwrite(self.fd, value[k], int(offset))
+
+    def _write_slab(self) -> None:
+        start, end = self.written, self.count
+        for name in IMAGES:
+            if self.layout[name][0][0] != 0:
+                self.file[name][start:end] = self.slabs[name][:end - start]
+        self.written = end
+
+    def _finish_shard(self) -> None:
+        n, path = self.count, self._tmp_path()
+        labels = self.tables["labels"][:n].astype(np.int64) + 1
+        for k in range(labels.shape[1]):
+            self.label_counts[k] += np.bincount(labels[:, k], minlength=3)
+        if self.compression:
+            self._write_slab()
+            f = self.file
+            if n < self.samples_per_shard:
+                for name in IMAGES:
+                    if f[name].chunks is not None:
+                        f[name].resize(n, axis=0)
+        else:
+            os.close(self.fd)
+            self.fd = None
+            if n < self.samples_per_shard:
+                path = self._compact(n)
+            f = h5py.File(path, "r+")
+        for name, table in self.tables.items():
+            if f[name].chunks is not None:
+                f[name].resize(n, axis=0)
+                f[name][:] = table[:n]
+        f["gt_candidates"].attrs["candidate_names"] = fixed_strings(self.candidate_names)
+        f["scores"].attrs["metric_names"] = fixed_strings(self.metric_names)
+        f.close()
+        self.file, self.count, self.written = None, 0, 0
+        final = self.out_dir / shard_name(len(self.shards))
+        os.replace(path, final)
+        self.shards.append({"file": final.name, "samples": n, "sha256": None,
+                            "bytes": final.stat().st_size})
+        self.hashes.append(self.hasher.submit(sha256_file, final))
+
+    def _compact(self, n: int) -> Path:
+        """The open (uncompressed) shard holds only `n` samples: copy them into a file sized
+        for `n`, so no allocated-but-empty chunk is left in the last shard."""
+        old, new = self._tmp_path(), self._tmp_path("compact")
+        f, offsets = _create_shard(new, self.layout, n, None, self.attrs, self.sources)
+        f.close()
+        src, dst = os.open(old, os.O_RDONLY), os.open(new, os.O_WRONLY)
+        try:
+            for name, target in offsets.items():
+                size = int(np.prod(self.layout[name][0][1 if name == "gt_candidates" else 0:]))
+                for source_offset, target_offset in zip(self.offsets[name][:n].ravel(),
+                                                        target.ravel(), strict=True):
+                    os.pwrite(dst, os.pread(src, size, int(source_offset)), int(target_offset))
+        finally:
+            os.close(src)
+            os.close(dst)
+        os.unlink(old)
+        return new
+
+    def close(self) -> dict:
+        """Flush the last shard, wait for the hashes, write manifest.json (last); return it."""
+        if self.closed:
+            return self.manifest
+        if self.count:
+            self._finish_shard()
+        self.hasher.shutdown(wait=True)
+        for entry, digest in zip(self.shards, self.hashes, strict=True):
+            entry["sha256"] = digest.result()
+        self.closed = True
+        k = len(self.candidate_names)
+        self.manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION,
+            "scale": self.scale, "patch_size": self.patch_size,
+            "lq_size": self.patch_size // self.scale,
+            "candidate_names": self.candidate_names, "metric_names": self.metric_names,
+            "compression": self.compression or "none",
+            "samples": sum(s["samples"] for s in self.shards),
+            "bytes": sum(s["bytes"] for s in self.shards),
+            "label_counts": {self.candidate_names[i]: dict(zip(("negative", "similar", "positive"),
+                                                               map(int, self.label_counts[i]),
+                                                               strict=True))
+                             for i in range(k)},
+            "shards": self.shards, "sources": self.sources, "params": self.params,
+        }
+        tmp = self.out_dir / f".{MANIFEST}.tmp"
+        tmp.write_text(json.dumps(self.manifest, indent=1))
+        os.replace(tmp, self.out_dir / MANIFEST)
+        return self.manifest
+
+    def abort(self) -> None:
+        """Drop the open shard (its temporary file) and write no manifest."""
+        if self.file is not None:
+            self.file.close()
+        if self.fd is not None:
+            os.close(self.fd)
+        self.file = self.fd = None
+        self._tmp_path().unlink(missing_ok=True)
+        self._tmp_path("compact").unlink(missing_ok=True)
+        self.hasher.shutdown(wait=True)
+        self.closed = True
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+# -- manifest, verification, summary ----------------------------------------------------------
+def read_manifest(out_dir: Path) -> dict:
+    """manifest.json of a shard set; ShardError when missing, unreadable or of another format."""
+    path = Path(out_dir) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ShardError(f"{path}: no manifest (not a shard set, or an unfinished one)") from None
+    except (OSError, ValueError) as e:
+        raise ShardError(f"{path}: unreadable manifest: {e}") from None
+    if manifest.get("format") != FORMAT:
+        raise ShardError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ShardError(f"{path}: format_version {manifest.get('format_version')} is not "
+                         f"supported by this reader (version {FORMAT_VERSION})")
+    return manifest
+
+
+def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
+    """Raise ShardError (without the file name) when `f` does not match format v1 and the
+    manifest's sizes, names and sample count."""
+    if text(f.attrs.get("format", "")) != FORMAT:
+        raise ShardError(f"root attribute format is {text(f.attrs.get('format', ''))!r}")
+    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
+        raise ShardError(f"root attribute format_version is {f.attrs.get('format_version')}")
+    if int(f.attrs.get("scale", -1)) != manifest["scale"]:
+        raise ShardError(f"scale {f.attrs.get('scale')} differs from the manifest's "
+                         f"{manifest['scale']}")
+    layout = sample_layout(manifest["patch_size"], manifest["scale"],
+                           len(manifest["candidate_names"]), len(manifest["metric_names"]))
+    for name, (shape, dtype) in layout.items():
+        if name not in f:
+            raise ShardError(f"dataset {name} is missing")
+        ds = f[name]
+        if ds.shape != (samples, *shape):
+            raise ShardError(f"{name} has shape {ds.shape}, expected {(samples, *shape)}")
+        if ds.dtype != dtype:
+            raise ShardError(f"{name} has dtype {ds.dtype}, expected {dtype}")
+    if texts(f["gt_candidates"].attrs.get("candidate_names", [])) != manifest["candidate_names"]:
+        raise ShardError("gt_candidates.attrs['candidate_names'] differs from the manifest")
+    if texts(f["scores"].attrs.get("metric_names", [])) != manifest["metric_names"]:
+        raise ShardError("scores.attrs['metric_names'] differs from the manifest")
+    labels = f["labels"][:]
+    if labels.size and not np.isin(labels, (-1, 0, 1)).all():
+        raise ShardError(f"labels hold values other than -1, 0, +1: {np.unique(labels)}")
+    sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
+    if sources.size and (sources.min() < 0 or sources.max() >= len(manifest["sources"])):
+        raise ShardError("meta.source_index points outside the manifest's sources")
+
+
+def verify(out_dir: Path) -> None:
+    """Check every shard against manifest.json: present, sha256, schema, sample counts, and no
+    shard file the manifest does not list. Raises ShardError naming the first bad shard."""
+    out_dir = Path(out_dir)
+    manifest = read_manifest(out_dir)
+    listed = [s["file"] for s in manifest["shards"]]
+    for entry in manifest["shards"]:
+        path = out_dir / entry["file"]
+        if not path.is_file():
+            raise ShardError(f"{path}: missing (listed in the manifest)")
+        digest = sha256_file(path)
+        if digest != entry["sha256"]:
+            raise ShardError(f"{path}: sha256 {digest} does not match the manifest's "
+                             f"{entry['sha256']} (file changed or corrupt)")
+        try:
+            with h5py.File(path, "r") as f:
+                check_shard_schema(f, manifest, entry["samples"])
+        except ShardError as e:
+            raise ShardError(f"{path}: {e}") from None
+        except (OSError, KeyError, ValueError) as e:
+            raise ShardError(f"{path}: not a readable format v1 shard: {e}") from None
+    extra = sorted(p.name for p in out_dir.glob(SHARD_GLOB) if p.name not in listed)
+    if extra:
+        raise ShardError(f"{out_dir / extra[0]}: shard file not listed in the manifest")
+    total = sum(s["samples"] for s in manifest["shards"])
+    if total != manifest["samples"]:
+        raise ShardError(f"{out_dir / MANIFEST}: samples {manifest['samples']} is not the sum "
+                         f"over its shards ({total})")
+
+
+def summary(out_dir: Path) -> dict:
+    """What `gtforge inspect` prints: shards, samples, candidates, label counts per candidate,
+    image sizes, metrics, bytes. Read from the manifest (no shard is opened)."""
+    m = read_manifest(out_dir)
+    return {"path": str(Path(out_dir).resolve()), "format_version": m["format_version"],
+            "shards": len(m["shards"]), "samples": m["samples"],
+            "gt_size": [m["patch_size"], m["patch_size"]], "lq_size": [m["lq_size"]] * 2,
+            "scale": m["scale"], "candidates": m["candidate_names"],
+            "label_counts": m["label_counts"], "metrics": m["metric_names"],
+            "compression": m["compression"], "sources": len(m["sources"]), "bytes": m["bytes"]}
+
+
+# -- reading ------------------------------------------------------------------------------------
+class ShardSet:
+    """Read-only access to a shard set by global sample index.
+
+    Only manifest.json is read on construction. HDF5 files are opened on first use in the
+    process that reads (never inherited across fork: handles are reopened when the process id
+    changes) and at most `max_open` stay open. Uncompressed images are memory-mapped views,
+    gzip chunks are read directly (see _OpenShard), without HDF5's selection machinery.
+    """
+
+    def __init__(self, out_dir: Path, max_open: int = 32):
+        self.out_dir = Path(out_dir)
+        self.manifest = read_manifest(self.out_dir)
+        m = self.manifest
+        self.files = [self.out_dir / s["file"] for s in m["shards"]]
+        self.counts = np.array([s["samples"] for s in m["shards"]], np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
+        self.scale, self.patch_size = int(m["scale"]), int(m["patch_size"])
+        self.candidate_names, self.metric_names = m["candidate_names"], m["metric_names"]
+        self.layout = sample_layout(self.patch_size, self.scale, len(self.candidate_names),
+                                    len(self.metric_names))
+        self.max_open = max_open
+        self._pid: int | None = None
+        self._open: OrderedDict[int, _OpenShard] = OrderedDict()
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_open"], state["_pid"] = OrderedDict(), None
+        return state
+
+    def locate(self, index: int) -> tuple[int, int]:
+        """(shard number, index within the shard) of global sample `index`."""
+        if not 0 <= index < len(self):
+            raise IndexError(f"sample {index} outside 0..{len(self) - 1}")
+        shard = int(np.searchsorted(self.starts, index, side="right") - 1)
+        return shard, int(index - self.starts[shard])
+
+    def shard(self, number: int) -> _OpenShard:
+        """The open shard `number` (opened now if needed, in this process)."""
+        if self._pid != os.getpid():
+            self._open = OrderedDict()     # inherited handles are never used (nor closed)
+            self._pid = os.getpid()
+        entry = self._open.get(number)
+        if entry is None:
+            entry = _OpenShard(self.files[number], self.layout, int(self.counts[number]))
+            self._open[number] = entry
+            while len(self._open) > self.max_open:
+                self._open.popitem(last=False)[1].close()
+        else:
+            self._open.move_to_end(number)
+        return entry
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            for entry in self._open.values():
+                entry.close()
+        self._open = OrderedDict()
+
+
+class _OpenShard:
+    """One open shard: its small tables in memory, images read on demand.
+
+    Uncompressed image chunks (one image each) are read through a read-only memory map of the
+    file at the byte offsets HDF5 reports for them, so an image is a zero-copy view and a crop
+    touches only its own rows; gzip chunks are read with one direct chunk read and inflated;
+    anything else goes through h5py."""
+
+    def __init__(self, path: Path, layout: dict, samples: int):
+        self.path = path
+        try:
+            self.file = h5py.File(path, "r")
+        except OSError as e:
+            raise ShardError(f"{path}: cannot open: {e}") from None
+        if self.file["gt_original"].shape[0] != samples:
+            raise ShardError(f"{path}: holds {self.file['gt_original'].shape[0]} samples, "
+                             f"the manifest says {samples}")
+        self.labels = self.file["labels"][:]
+        self.scores = self.file["scores"][:]
+        self.meta = self.file["meta"][:]
+        self.datasets = {n: self.file[n] for n in IMAGES}
+        self.direct = {n: _direct_mode(ds) for n, ds in self.datasets.items()}
+        self.shapes = {n: layout[n][0][1:] if n == "gt_candidates" else layout[n][0]
+                       for n in IMAGES}
+        self.offsets: dict[str, np.ndarray] = {}
+        for name, ds in self.datasets.items():
+            if self.direct[name] == "raw":
+                found = np.full(ds.shape[:2] if name == "gt_candidates" else ds.shape[:1], -1,
+                                np.int64)
+                ds.id.chunk_iter(lambda info, found=found: found.__setitem__(
+                    info.chunk_offset[:found.ndim],
+                    info.byte_offset if info.filter_mask == 0 else -1))
+                if (found >= 0).all():
+                    self.offsets[name] = found
+        self.sizes = {n: int(np.prod(shape)) for n, shape in self.shapes.items()}
+        self.map = None
+        if self.offsets:    # a plain ndarray over a read-only mmap (np.memmap adds overhead)
+            with open(path, "rb") as f:
+                self.map = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ),
+                                         np.uint8)
+
+    def image(self, name: str, n: int, k: int | None = None) -> np.ndarray:
+        """Image `name` of sample `n` (candidate `k` for gt_candidates): uint8 RGB HWC,
+        read-only (a view of the file when the shard is uncompressed)."""
+        shape = self.shapes[name]
+        offsets = self.offsets.get(name)
+        if offsets is not None:
+            start = int(offsets[n] if k is None else offsets[n, k])
+            return self.map[start:start + self.sizes[name]].reshape(shape)
+        ds = self.datasets[name]
+        if self.direct[name] == "gzip":
+            mask, raw = ds.id.read_direct_chunk((n, 0, 0, 0) if k is None else (n, k, 0, 0, 0))
+            if not mask:
+                return np.frombuffer(zlib.decompress(raw), np.uint8).reshape(shape)
+        return ds[n] if k is None else ds[n, k]
+
+    def close(self) -> None:
+        self.map = None
+        try:
+            self.file.close()
+        except Exception:  # noqa: BLE001 - closing a handle must never mask the real error
+            pass
+
+
+def _direct_mode(ds: h5py.Dataset) -> str | None:
+    """'raw' or 'gzip' when one chunk is one image that we can decode ourselves, else None."""
+    if ds.chunks is None or ds.size == 0:
+        return None
+    per_image = (1, 1, *ds.shape[2:]) if ds.ndim == 5 else (1, *ds.shape[1:])
+    if ds.chunks != per_image or ds.shuffle or ds.fletcher32 or ds.scaleoffset:
+        return None
+    if ds.compression is None:
+        return "raw"
+    return "gzip" if ds.compression == "gzip" else None
