@@ -36,6 +36,14 @@ class Stage(luigi.Task):
     # Keep the partial folder of a killed run (training checkpoints) instead of clearing it.
     resumable: ClassVar[bool] = False
 
+    def setting(self, name: str) -> Any:
+        """One parameter's value, taken from the preset in luigi.cfg when it is None; also
+        for parameters outside the key (checkpoint intervals, paths of weight files)."""
+        value = getattr(self, name)
+        if value is None:
+            value = preset_setting(self.get_task_family(), name, dict(self.get_params())[name])
+        return value
+
     @cached_property
     def settings(self) -> dict[str, Any]:
         """Every significant parameter, with None filled in from the preset, plus the
@@ -44,10 +52,7 @@ class Stage(luigi.Task):
         for name, param in self.get_params():
             if not param.significant:
                 continue
-            value = getattr(self, name)
-            if value is None:
-                value = preset_setting(self.get_task_family(), name, param)
-            values[name] = value
+            values[name] = self.setting(name)
         config = gtforge()
         values["seed"] = config.seed
         for name in self.global_settings:

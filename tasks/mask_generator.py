@@ -25,7 +25,7 @@ from pipeline.training import (
     train_loop,
 )
 from tasks.base import Stage
-from tasks.config import gtforge, preset_setting
+from tasks.config import gtforge
 from tasks.ingest import IngestHR
 from tasks.super_resolve import SR_SCALES, SuperResolveGT
 
@@ -78,8 +78,7 @@ class TrainMaskGenerator(Stage):
 
     @property
     def checkpoint_interval(self) -> int:
-        return self.ckpt_every or preset_setting(self.get_task_family(), "ckpt_every",
-                                                 luigi.IntParameter())
+        return self.setting("ckpt_every")
 
     def requires(self):
         return source_stages()

@@ -11,7 +11,7 @@ from pipeline.device import resolve_device
 from pipeline.imageio import image_path, read_rgb, write_rgb
 from pipeline.ingest import read_images
 from tasks.base import Stage
-from tasks.config import gtforge, preset_setting
+from tasks.config import gtforge
 from tasks.ingest import IngestHR
 from tasks.train_sr import MODEL_FILE, sr_model_stage
 
@@ -33,9 +33,7 @@ class SuperResolveGT(Stage):
 
     @property
     def checkpoint(self) -> str | None:
-        if self.sr_checkpoint is not None:
-            return self.sr_checkpoint
-        return preset_setting("SuperResolveGT", "sr_checkpoint", luigi.OptionalParameter())
+        return self.setting("sr_checkpoint")
 
     def requires(self):
         return {"hr": IngestHR(), "sr": sr_model_stage(self.checkpoint)}

@@ -22,7 +22,7 @@ from pipeline.losses import LossWeights, PerceptualLoss, load_vgg19
 from pipeline.seeding import rng
 from pipeline.training import CURVE_CSV, TrainState, plot_curve, save_checkpoint, train_loop
 from tasks.base import Stage
-from tasks.config import gtforge, preset_setting
+from tasks.config import gtforge
 from tasks.degrade import DegradeForEnhancer
 from tasks.ingest import IngestHR
 
@@ -71,10 +71,6 @@ class TrainEnhancer(Stage):
         values.pop("elan" if self.backbone == "rcan" else "rcan")  # the other size is irrelevant
         return values
 
-    def _setting(self, name: str, param: luigi.Parameter):
-        value = getattr(self, name)
-        return value if value is not None else preset_setting("TrainEnhancer", name, param)
-
     @property
     def loss_weights(self) -> LossWeights:
         try:
@@ -86,7 +82,7 @@ class TrainEnhancer(Stage):
     @property
     def vgg19_path(self) -> Path | None:
         """The configured VGG19 file, or None when the perceptual term is off or not configured."""
-        path = self._setting("vgg19_weights", luigi.OptionalParameter())
+        path = self.setting("vgg19_weights")
         return Path(path) if path and self.loss_weights.perceptual > 0 else None
 
     def fingerprint(self) -> dict:
@@ -144,7 +140,7 @@ class TrainEnhancer(Stage):
         name = f"TrainEnhancer {self.backbone}/{self.degradation}"
         rows = train_loop(step, TrainState(training.state_dict, training.load_state_dict),
                           s["iterations"], out / "checkpoints",
-                          self._setting("ckpt_every", luigi.IntParameter()),
+                          self.setting("ckpt_every"),
                           self.seed_for("steps"), desc=name, report=self.report, device=device)
         save_checkpoint(out / GENERATOR_FILE, {k: v.detach().cpu() for k, v in
                                                training.generator.state_dict().items()})

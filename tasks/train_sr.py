@@ -24,7 +24,7 @@ from pipeline.ingest import read_images
 from pipeline.seeding import rng
 from pipeline.training import CURVE_CSV, TrainState, plot_curve, train_loop
 from tasks.base import Stage
-from tasks.config import gtforge, preset_setting
+from tasks.config import gtforge
 from tasks.degrade import DegradeLR
 from tasks.ingest import IngestHR
 
@@ -50,8 +50,7 @@ class TrainSR(Stage):
 
     @property
     def checkpoint_interval(self) -> int:
-        return self.ckpt_every or preset_setting(self.get_task_family(), "ckpt_every",
-                                                 luigi.IntParameter())
+        return self.setting("ckpt_every")
 
     def requires(self):
         return {"hr": IngestHR(), "lr": DegradeLR()}

@@ -26,7 +26,7 @@ from pipeline.ingest import Rejected, decode_hr, folder_fingerprint, list_inputs
 from pipeline.seeding import derive_seed, rng
 from pipeline.training import CURVE_CSV, TrainState, load_checkpoint, save_checkpoint, train_loop
 from tasks.base import Stage
-from tasks.config import gtforge, preset_setting
+from tasks.config import gtforge
 from tasks.ingest import IngestHR
 
 
@@ -54,16 +54,9 @@ class TrainVQVAE2(Stage):
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
     cached_images = luigi.IntParameter(default=64, significant=False)
 
-    def _setting(self, name: str):
-        """A setting that is not part of the key, from the parameter or luigi.cfg."""
-        value = getattr(self, name)
-        if value is None:
-            value = preset_setting(self.get_task_family(), name, dict(self.get_params())[name])
-        return value
-
     @property
     def extra_folder(self) -> Path | None:
-        value = self._setting("extra_dir")
+        value = self.setting("extra_dir")
         return Path(value) if value else None
 
     def requires(self):
@@ -133,7 +126,7 @@ class TrainVQVAE2(Stage):
         state = TrainState(get=lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
                                         "stats": stats.state(), "epochs": list(epochs)},
                            set=set_state)
-        ckpt_every = self._setting("ckpt_every") or steps_per_epoch
+        ckpt_every = self.setting("ckpt_every") or steps_per_epoch
         rows = train_loop(step, state, total, out / "checkpoints", ckpt_every, s["seed"],
                           desc="TrainVQVAE2", report=self.report, device=device)
         shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -16,10 +17,22 @@ from pipeline.sample import copy_sample_corpus
 SMALL_CORPUS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
 
 
+# IngestHR's key includes file mtimes: a fixed one makes keys, and so seeded draws, the same in
+# every test session.
+FIXED_MTIME_NS = 1_700_000_000 * 10**9
+
+
+def _pin_mtimes(folder: Path) -> Path:
+    for path in folder.iterdir():
+        os.utime(path, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
+    return folder
+
+
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
     """All sample photographs, copied once per session."""
-    return Path(copy_sample_corpus(tmp_path_factory.mktemp("sample") / "all")[0]).parent
+    copies = copy_sample_corpus(tmp_path_factory.mktemp("sample") / "all")
+    return _pin_mtimes(copies[0].parent)
 
 
 @pytest.fixture(scope="session")
@@ -28,7 +41,7 @@ def small_corpus(sample_corpus, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("small")
     for name in SMALL_CORPUS:
         shutil.copyfile(sample_corpus / name, dest / name)
-    return dest
+    return _pin_mtimes(dest)
 
 
 class Settings:
