@@ -29,17 +29,10 @@ _KEY = re.compile(rf"^[0-9a-f]{{{cache.KEY_LENGTH}}}$")
 
 
 def build_root() -> luigi.Task:
-    """BuildDataset(): the root of the whole build (tasks/build.py, else tasks/publish.py)."""
-    for module in ("tasks.build", "tasks.publish"):
-        try:
-            found = importlib.import_module(module)
-        except ModuleNotFoundError as e:
-            if e.name == module:
-                continue
-            raise
-        if hasattr(found, "BuildDataset"):
-            return found.BuildDataset()
-    raise LookupError("no BuildDataset task in tasks.build or tasks.publish")
+    """BuildDataset(): the root of the whole build."""
+    from tasks.publish import BuildDataset
+
+    return BuildDataset()
 
 
 def task_by_name(family: str, module: str | None = None) -> luigi.Task:
