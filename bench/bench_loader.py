@@ -7,10 +7,12 @@ num_workers 0 and 2, from the same patches stored four ways, all built here:
 - floor:    the same patches held in RAM as one numpy array
 
 Every variant runs the same pipeline after reading a sample: paired random crop, flips and
-rotations, float32 CHW tensors, default collate. Also the shard writer's MB/s against writing
-the same bytes with numpy.tofile.
+rotations, CHW tensors, default collate. Two tensor types: float32 in [0,1] made in the
+workers, and uint8 from the workers made float32 in the main process (`to_float`, on the CPU
+here; a trainer does it on its GPU), both timed up to float32 batches in the main process.
+Also the shard writer's MB/s against writing the same bytes with numpy.tofile.
 
-    .venv/bin/python -m bench.bench_loader            # about 3 minutes on 2 busy cores
+    .venv/bin/python -m bench.bench_loader            # about 3 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -27,7 +29,15 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from examples.photo_shards import candidates, patches, read_photos, scores
-from pipeline.dataset import ShardBatchSampler, ShardDataset, augment, crop_box, to_tensor
+from pipeline.dataset import (
+    DTYPES,
+    ShardBatchSampler,
+    ShardDataset,
+    augment,
+    crop_box,
+    to_float,
+    to_tensor,
+)
 from pipeline.export import export_folder, export_lmdb
 from pipeline.shards import ShardWriter, sha256_file
 
@@ -37,8 +47,9 @@ PATCH, SCALE, CROP, BATCH = 192, 4, 128, 16
 class PairedSource(Dataset):
     """(gt, lq) uint8 RGB HWC from one backend, then ShardDataset's crop/augment/tensor steps."""
 
-    def __init__(self, kind: str, root: Path | None = None, arrays=None, names=None):
-        self.kind, self.root, self.arrays, self.names = kind, root, arrays, names
+    def __init__(self, kind: str, dtype: str, root: Path | None = None, arrays=None,
+                 names=None):
+        self.kind, self.dtype, self.root, self.arrays, self.names = kind, dtype, root, arrays, names
         self.env = None
 
     def __len__(self) -> int:
@@ -69,8 +80,8 @@ class PairedSource(Dataset):
         x, y = crop_box(rand, lq.shape[0], lr)
         flips = tuple(bool(v) for v in rand.integers(2, size=3))
         return {"gt": to_tensor(augment(gt[y * SCALE:(y + lr) * SCALE,
-                                           x * SCALE:(x + lr) * SCALE], flips)),
-                "lq": to_tensor(augment(lq[y:y + lr, x:x + lr], flips))}
+                                           x * SCALE:(x + lr) * SCALE], flips), self.dtype),
+                "lq": to_tensor(augment(lq[y:y + lr, x:x + lr], flips), self.dtype)}
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "env": None}
@@ -104,7 +115,8 @@ def build(folder: Path, max_patches: int) -> tuple[dict, int]:
 def samples_per_second(dataset, workers: int, batches: int, sampler=None,
                        warmup: int = 20) -> float:
     """Steady-state samples/s: `warmup` batches first (workers started, files opened and
-    touched, as in a long training run), then `batches` timed ones."""
+    touched, as in a long training run), then `batches` timed ones, each made float32 in
+    the main process (`to_float`, a no-op for float32 batches)."""
     kwargs = ({"batch_sampler": sampler} if sampler is not None else
               {"batch_size": BATCH, "shuffle": True, "drop_last": True})
     loader = DataLoader(dataset, num_workers=workers, persistent_workers=workers > 0, **kwargs)
@@ -121,7 +133,8 @@ def samples_per_second(dataset, workers: int, batches: int, sampler=None,
         except StopIteration:
             it = iter(loader)
             continue
-        assert batch["gt"].shape[1:] == (3, CROP, CROP)
+        batch = to_float(batch)
+        assert batch["gt"].shape[1:] == (3, CROP, CROP) and batch["gt"].dtype == torch.float32
         done += 1
     elapsed = time.perf_counter() - start
     del it, loader
@@ -166,8 +179,8 @@ def bench_write(folder: Path, count: int, reps: int) -> list[tuple[str, float]]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--patches", type=int, default=320)
-    p.add_argument("--batches", type=int, default=30, help="timed batches per measurement")
-    p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--batches", type=int, default=100, help="timed batches per measurement")
+    p.add_argument("--reps", type=int, default=5)
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench_loader_", dir=os.environ.get("TMPDIR")) as tmp:
@@ -176,31 +189,34 @@ def main() -> None:
         arrays, n = build(folder, args.patches)
         print(f"{n} patches of {PATCH}x{PATCH} (x{SCALE} LR) built in "
               f"{time.perf_counter() - start:.0f} s; crops {CROP}x{CROP}, batch {BATCH}")
-        shard_ds = ShardDataset(folder / "shards", crop=CROP, target="original")
         variants = {
-            "shards": lambda w: (shard_ds, None),
-            "shards + ShardBatchSampler": lambda w: (
-                shard_ds, ShardBatchSampler(shard_ds, BATCH, w, drop_last=True)),
-            "png folder": lambda w: (PairedSource("png", folder / "png",
-                                                  names=arrays["names"]), None),
-            "lmdb (png bytes)": lambda w: (PairedSource("lmdb", folder / "lmdb",
-                                                        names=arrays["names"]), None),
-            "floor (RAM array)": lambda w: (PairedSource(
-                "floor", arrays=(arrays["gts"], arrays["lqs"]), names=arrays["names"]), None),
+            "shards": lambda w, dt: (ShardDataset(folder / "shards", crop=CROP,
+                                                  target="original", dtype=dt), None),
+            "shards + ShardBatchSampler": lambda w, dt: (
+                ds := ShardDataset(folder / "shards", crop=CROP, target="original", dtype=dt),
+                ShardBatchSampler(ds, BATCH, w, drop_last=True)),
+            "png folder": lambda w, dt: (PairedSource("png", dt, folder / "png",
+                                                      names=arrays["names"]), None),
+            "lmdb (png bytes)": lambda w, dt: (PairedSource("lmdb", dt, folder / "lmdb",
+                                                            names=arrays["names"]), None),
+            "floor (RAM array)": lambda w, dt: (PairedSource(
+                "floor", dt, arrays=(arrays["gts"], arrays["lqs"]), names=arrays["names"]),
+                None),
         }
-        results: dict[tuple[str, int], list[float]] = {}
+        results: dict[tuple[str, str, int], list[float]] = {}
         for _ in range(args.reps):                # interleaved, so load noise hits all alike
-            for workers in (0, 2):
-                for name, make in variants.items():
-                    ds, sampler = make(workers)
-                    results.setdefault((name, workers), []).append(
-                        samples_per_second(ds, workers, args.batches, sampler))
+            for dtype in DTYPES:
+                for workers in (0, 2):
+                    for name, make in variants.items():
+                        ds, sampler = make(workers, dtype)
+                        results.setdefault((dtype, name, workers), []).append(
+                            samples_per_second(ds, workers, args.batches, sampler))
         rate = {key: float(np.median(v)) for key, v in results.items()}
-        print("\n| variant | workers | samples/s | shards ÷ variant |")
-        print("|---|---|---|---|")
-        for (name, workers), value in rate.items():
-            print(f"| {name} | {workers} | {value:.0f} | "
-                  f"{rate[('shards', workers)] / value:.2f} |")
+        print("\n| tensors from workers | variant | workers | samples/s | shards ÷ variant |")
+        print("|---|---|---|---|---|")
+        for (dtype, name, workers), value in rate.items():
+            print(f"| {dtype} | {name} | {workers} | {value:.0f} | "
+                  f"{rate[(dtype, 'shards', workers)] / value:.2f} |")
         writes = bench_write(folder, 256, args.reps)
         print("\n| writer (256 samples, 3 candidates, 192 px) | MB/s | ÷ tofile |")
         print("|---|---|---|")

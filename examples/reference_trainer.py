@@ -4,10 +4,12 @@ Two small trainings, each a plain PyTorch loop over `pipeline.dataset.ShardDatas
 
 - `refine` (default): a light output-refinement network, a NAFNet-style U-Net taking an image
   and a condition c in [0,1], as in "Beyond the Ground Truth" (Ryou et al.). Here it learns to
-  move the photographed GT towards the enhanced target (HGGT's rule: a random Positive
-  candidate; samples without one are skipped) by the amount c: target(c) = original +
-  c (enhanced - original), so c = 0 keeps fidelity and c = 1 gives the full enhancement. At
-  inference it can refine any image (e.g. an SR output) with a chosen c.
+  move the photographed GT towards the enhanced target by the amount c: target(c) =
+  original + c (enhanced - original), so c = 0 keeps fidelity and c = 1 gives the full
+  enhancement. The enhanced target is the `fused` candidate when the shards have one (the
+  paper trains its refiner on the fused GTs), else HGGT's rule (a random Positive candidate;
+  samples without one are skipped); `--target` chooses another. At inference it can refine
+  any image (e.g. an SR output) with a chosen c.
 - `sr`: a small x`scale` SR network (NAF blocks at LR, pixel-shuffle upsampler) trained on
   (lq -> HGGT target) with L1 plus HGGT's negative loss: the output is pushed away from a
   Negative candidate where the negative's residual to the original has high local variance
@@ -18,7 +20,8 @@ Two small trainings, each a plain PyTorch loop over `pipeline.dataset.ShardDatas
     python -m examples.reference_trainer data/out/demo runs/sr --task sr --steps 300
 
 Writes <out>/curve.csv (step, losses, L1 on a fixed held-out batch) and <out>/<task>.pt
-(state dict), and prints the held-out L1 before and after training.
+(state dict), and prints the held-out L1 before and after training. The loader workers hand
+over uint8 images and each batch becomes float32 on `--device` (auto: CUDA when present).
 """
 
 from __future__ import annotations
@@ -35,7 +38,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from models.nafblock import NAFBlock
-from pipeline.dataset import ShardBatchSampler, ShardDataset
+from pipeline.dataset import ShardBatchSampler, ShardDataset, to_float
+from pipeline.device import resolve_device
+from pipeline.shards import ShardSet
 
 
 class RefinerUNet(nn.Module):
@@ -143,13 +148,20 @@ def hggt_negative_loss(output: torch.Tensor, batch: dict, generator: torch.Gener
 
 def train(shards: Path, out: Path, *, task: str = "refine", steps: int = 300, batch: int = 8,
           crop: int = 48, lr: float = 1e-3, width: int = 16, neg_weight: float = 300.0,
-          workers: int = 0, seed: int = 0, cap: bool = True,
-          log_every: int = 10) -> list[dict]:
-    """Train `task` ("refine" or "sr") for `steps` steps; returns the curve rows."""
+          workers: int = 0, seed: int = 0, cap: bool = True, log_every: int = 10,
+          device: str = "cpu", target: str | None = None) -> list[dict]:
+    """Train `task` ("refine" or "sr") for `steps` steps on `device` ("cpu", "cuda",
+    "auto") towards `target` (a ShardDataset target; default: see the module doc);
+    returns the curve rows."""
     torch.manual_seed(seed)
-    sr = task == "sr"
-    data = ShardDataset(shards, crop=crop, original=True, negatives=sr)
+    sr, device = task == "sr", resolve_device(device)
+    if target is None:
+        names = ShardSet(shards).candidate_names
+        target = "fused" if not sr and "fused" in names else "hggt"
+    data = ShardDataset(shards, crop=crop, target=target, original=True, negatives=sr,
+                        indices=True, dtype="uint8")
     net: nn.Module = SmallSR(width=2 * width, scale=data.scale) if sr else RefinerUNet(width)
+    net = net.to(device)
     optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
     warmup = max(1, steps // 10)     # linear warm-up, then cosine decay
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda i: min(
@@ -159,8 +171,8 @@ def train(shards: Path, out: Path, *, task: str = "refine", steps: int = 300, ba
         raise ValueError(f"{shards}: fewer samples ({len(data)}) than one batch ({batch})")
     loader = DataLoader(data, batch_sampler=sampler, num_workers=workers,
                         persistent_workers=workers > 0)
-    generator = torch.Generator().manual_seed(seed)
-    held_out = fixed_batch(data, batch, seed)
+    generator = torch.Generator().manual_seed(seed)     # CPU draws, same on any device
+    held_out = to_float(fixed_batch(data, batch, seed), device)
 
     def evaluate() -> float:
         """L1 on a fixed batch (fixed crops; c = 0.5 for the refiner), no gradient."""
@@ -171,7 +183,7 @@ def train(shards: Path, out: Path, *, task: str = "refine", steps: int = 300, ba
             else:
                 keep = held_out["target_index"] > 0
                 original, enhanced = held_out["original"][keep], held_out["gt"][keep]
-                c = torch.full((len(original),), 0.5)
+                c = torch.full((len(original),), 0.5, device=device)
                 target = original + 0.5 * (enhanced - original)
                 value = F.l1_loss(net(original, c), target).item()
         net.train()
@@ -183,6 +195,7 @@ def train(shards: Path, out: Path, *, task: str = "refine", steps: int = 300, ba
     while step < steps:
         sampler.set_epoch(epoch)
         for b in loader:
+            b = to_float(b, device)
             if sr:
                 output = net(b["lq"])
                 l1 = F.l1_loss(output, b["gt"])
@@ -193,7 +206,7 @@ def train(shards: Path, out: Path, *, task: str = "refine", steps: int = 300, ba
                 if not keep.any():
                     continue
                 original, enhanced = b["original"][keep], b["gt"][keep]
-                c = torch.rand(len(original), generator=generator)
+                c = torch.rand(len(original), generator=generator).to(device)
                 target = original + c.view(-1, 1, 1, 1) * (enhanced - original)
                 l1 = F.l1_loss(net(original, c), target)
                 loss, row = l1, {"l1": l1.item()}
@@ -245,6 +258,9 @@ def main() -> None:
     p.add_argument("--neg-weight", type=float, default=300.0)
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto")
+    p.add_argument("--target", help="hggt, original or a candidate name (default: fused for "
+                   "refine when present, else hggt)")
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--uncapped", action="store_true",
                    help="HGGT's exact (unbounded) negative loss instead of the capped one")
@@ -252,7 +268,7 @@ def main() -> None:
     rows = train(args.shards, args.out, task=args.task, steps=args.steps, batch=args.batch,
                  crop=args.crop, lr=args.lr, width=args.width, neg_weight=args.neg_weight,
                  workers=args.workers, seed=args.seed, cap=not args.uncapped,
-                 log_every=args.log_every)
+                 log_every=args.log_every, device=args.device, target=args.target)
     print(f"held-out L1: {rows[0]['held_out_l1']:.5f} at the start -> "
           f"{rows[-1]['held_out_l1']:.5f} after {len(rows)} steps  ({args.out / 'curve.csv'})")
 

@@ -8,6 +8,13 @@ worker on few shards at a time.
 
 HDF5 files are opened lazily in the process that reads them (each worker opens its own), never
 before a fork; see pipeline.shards.ShardSet.
+
+With `dtype="uint8"` the workers hand over uint8 images (a quarter of the bytes through the
+DataLoader's shared memory, which is what limits a multi-worker loader) and `to_float` makes
+them float32 in [0,1] on the training device:
+
+    for batch in DataLoader(ShardDataset(root, crop=128, dtype="uint8"), ...):
+        batch = to_float(batch, "cuda")
 """
 
 from __future__ import annotations
@@ -24,6 +31,8 @@ from pipeline.shards import ShardSet
 
 TARGETS = ("hggt", "original")
 LQ_SOURCES = ("lq", "lq_vqvae", "random")
+DTYPES = ("float32", "uint8")
+IMAGE_KEYS = ("gt", "lq", "original", "negatives")
 
 
 def crop_box(rand: np.random.Generator, lr_size: int, lr_crop: int) -> tuple[int, int]:
@@ -48,10 +57,26 @@ def augment(image: np.ndarray, flips: tuple[bool, bool, bool]) -> np.ndarray:
     return image
 
 
-def to_tensor(image: np.ndarray) -> torch.Tensor:
-    """uint8 RGB HWC (or NHWC) -> float32 RGB CHW (or NCHW) in [0,1]."""
-    chw = np.ascontiguousarray(np.moveaxis(image, -1, -3), dtype=np.float32)
-    return torch.from_numpy(chw).mul_(1 / 255)
+def to_tensor(image: np.ndarray, dtype: str = "float32") -> torch.Tensor:
+    """uint8 RGB HWC (or NHWC) -> RGB CHW (or NCHW): float32 in [0,1], or with
+    `dtype="uint8"` the same 0-255 values (for `to_float` on the training device)."""
+    chw = np.moveaxis(image, -1, -3)
+    if dtype == "uint8":
+        return torch.from_numpy(np.ascontiguousarray(chw))
+    return torch.from_numpy(np.ascontiguousarray(chw, dtype=np.float32)).mul_(1 / 255)
+
+
+def to_float(batch: dict, device: torch.device | str = "cpu") -> dict:
+    """A collated batch with every tensor on `device` and the uint8 images (`gt`, `lq`,
+    `original`, `negatives`) as float32 in [0,1]; the conversion runs on `device`."""
+    out = {}
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor):
+            value = value.to(device, non_blocking=True)
+            if key in IMAGE_KEYS and value.dtype == torch.uint8:
+                value = value.float().mul_(1 / 255)
+        out[key] = value
+    return out
 
 
 class ShardDataset(Dataset):
@@ -62,24 +87,27 @@ class ShardDataset(Dataset):
       original; a candidate name (e.g. "fused"): always that candidate.
     - `lq` (3,crop/s,crop/s): the paired LR input, from `lq_source` = "lq" (DegradeLR),
       "lq_vqvae" (VQ-VAE-2) or "random" (either, per draw).
-    - `target_index` int: 0 = original, k+1 = candidate k (int64 tensors once collated).
     - with `negatives=True`: `negatives` (K,3,crop,crop), the Negative candidates (zeros
       elsewhere) and `negative_mask` (K,) bool, for HGGT's negative loss.
     - with `scores=True`: `scores` (K+1,M) float32 (row 0 = original) and `target_scores` (M,).
     - with `original=True`: `original` (3,crop,crop), the original GT of the same crop (for
       losses that compare the candidates with it, such as HGGT's negative-map weights).
-    - `index` int: the global sample index.
+    - with `indices=True`: `target_index` (0 = original, k+1 = candidate k) and `index`
+      (the global sample index), ints (int64 tensors once collated). Off by default: with
+      DataLoader workers every extra tensor in a batch is one more shared-memory handover,
+      which costs about as much as the images themselves (docs/PERFORMANCE.md).
 
     `crop` is the GT side in HR pixels (a multiple of the scale; None = the whole patch).
     Crops, flips and rotations are random per draw and shared by every image of the sample,
     drawn from torch's generator (seeded per worker by the DataLoader; `torch.manual_seed`
-    makes a run repeat). `flip`/`rotate` switch augmentation off.
+    makes a run repeat). `flip`/`rotate` switch augmentation off. `dtype="uint8"` returns
+    the images as uint8 CHW 0-255 instead (convert batches with `to_float`).
     """
 
     def __init__(self, root: Path, crop: int | None = None, *, target: str = "hggt",
                  lq_source: str = "lq", negatives: bool = False, scores: bool = False,
-                 original: bool = False, flip: bool = True, rotate: bool = True,
-                 max_open: int = 32):
+                 original: bool = False, indices: bool = False, flip: bool = True,
+                 rotate: bool = True, dtype: str = "float32", max_open: int = 32):
         self.shards = ShardSet(Path(root), max_open=max_open)
         s, size = self.shards.scale, self.shards.patch_size
         self.crop = size if crop is None else int(crop)
@@ -91,9 +119,12 @@ class ShardDataset(Dataset):
             raise ValueError(f"target {target!r}: use one of {TARGETS} or a candidate {names}")
         if lq_source not in LQ_SOURCES:
             raise ValueError(f"lq_source {lq_source!r}: use one of {LQ_SOURCES}")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype {dtype!r}: use one of {DTYPES}")
         self.target, self.lq_source = target, lq_source
         self.negatives, self.scores, self.original = negatives, scores, original
-        self.flip, self.rotate = flip, rotate
+        self.indices = indices
+        self.flip, self.rotate, self.dtype = flip, rotate, dtype
 
     @property
     def scale(self) -> int:
@@ -152,12 +183,10 @@ class ShardDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
         sample = self.draw(int(index), np.random.default_rng(seed))
-        out = {"gt": to_tensor(sample["gt"]), "lq": to_tensor(sample["lq"]),
-               "target_index": sample["target_index"], "index": sample["index"]}
-        if self.original:
-            out["original"] = to_tensor(sample["original"])
+        out = {key: to_tensor(sample[key], self.dtype) for key in IMAGE_KEYS if key in sample}
+        if self.indices:
+            out["target_index"], out["index"] = sample["target_index"], sample["index"]
         if self.negatives:
-            out["negatives"] = to_tensor(sample["negatives"])
             out["negative_mask"] = torch.from_numpy(sample["negative_mask"])
         if self.scores:
             out["scores"] = torch.from_numpy(np.array(sample["scores"], np.float32))

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.dataset import ShardBatchSampler, ShardDataset, augment
+from pipeline.dataset import ShardBatchSampler, ShardDataset, augment, to_float
 from pipeline.shards import ShardWriter
 
 PATCH, SCALE = 32, 4
@@ -84,7 +84,7 @@ def test_augment_views_match_numpy_rotations():
 def test_hggt_target_rule_and_negatives(tmp_path):
     labels = [[1, 0, 1], [0, 0, -1], [-1, -1, 0], [1, -1, -1]]
     structured_shards(tmp_path, n=4, labels=labels)
-    ds = ShardDataset(tmp_path, crop=8, negatives=True, scores=True)
+    ds = ShardDataset(tmp_path, crop=8, negatives=True, scores=True, indices=True)
     torch.manual_seed(2)
     picks = {i: set() for i in range(4)}
     for _ in range(30):
@@ -115,15 +115,32 @@ def test_fixed_target_and_lq_source(tmp_path):
         ShardDataset(tmp_path, crop=10)
 
 
-def _epoch_indices(loader) -> list[int]:
-    return [i for batch in loader for i in batch["index"].tolist()]
+def test_uint8_batches_become_the_float32_batches(tmp_path):
+    structured_shards(tmp_path, n=8, per_shard=4, labels=[[1, -1, 0]] * 8)
+    kwargs = {"crop": 16, "original": True, "negatives": True, "scores": True, "indices": True}
+    batches = {}
+    for dtype in ("float32", "uint8"):
+        torch.manual_seed(3)                      # same crops, flips and targets
+        loader = DataLoader(ShardDataset(tmp_path, dtype=dtype, **kwargs), batch_size=4)
+        batches[dtype] = list(loader)
+    for f32, u8 in zip(batches["float32"], batches["uint8"], strict=True):
+        assert u8["gt"].dtype == u8["negatives"].dtype == torch.uint8
+        assert int(u8["gt"][:, 0].max()) > 100    # 0-255 values, not [0,1]
+        converted = to_float(u8)
+        assert converted.keys() == f32.keys()
+        for key, value in f32.items():
+            assert converted[key].dtype == value.dtype, key
+            assert torch.equal(converted[key], value), key
+    assert set(ShardDataset(tmp_path)[0]) == {"gt", "lq"}     # indices are asked for
+    with pytest.raises(ValueError, match="dtype 'float16'"):
+        ShardDataset(tmp_path, dtype="float16")
 
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create 4 worker processes")
 @pytest.mark.parametrize("workers, persistent", [(0, False), (2, True), (4, False)])
 def test_dataloader_workers_read_every_sample_once(tmp_path, workers, persistent):
     structured_shards(tmp_path, n=20, per_shard=5)
-    ds = ShardDataset(tmp_path, crop=16, target="original")
+    ds = ShardDataset(tmp_path, crop=16, target="original", indices=True)
     sampler = ShardBatchSampler(ds, batch_size=3, num_workers=workers, seed=1)
     loader = DataLoader(ds, batch_sampler=sampler, num_workers=workers,
                         persistent_workers=persistent)
