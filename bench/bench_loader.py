@@ -204,14 +204,16 @@ def main() -> None:
                 None),
         }
         results: dict[tuple[str, str, int], list[float]] = {}
-        for _ in range(args.reps):                # interleaved, so load noise hits all alike
-            for dtype in DTYPES:
-                for workers in (0, 2):
-                    for name, make in variants.items():
-                        ds, sampler = make(workers, dtype)
-                        results.setdefault((dtype, name, workers), []).append(
-                            samples_per_second(ds, workers, args.batches, sampler))
-        rate = {key: float(np.median(v)) for key, v in results.items()}
+        cells = [(dtype, name, workers) for dtype in DTYPES for workers in (0, 2)
+                 for name in variants]
+        order = np.random.default_rng(0)
+        for _ in range(args.reps):   # interleaved in a new order each time: noise hits all alike
+            for i in order.permutation(len(cells)):
+                dtype, name, workers = cells[i]
+                ds, sampler = variants[name](workers, dtype)
+                results.setdefault(cells[i], []).append(
+                    samples_per_second(ds, workers, args.batches, sampler))
+        rate = {cell: float(np.median(results[cell])) for cell in cells}
         print("\n| tensors from workers | variant | workers | samples/s | shards ÷ variant |")
         print("|---|---|---|---|---|")
         for (dtype, name, workers), value in rate.items():
