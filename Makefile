@@ -3,7 +3,6 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SAMPLE := data/sample
-DEMO_CANDIDATES := rcan_noise,rcan_blur,elan_noise,elan_blur,fused
 
 .PHONY: demo test install sample lint clean luigid luigid-stop
 
@@ -21,7 +20,7 @@ sample: $(INSTALLED)
 	$(VENV)/bin/gtforge sample $(SAMPLE)
 
 demo: sample
-	$(VENV)/bin/gtforge build --local-scheduler --input-dir $(SAMPLE) --candidates $(DEMO_CANDIDATES)
+	$(VENV)/bin/gtforge build --local-scheduler --input-dir $(SAMPLE)
 
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check pipeline tasks models tests bench examples

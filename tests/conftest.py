@@ -83,6 +83,7 @@ def build_env(settings, small_corpus, tmp_path) -> Settings:
     settings.set("gtforge", "workdir", tmp_path / "work")
     settings.set("gtforge", "out_dir", tmp_path / "out")
     settings.set("gtforge", "device", "cpu")
+    settings.set("gtforge", "candidates", "")
     return settings
 
 

@@ -118,3 +118,15 @@ def test_canonical_json_ignores_key_order():
     left = cache.canonical_json({"b": 1, "a": [1, 2]})
     assert left == cache.canonical_json({"a": (1, 2), "b": 1})
     assert json.loads(cache.canonical_json({"a": 1}))["a"] == 1
+
+
+def test_default_build_has_every_candidate_and_tests_can_drop_them(settings, build_env):
+    from tasks.candidates import ENHANCER_CANDIDATES, FUSED, candidate_stages
+    from tasks.config import DEFAULTS
+
+    packaged = luigi.configuration.LuigiConfigParser(interpolation=None)
+    packaged.read(DEFAULTS)
+    assert packaged.get("gtforge", "candidates").split(",") == [*ENHANCER_CANDIDATES, FUSED]
+    assert candidate_stages() == {}                      # build_env: the original only
+    settings.set("gtforge", "candidates", "elan_blur, fused")
+    assert list(candidate_stages()) == ["elan_blur", "fused"]
