@@ -94,8 +94,8 @@ class ShardDataset(Dataset):
       losses that compare the candidates with it, such as HGGT's negative-map weights).
     - with `indices=True`: `target_index` (0 = original, k+1 = candidate k) and `index`
       (the global sample index), ints (int64 tensors once collated). Off by default: with
-      DataLoader workers every extra tensor in a batch is one more shared-memory handover,
-      which costs about as much as the images themselves (docs/PERFORMANCE.md).
+      DataLoader workers every extra tensor in a batch is one more shared-memory handover
+      (these two cost a quarter of the samples/s with 2 workers; docs/PERFORMANCE.md).
 
     `crop` is the GT side in HR pixels (a multiple of the scale; None = the whole patch).
     Crops, flips and rotations are random per draw and shared by every image of the sample,
