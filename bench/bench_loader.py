@@ -189,12 +189,13 @@ def main() -> None:
         arrays, n = build(folder, args.patches)
         print(f"{n} patches of {PATCH}x{PATCH} (x{SCALE} LR) built in "
               f"{time.perf_counter() - start:.0f} s; crops {CROP}x{CROP}, batch {BATCH}")
+        def shards(dtype: str) -> ShardDataset:
+            return ShardDataset(folder / "shards", crop=CROP, target="original", dtype=dtype)
+
         variants = {
-            "shards": lambda w, dt: (ShardDataset(folder / "shards", crop=CROP,
-                                                  target="original", dtype=dt), None),
+            "shards": lambda w, dt: (shards(dt), None),
             "shards + ShardBatchSampler": lambda w, dt: (
-                ds := ShardDataset(folder / "shards", crop=CROP, target="original", dtype=dt),
-                ShardBatchSampler(ds, BATCH, w, drop_last=True)),
+                ds := shards(dt), ShardBatchSampler(ds, BATCH, w, drop_last=True)),
             "png folder": lambda w, dt: (PairedSource("png", dt, folder / "png",
                                                       names=arrays["names"]), None),
             "lmdb (png bytes)": lambda w, dt: (PairedSource("lmdb", dt, folder / "lmdb",
@@ -203,16 +204,15 @@ def main() -> None:
                 "floor", dt, arrays=(arrays["gts"], arrays["lqs"]), names=arrays["names"]),
                 None),
         }
-        results: dict[tuple[str, str, int], list[float]] = {}
         cells = [(dtype, name, workers) for dtype in DTYPES for workers in (0, 2)
                  for name in variants]
+        results: dict[tuple[str, str, int], list[float]] = {cell: [] for cell in cells}
         order = np.random.default_rng(0)
         for _ in range(args.reps):   # interleaved in a new order each time: noise hits all alike
             for i in order.permutation(len(cells)):
                 dtype, name, workers = cells[i]
                 ds, sampler = variants[name](workers, dtype)
-                results.setdefault(cells[i], []).append(
-                    samples_per_second(ds, workers, args.batches, sampler))
+                results[cells[i]].append(samples_per_second(ds, workers, args.batches, sampler))
         rate = {cell: float(np.median(results[cell])) for cell in cells}
         print("\n| tensors from workers | variant | workers | samples/s | shards ÷ variant |")
         print("|---|---|---|---|---|")

@@ -120,7 +120,7 @@ def test_canonical_json_ignores_key_order():
     assert json.loads(cache.canonical_json({"a": 1}))["a"] == 1
 
 
-def test_default_build_has_every_candidate_and_tests_can_drop_them(settings, build_env):
+def test_default_build_has_every_candidate_and_tests_can_drop_them(build_env):
     from tasks.candidates import ENHANCER_CANDIDATES, FUSED, candidate_stages
     from tasks.config import DEFAULTS
 
@@ -128,5 +128,5 @@ def test_default_build_has_every_candidate_and_tests_can_drop_them(settings, bui
     packaged.read(DEFAULTS)
     assert packaged.get("gtforge", "candidates").split(",") == [*ENHANCER_CANDIDATES, FUSED]
     assert candidate_stages() == {}                      # build_env: the original only
-    settings.set("gtforge", "candidates", "elan_blur, fused")
+    build_env.set("gtforge", "candidates", "elan_blur, fused")
     assert list(candidate_stages()) == ["elan_blur", "fused"]
