@@ -38,8 +38,9 @@ from pipeline.dataset import (
     to_float,
     to_tensor,
 )
+from pipeline.durable import sha256_file
 from pipeline.export import export_folder, export_lmdb
-from pipeline.shards import ShardWriter, sha256_file
+from pipeline.shards import ShardWriter
 
 PATCH, SCALE, CROP, BATCH = 192, 4, 128, 16
 

@@ -156,7 +156,7 @@ def main() -> None:
     import tempfile
 
     with tempfile.TemporaryDirectory() as tmp:
-        images = [decode_hr(p, 256, 10**8) for p in copy_sample_corpus(tmp)]
+        images = [decode_hr(p, 256, 10**8).rgb for p in copy_sample_corpus(tmp)]
     tiny_model, tiny_crop, tiny_batch = tiny_config()
     paper_model = json.loads(luigi.configuration.get_config().get("paper.TrainVQVAE2", "model"))
     cases = {"paper (256², 128 ch, 512x64 codes)": (paper_model, 256, args.paper_batch),

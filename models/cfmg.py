@@ -23,18 +23,22 @@ def cfmg_input(gt: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
 
 
 class CFMG(nn.Module):
-    """(gt (B,3,H,W) in [0,1], c (B,)) -> ring weights (B, sources, bins), unnormalised.
+    """(gt (B,3,H,W) in [0,1], c (B,)) -> ring weights (B, sources, bins).
 
     A 3x3 conv to `width` channels, `stages` stages of one NAFBlock and a stride-2 conv that
     doubles the width, one middle NAFBlock, global average pooling, dropout, then
     Linear(width * 2**stages -> hidden) and Linear(hidden -> sources * bins). The input is
-    zero-padded on the right and bottom to a multiple of 2**stages (16 by default).
+    zero-padded on the right and bottom to a multiple of 2**stages (16 by default). With
+    `source_softmax` (BGT's code) the weights are a softmax over the sources per ring, in
+    (0,1); without it they are the head's raw output.
     """
 
     def __init__(self, width: int = 32, stages: int = 4, sources: int = 4, bins: int = 25,
-                 hidden: int = 100, dropout: float = 0.2, in_channels: int = 7):
+                 hidden: int = 100, dropout: float = 0.2, in_channels: int = 7,
+                 source_softmax: bool = True):
         super().__init__()
         self.sources, self.bins, self.multiple = sources, bins, 2 ** stages
+        self.source_softmax = source_softmax
         self.intro = nn.Conv2d(in_channels, width, 3, padding=1)
         layers: list[nn.Module] = []
         for i in range(stages):
@@ -51,4 +55,5 @@ class CFMG(nn.Module):
         h, w = x.shape[-2:]
         x = F.pad(x, (0, -w % self.multiple, 0, -h % self.multiple))
         x = self.middle(self.encoder(self.intro(x)))
-        return self.head(x).view(-1, self.sources, self.bins)
+        weights = self.head(x).view(-1, self.sources, self.bins)
+        return torch.softmax(weights, dim=1) if self.source_softmax else weights

@@ -18,12 +18,15 @@ Shapes: N patches, K candidates, M metrics; patches are uint8 RGB HWC.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 
-from pipeline import iqa
+from pipeline import durable, iqa
 
 POSITIVE, SIMILAR, NEGATIVE = 1, 0, -1
 LABEL_NAMES = {POSITIVE: "positive", SIMILAR: "similar", NEGATIVE: "negative"}
@@ -78,24 +81,37 @@ def vote(scores: np.ndarray, margins: Sequence[float], lower_better: Sequence[bo
 
 
 def majority(votes: np.ndarray) -> np.ndarray:
-    """Majority over the last axis of int8 votes: the single most frequent vote wins; a tie for
-    the most votes (HGGT's three-way split, or e.g. one +1 and one -1) is Similar; no voters ->
-    Similar. Returns int8 of votes.shape[:-1]."""
+    """The label of int8 votes along the last axis: the vote of more than half of the voters,
+    else Similar. With HGGT's three annotators that is 2 of 3, and a three-way split is
+    Similar; with four, a label needs 3 votes (2-1-1 is Similar); no voters -> Similar.
+    Returns int8 of votes.shape[:-1]."""
+    counts = vote_counts(votes)
+    top = counts.max(-1)
+    return np.where(2 * top > votes.shape[-1], counts.argmax(-1) - 1, SIMILAR).astype(np.int8)
+
+
+def vote_counts(votes: np.ndarray) -> np.ndarray:
+    """How many voters said -1, 0, +1 along the last axis of int8 votes: uint8
+    (*votes.shape[:-1], 3), columns Negative, Similar, Positive."""
     votes = np.asarray(votes)
-    counts = np.stack([(votes == v).sum(-1) for v in (NEGATIVE, SIMILAR, POSITIVE)], -1)
-    top = counts.max(-1, keepdims=True)
-    unique = (counts == top).sum(-1) == 1
-    return np.where(unique, counts.argmax(-1) - 1, SIMILAR).astype(np.int8)
+    return np.stack([(votes == v).sum(-1) for v in (NEGATIVE, SIMILAR, POSITIVE)],
+                    -1).astype(np.uint8)
 
 
-def label(votes: np.ndarray, full_reference: Sequence[bool], fr_policy: str = "vote") -> np.ndarray:
-    """Final labels int8 (N,K) from votes (N,K,M), with FR metrics counted per `fr_policy`."""
+def voters(full_reference: Sequence[bool], fr_policy: str = "vote") -> np.ndarray:
+    """bool (M,): the metrics whose votes count in the majority under `fr_policy` (every one
+    under "vote"; the non-FR ones under "veto" and "ignore")."""
     if fr_policy not in FR_POLICIES:
         raise ValueError(f"fr_policy must be one of {FR_POLICIES}, got {fr_policy!r}")
     fr = np.asarray(full_reference, bool)
-    if fr_policy == "vote":
-        return majority(votes)
-    labels = majority(votes[..., ~fr])
+    return np.ones_like(fr) if fr_policy == "vote" else ~fr
+
+
+def label(votes: np.ndarray, full_reference: Sequence[bool], fr_policy: str = "vote") -> np.ndarray:
+    """Final labels int8 (N,K) from votes (N,K,M): the majority of the `voters`; under
+    "veto" a -1 of any FR metric makes the label Negative."""
+    fr = np.asarray(full_reference, bool)
+    labels = majority(votes[..., voters(fr, fr_policy)])
     if fr_policy == "veto" and fr.any():
         labels = np.where((votes[..., fr] == NEGATIVE).any(-1), NEGATIVE, labels).astype(np.int8)
     return labels
@@ -169,3 +185,46 @@ def label_stats(labels: np.ndarray, votes: np.ndarray, keep: np.ndarray,
                                  for i, name in enumerate(candidate_names)}
                              for j, m in enumerate(metric_names)},
     }
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """ScorePatches' output over the SelectPatches order (N patches, K candidates, M metrics):
+    keep bool (N,), labels int8 (N,K), vote_counts uint8 (N,K,3) (voters saying -1, 0, +1),
+    scores float32 (N,K+1,M) (row 0 the original), votes int8 (N,K,M), candidate_names (K,),
+    metric_names (M,), lower_better bool (M,), modes (M,) "NR" / "FR" / "pairwise"."""
+
+    keep: np.ndarray
+    labels: np.ndarray
+    vote_counts: np.ndarray
+    scores: np.ndarray
+    votes: np.ndarray
+    candidate_names: list[str]
+    metric_names: list[str]
+    lower_better: list[bool]
+    modes: list[str]
+
+
+_NAME_LISTS = ("candidate_names", "metric_names", "modes")
+
+
+def save_scores(path: Path, table: ScoreTable) -> None:
+    """Write a ScoreTable as .npz (plain arrays, no pickles), durably."""
+    arrays = {f.name: np.asarray(getattr(table, f.name), dtype=str if f.name in _NAME_LISTS
+                                 else None) for f in fields(ScoreTable)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    durable.write_bytes(path, buffer.getvalue())
+
+
+def load_scores(path: Path) -> ScoreTable:
+    """Read what `save_scores` wrote; ValueError naming the file when a field is missing."""
+    with np.load(path, allow_pickle=False) as z:
+        missing = [f.name for f in fields(ScoreTable) if f.name not in z.files]
+        if missing:
+            raise ValueError(f"{path}: not a gtforge score table (missing {', '.join(missing)})")
+        values = {f.name: z[f.name] for f in fields(ScoreTable)}
+    for name in _NAME_LISTS:
+        values[name] = [str(v) for v in values[name]]
+    values["lower_better"] = [bool(v) for v in values["lower_better"]]
+    return ScoreTable(**values)

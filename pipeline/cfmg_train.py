@@ -2,8 +2,10 @@
 
     loss = (1 - c^2) * MSE(fused, GT) - c^2 * P(fused),   c ~ U(0,1) once per step,
 
-with P a weighted sum of differentiable no-reference IQA scores (pyiqa, `as_loss=True`,
-inputs in [0,1]), and AdamW with a warm-up + cosine schedule and gradient clipping.
+with the MSE taken on [-1, 1] images, as BGT's code does (4x the MSE on [0, 1]), P a weighted
+sum of differentiable no-reference quality scores on [0, 1] images (pyiqa metrics with
+`as_loss=True`, or gtforge's own learned judge), and AdamW with a warm-up + cosine schedule
+and gradient clipping.
 """
 
 from __future__ import annotations
@@ -91,11 +93,12 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
               perceptual: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
               ) -> tuple[torch.Tensor, dict[str, float]]:
     """The objective on one batch: sources (B,S,3,h,w) in [0,1], source 0 the GT; returns
-    (loss, {loss, mse, P, c, metric scores}). P sees the fused image clipped to [0,1]."""
+    (loss, {loss, mse (on [-1,1]), P, c, metric scores}). P sees the fused image clipped to
+    [0,1]."""
     gt = sources[:, 0]
     logits = model(gt, torch.full((len(gt),), c, device=gt.device))
     fused = fuse_logits(sources, logits)
-    mse = F.mse_loss(fused, gt)
+    mse = 4.0 * F.mse_loss(fused, gt)  # on [-1, 1], as BGT
     p, raw = perceptual(fused.clamp(0, 1))
     loss = (1 - c * c) * mse - c * c * p
     return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()),

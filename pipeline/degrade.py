@@ -3,11 +3,14 @@
 One pass over an image: blur with a random kernel K (isotropic or rotated anisotropic Gaussian,
 or with probability `sinc_prob` a circular sinc), a random resize R (up / down / keep, mode
 area / bilinear / bicubic), additive noise V (Gaussian with probability `gaussian_prob`, else
-Poisson; grey noise with probability `gray_noise_prob`), JPEG J at a random integer quality, a
-resize back to the input size and, when `final_scale` > 1, a bicubic downsampling to
-(H // s, W // s). The random choices follow Real-ESRGAN's first-order chain; the operations are
-the same as BasicSR's per-operation functions, made fast (float32 on the 0-255 scale, separable
-isotropic blur, noise drawn in float32, table-based exact Poisson sampling, uint8 after JPEG).
+Poisson; grey noise with probability `gray_noise_prob`), JPEG J at a random integer quality,
+and one last resize, in the mode drawn for R, straight to the output size: the input size, or
+(H // s, W // s) when `final_scale` = s > 1, as HGGT's enhancement and SR training code do.
+The image is first cropped at the bottom and right to multiples of s, so that LR pixel j
+covers HR pixels [s*j, s*j + s) exactly. The random choices follow Real-ESRGAN's first-order
+chain; the operations are the same as BasicSR's per-operation functions, made fast (float32
+on the 0-255 scale, separable isotropic blur, noise drawn in float32, table-based exact
+Poisson sampling, uint8 after JPEG).
 
 All randomness comes from the `np.random.Generator` passed in: the same generator state gives
 byte-identical output.
@@ -164,7 +167,6 @@ class Draw:
     noise_level: float  # Gaussian sigma (0-255) or Poisson scale
     gray_noise: bool
     jpeg_quality: int
-    back_mode: str  # interpolation of the resize back to the input size
 
 
 def draw(recipe: Recipe, rng: np.random.Generator) -> Draw:
@@ -193,9 +195,8 @@ def draw(recipe: Recipe, rng: np.random.Generator) -> Draw:
         noise, level = "poisson", float(rng.uniform(*recipe.poisson_scale))
     gray = bool(rng.uniform() < recipe.gray_noise_prob)
     quality = int(rng.integers(recipe.jpeg_quality[0], recipe.jpeg_quality[1], endpoint=True))
-    back = recipe.resize_modes[rng.integers(len(recipe.resize_modes))]
     return Draw(kernel, size, sigma_x, sigma_y, theta, omega, direction, float(scale), mode,
-                noise, level, gray, quality, back)
+                noise, level, gray, quality)
 
 
 # ------------------------------------------------------------------------------ kernels
@@ -353,18 +354,19 @@ def jpeg(rgb: np.ndarray, quality: int) -> np.ndarray:
 def apply(rgb: np.ndarray, d: Draw, rng: np.random.Generator, final_scale: int = 1) -> np.ndarray:
     """Degrade uint8 RGB HWC with the choices `d`; per-pixel noise is drawn from `rng`.
 
-    Returns uint8 RGB HWC of the input size, or (H // final_scale, W // final_scale).
+    Returns uint8 RGB HWC of the input size, or (H // final_scale, W // final_scale): the
+    input is cropped at the bottom and right to multiples of `final_scale` first, so that the
+    output is aligned with it (LR pixel j covers HR pixels [s*j, s*j + s)).
     """
-    h, w = rgb.shape[:2]
-    x = blur(rgb, d)
+    s = final_scale
+    h, w = (rgb.shape[0] // s) * s, (rgb.shape[1] // s) * s
+    x = blur(np.ascontiguousarray(rgb[:h, :w]), d)
     size = (max(1, int(w * d.resize_scale)), max(1, int(h * d.resize_scale)))
     if size != (w, h):
         x = cv2.resize(x, size, interpolation=INTERPOLATION[d.resize_mode])
     out = jpeg(to_uint8(add_noise(x, d, rng)), d.jpeg_quality)
-    if size != (w, h):
-        out = cv2.resize(out, (w, h), interpolation=INTERPOLATION[d.back_mode])
-    if final_scale > 1:
-        out = cv2.resize(out, (w // final_scale, h // final_scale), interpolation=cv2.INTER_CUBIC)
+    if size != (w // s, h // s):
+        out = cv2.resize(out, (w // s, h // s), interpolation=INTERPOLATION[d.resize_mode])
     return out
 
 

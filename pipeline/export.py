@@ -18,7 +18,6 @@ its label (+1 Positive, 0 Similar, -1 Negative) and every score (`score_<image>_
 from __future__ import annotations
 
 import csv
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from pipeline import durable
 from pipeline.shards import ShardSet
 
 PNG_LEVEL = 1
@@ -88,9 +88,10 @@ def _staging(dest: Path) -> Path:
 
 
 def _finish(staging: Path, dest: Path) -> None:
+    durable.fsync_tree(staging)
     if dest.exists():
         dest.rmdir()
-    os.rename(staging, dest)
+    durable.rename(staging, dest)
 
 
 def _write_samples_csv(shards: ShardSet, names: list[str], path: Path) -> None:
@@ -98,7 +99,8 @@ def _write_samples_csv(shards: ShardSet, names: list[str], path: Path) -> None:
     header = ["name", "image_id", "x", "y", "source", *[f"label_{c}" for c in cands]]
     header += [f"score_{img}_{m}" for img in ["original", *cands] for m in metrics]
     sources = shards.manifest["sources"]
-    with open(path, "w", newline="") as f:
+    # encoding + surrogateescape: a source name that is not UTF-8 is written as its own bytes
+    with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f)
         writer.writerow(header)
         for s in range(len(shards.files)):

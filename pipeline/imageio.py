@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from pipeline import durable
 
 
 def read_rgb(path: Path) -> np.ndarray:
@@ -26,9 +27,7 @@ def write_rgb(path: Path, rgb: np.ndarray, compression: int = 1) -> None:
                            [cv2.IMWRITE_PNG_COMPRESSION, compression])
     if not ok:
         raise OSError(f"{path}: PNG encoding failed")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(buf.tobytes())
-    os.replace(tmp, path)
+    durable.write_bytes(path, buf.tobytes(), sync=False)  # cache.publish syncs stage folders
 
 
 def image_path(stage_dir: Path, image_id: str) -> Path:

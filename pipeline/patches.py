@@ -11,13 +11,16 @@ the pass runs in cache-sized strips and the integral images are taken over b x b
 from __future__ import annotations
 
 import bisect
-import os
+import io
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
+
+from pipeline import durable
 
 # ITU-R BT.601 luma weights (R, G, B); cv2's RGB2GRAY uses the same numbers.
 LUMA_601 = (0.299, 0.587, 0.114)
@@ -80,13 +83,21 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb.astype(np.float32, copy=False), cv2.COLOR_RGB2GRAY)
 
 
-def _centred_grey(image: np.ndarray) -> np.ndarray:
+def texture_grey(image: np.ndarray) -> np.ndarray:
+    """The grey image HGGT's patch script measures: Pillow's "L" conversion of uint8 RGB HWC
+    (ITU-R 601 weights in fixed point, rounded to integers), uint8 HxW; a 2-D image is
+    returned as it is."""
+    if image.ndim == 2:
+        return image
+    if image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected an RGB HxWx3 or a grey HxW image, got shape {image.shape}")
+    return np.asarray(Image.fromarray(np.ascontiguousarray(image, np.uint8)).convert("L"))
+
+
+def _centred(grey: np.ndarray) -> np.ndarray:
     """Grey minus 128 as float32 HxW: every statistic used here ignores a shift, and centring
     keeps float32 sums of squares accurate (mean^2 no longer dwarfs the variance)."""
-    if image.ndim == 3:
-        weights = np.array([[*LUMA_601, -GREY_CENTRE]], np.float32)
-        return cv2.transform(image.astype(np.float32, copy=False), weights)
-    return np.subtract(image, GREY_CENTRE, dtype=np.float32)
+    return np.subtract(grey, GREY_CENTRE, dtype=np.float32)
 
 
 def finest_band(grey: np.ndarray) -> np.ndarray:
@@ -96,9 +107,19 @@ def finest_band(grey: np.ndarray) -> np.ndarray:
     return grey - cv2.pyrUp(cv2.pyrDown(grey), dstsize=(w, h))
 
 
-def _high_pass(grey: np.ndarray, hf_measure: str) -> np.ndarray:
-    """The high-frequency image of `hf_measure`: cv2.Laplacian (3x3) or `finest_band`."""
-    return cv2.Laplacian(grey, cv2.CV_32F) if hf_measure == "laplacian_var" else finest_band(grey)
+def _high_pass(grey: np.ndarray, hf_measure: str) -> tuple[np.ndarray, np.ndarray]:
+    """(raw, measured) high-frequency images of `hf_measure`, float32 HxW: laplacian_var ->
+    the signed 3x3 Laplacian and the same clipped to [0, 255] (what cv2.Laplacian with a CV_8U
+    output gives, as HGGT's script asks for); pyramid_std -> `finest_band` twice."""
+    if hf_measure == "laplacian_var":
+        raw = cv2.Laplacian(grey, cv2.CV_32F)
+        return raw, _clip8(raw)
+    band = finest_band(grey)
+    return band, band
+
+
+def _clip8(x: np.ndarray) -> np.ndarray:
+    return np.clip(x, 0.0, 255.0)
 
 
 def block_size(crop: int, positions: np.ndarray, limit: int = 16) -> int:
@@ -115,16 +136,17 @@ def _reflect(idx: np.ndarray, n: int) -> np.ndarray:
 
 
 class _CropBorderTerms:
-    """What turns sums of the whole-image Laplacian into sums of each crop's own Laplacian.
+    """What turns sums of the whole-image clipped Laplacian into sums of each crop's own.
 
     cv2.Laplacian of a crop reflects at the crop border: on its top row the missing pixel
-    above is the pixel below, so the value there changes by d = g[y+1] - g[y-1] (bottom row
-    g[y-1] - g[y+1]; left and right columns the same across x). The crop's sum changes by the
-    sum of d over its border lines and its sum of squares by the sum of d * (2L + d), plus
-    2 * dv * dh at each corner, where a row's and a column's changes add up. d and L depend
-    only on the line (an image row or column that is some crop's border) and the pixel, so
-    prefix sums along those lines give each crop's change with a few reads. `add_strip` keeps
-    the grey and Laplacian values on and beside the lines while a strip is in cache.
+    above is the pixel below, so the signed value L there changes by d = g[y+1] - g[y-1]
+    (bottom row g[y-1] - g[y+1]; left and right columns the same across x), and the measured
+    value from clip(L) to clip(L + d) (clip: to [0, 255], the CV_8U output). The crop's sum
+    and sum of squares change by the sums of those changes over its border lines, plus a
+    correction at each corner, where a row's and a column's changes meet. d and L depend only
+    on the line (an image row or column that is some crop's border) and the pixel, so prefix
+    sums along those lines give each crop's change with a few reads. `add_strip` keeps the
+    grey and signed Laplacian values on and beside the lines while a strip is in cache.
     """
 
     def __init__(self, ys: np.ndarray, xs: np.ndarray, crop: int, h: int, w: int) -> None:
@@ -155,8 +177,8 @@ class _CropBorderTerms:
         self.col_grey[r0:r1] = np.take(grey[r0 - a0:r1 - a0], self.grey_cols, axis=1)
         self.col_lap[r0:r1] = np.take(lap[r0 - a0:r1 - a0], self.lap_cols, axis=1)
 
-    def _line_changes(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
-        """d and d * (2L + d) along each line of `kind`: float32 (lines, length)."""
+    def _line_values(self, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        """d and the signed whole-image L along each line of `kind`: float32 (lines, length)."""
         lines, step = self.lines[kind]
         if kind in ("top", "bottom"):
             grey, lap, n = self.row_grey, self.row_lap, self.h
@@ -166,7 +188,7 @@ class _CropBorderTerms:
             g_at, lap_at = self.grey_cols, self.lap_cols
         d = (grey[np.searchsorted(g_at, _reflect(lines + step, n))]
              - grey[np.searchsorted(g_at, _reflect(lines - step, n))])
-        return d, d * (2.0 * lap[np.searchsorted(lap_at, lines)] + d)
+        return d, lap[np.searchsorted(lap_at, lines)]
 
     def changes(self, ys: np.ndarray, xs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(change of the sum, change of the sum of squares) per window, float64 (N,)."""
@@ -176,17 +198,21 @@ class _CropBorderTerms:
         line = {k: np.searchsorted(v[0], edge[k]) for k, v in self.lines.items()}
         d_sum = np.zeros(len(ys))
         d_sq = np.zeros(len(ys))
-        d_of = {}
+        values = {}
         for k in self.lines:
-            d, q = d_of[k] = self._line_changes(k)
-            for out, values in ((d_sum, d), (d_sq, q)):
-                p = np.cumsum(values, axis=1, dtype=np.float64)
-                before = np.where(start[k] > 0, p[line[k], start[k] - 1], 0.0)
-                out += p[line[k], start[k] + c - 1] - before
-        for r in ("top", "bottom"):  # corners: a row's and a column's changes add up
+            d, lap = values[k] = self._line_values(k)
+            before, after = _clip8(lap).astype(np.float64), _clip8(lap + d).astype(np.float64)
+            for out, change in ((d_sum, after - before), (d_sq, after ** 2 - before ** 2)):
+                p = np.cumsum(change, axis=1)
+                first = np.where(start[k] > 0, p[line[k], start[k] - 1], 0.0)
+                out += p[line[k], start[k] + c - 1] - first
+        for r in ("top", "bottom"):  # corners: the true value takes both changes at once
             for col in ("left", "right"):
-                dv = d_of[r][0][line[r], edge[col]].astype(np.float64)
-                d_sq += 2.0 * dv * d_of[col][0][line[col], edge[r]]
+                dv, lap = (v[line[r], edge[col]].astype(np.float64) for v in values[r])
+                dh = values[col][0][line[col], edge[r]].astype(np.float64)
+                corner = [_clip8(lap + dv + dh), _clip8(lap + dv), _clip8(lap + dh), _clip8(lap)]
+                d_sum += corner[0] - corner[1] - corner[2] + corner[3]
+                d_sq += corner[0] ** 2 - corner[1] ** 2 - corner[2] ** 2 + corner[3] ** 2
         return d_sum, d_sq
 
 
@@ -215,15 +241,16 @@ def _window_moments(image: np.ndarray, hf_measure: str, crop: int, ys: np.ndarra
     are computed while it sits in the CPU cache, and the integral images are taken over the
     block means: 1/b^2 of the full-size work. Otherwise the integral images are full-size.
     """
+    image = texture_grey(image)
     h, w = image.shape[:2]
     laplacian = hf_measure == "laplacian_var"
     border = _CropBorderTerms(ys, xs, crop, h, w) if laplacian else None
     block = block_size(crop, np.stack([ys, xs]))
     if block == 1:
-        grey = _centred_grey(image)
-        high = _high_pass(grey, hf_measure)
+        grey = _centred(image)
+        raw, high = _high_pass(grey, hf_measure)
         if border:
-            border.add_strip(grey, high, 0, 0, h)
+            border.add_strip(grey, raw, 0, 0, h)
         sums = []
         for plane in (grey, high):
             s, sq = cv2.integral2(plane, sdepth=cv2.CV_64F, sqdepth=cv2.CV_64F)
@@ -238,10 +265,10 @@ def _window_moments(image: np.ndarray, hf_measure: str, crop: int, ys: np.ndarra
         for r0 in range(0, h, rows):
             r1 = min(h, r0 + rows)
             a0 = max(0, r0 - halo)
-            grey = _centred_grey(image[a0:min(h, r1 + halo)])
-            high = _high_pass(grey, hf_measure)
+            grey = _centred(image[a0:min(h, r1 + halo)])
+            raw, high = _high_pass(grey, hf_measure)
             if border:
-                border.add_strip(grey, high, a0, r0, r1)
+                border.add_strip(grey, raw, a0, r0, r1)
             q0, q1 = r0 // block, r1 // block
             if q1 > q0:
                 core = slice(r0 - a0, r0 - a0 + (q1 - q0) * block)
@@ -263,15 +290,15 @@ def _variance(s: np.ndarray, sq: np.ndarray, n: int) -> np.ndarray:
 
 def window_stats(image: np.ndarray, positions: np.ndarray, crop: int,
                  hf_measure: str = "laplacian_var") -> tuple[np.ndarray, np.ndarray]:
-    """Texture statistics of every crop x crop window at `positions` ((N, 2) int (y, x)).
+    """Texture statistics of every crop x crop window at `positions` ((N, 2) int (y, x)), as
+    HGGT's patch script measures them crop by crop.
 
-    `image` is uint8 RGB HWC (grey = ITU-R 601 luma, as `luma`) or a 2-D grey image on 0-255.
-    Returns (std, hf), float64 (N,) each:
-    - std: population standard deviation of the window's grey values (np.std of the crop);
-    - hf, laplacian_var: variance of cv2.Laplacian (3x3, ksize=1) computed on the crop alone,
-      as a per-crop call gives it (its reflection at the crop border included). HGGT's script
-      asks for a CV_8U Laplacian, which clips negative responses to 0; the signed Laplacian
-      is used here, about 2.6x larger than the script's on the sample photos;
+    `image` is uint8 RGB HWC (grey = `texture_grey`, Pillow's "L", as the script) or a 2-D
+    uint8 grey image. Returns (std, hf), float64 (N,) each:
+    - std: population standard deviation of the window's grey values (cv2.meanStdDev);
+    - hf, laplacian_var: variance of cv2.Laplacian(crop, cv2.CV_8U), the 3x3 Laplacian of the
+      crop alone (reflected at the crop border) with negative responses clipped to 0 and
+      large ones to 255 — the script's measure (a signed Laplacian's variance is ~2.6x larger);
     - hf, pyramid_std: std over the window of `finest_band` of the whole image (a pyramid
       of the crop alone differs only within 4 px of the crop border).
     Both come from one pass over the image and integral images, not crop by crop.
@@ -319,11 +346,10 @@ def save_patches(path: Path, image_ids: Sequence[str], xs: Sequence[int], ys: Se
         raise ValueError(f"{path}: {len(ids)} ids, {len(x)} x and {len(y)} y values")
     if len(x) and (x.min() < 0 or y.min() < 0):
         raise ValueError(f"{path}: negative patch coordinates")
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, image_id=ids.astype(ID_DTYPE), x=x.astype(np.int32), y=y.astype(np.int32),
-                 size=np.int64(size))
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    np.savez(buffer, image_id=ids.astype(ID_DTYPE), x=x.astype(np.int32), y=y.astype(np.int32),
+             size=np.int64(size))
+    durable.write_bytes(path, buffer.getvalue())
 
 
 def load_patches(path: Path) -> dict:

@@ -7,7 +7,9 @@ A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest
     gt_original    (N,H,W,3)       uint8 RGB   the HR crop as photographed
     gt_candidates  (N,K,H,W,3)     uint8 RGB   enhanced versions, attr candidate_names (K)
     labels         (N,K)           int8        +1 Positive, 0 Similar, -1 Negative
-    scores         (N,K+1,M)       float32     index 0 = original, attr metric_names (M)
+    vote_counts    (N,K,3)         uint8       annotators voting -1, 0, +1 (format 1.1)
+    scores         (N,K+1,M)       float32     index 0 = original, attrs metric_names (M),
+                                               metric_lower_better, metric_modes (1.1)
     lq             (N,H/s,W/s,3)   uint8 RGB   degraded LR input (s = scale)
     lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
     meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
@@ -15,12 +17,16 @@ A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest
 
 Image arrays are chunked one image per chunk (`gt_candidates` one candidate of one sample per
 chunk), so a random read touches one chunk. No object, variable-length or pickled types: every
-string is fixed-length UTF-8 bytes.
+string is fixed-length UTF-8 bytes. Root attributes `format_minor_version` (1: vote_counts, the
+metric attributes and `provenance`, the JSON of every upstream stage's settings) — a reader of
+version 1.0 ignores them and a 1.x reader reads 1.0 sets. Every file is fsync'd before the
+rename that makes it visible, and the folder after it.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import mmap
 import os
@@ -33,18 +39,28 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline import durable
+
 FORMAT = "gtforge-shards"
 FORMAT_VERSION = 1
+FORMAT_MINOR_VERSION = 1
 MANIFEST = "manifest.json"
 SHARD_GLOB = "shard-*.h5"
 IMAGE_ID_BYTES = 16
 META_DTYPE = np.dtype([("image_id", f"S{IMAGE_ID_BYTES}"), ("x", "<i4"), ("y", "<i4"),
                        ("source_index", "<i4")])
 IMAGES = ("gt_original", "gt_candidates", "lq", "lq_vqvae")
-TABLES = ("labels", "scores", "meta")
+TABLES = ("labels", "vote_counts", "scores", "meta")
+VOTE_COLUMNS = ("negative", "similar", "positive")
+# NR: scored alone; FR: a distortion against the original (can only say worse); pairwise: a
+# judgement of candidate against original (0 for the original itself, either sign).
+METRIC_MODES = ("NR", "FR", "pairwise")
+# Datasets a reader of minor version 0 did not have.
+ADDED_IN_MINOR = {"vote_counts": 1}
 COMPRESSIONS = (None, "lzf", "gzip")
 # Compressed shards: images are buffered and written through HDF5 in slabs of at most this size.
 SLAB_BYTES = 256 << 20
+IOV_MAX = 1024
 
 
 class ShardError(RuntimeError):
@@ -55,20 +71,30 @@ def shard_name(index: int) -> str:
     return f"shard-{index:05d}.h5"
 
 
-def sample_layout(patch_size: int, scale: int, k: int, m: int) -> dict[str, tuple[tuple, np.dtype]]:
-    """Per-sample (shape, dtype) of every dataset, in file order."""
+def sample_layout(patch_size: int, scale: int, k: int, m: int,
+                  minor: int = FORMAT_MINOR_VERSION) -> dict[str, tuple[tuple, np.dtype]]:
+    """Per-sample (shape, dtype) of every dataset of format 1.`minor`, in file order."""
     if patch_size % scale:
         raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
     h, lr = patch_size, patch_size // scale
     u8 = np.dtype(np.uint8)
-    return {"gt_original": ((h, h, 3), u8), "gt_candidates": ((k, h, h, 3), u8),
-            "labels": ((k,), np.dtype(np.int8)), "scores": ((k + 1, m), np.dtype("<f4")),
-            "lq": ((lr, lr, 3), u8), "lq_vqvae": ((lr, lr, 3), u8), "meta": ((), META_DTYPE)}
+    layout = {"gt_original": ((h, h, 3), u8), "gt_candidates": ((k, h, h, 3), u8),
+              "labels": ((k,), np.dtype(np.int8)), "vote_counts": ((k, 3), u8),
+              "scores": ((k + 1, m), np.dtype("<f4")), "lq": ((lr, lr, 3), u8),
+              "lq_vqvae": ((lr, lr, 3), u8), "meta": ((), META_DTYPE)}
+    return {name: spec for name, spec in layout.items() if ADDED_IN_MINOR.get(name, 0) <= minor}
+
+
+def minor_version(attrs_or_manifest) -> int:
+    """The format's minor version of a shard (its root attributes) or a manifest: 0 when
+    absent (sets written before minor versions existed)."""
+    return int(attrs_or_manifest.get("format_minor_version", 0))
 
 
 def fixed_strings(values: list[str]) -> np.ndarray:
-    """A list of str as fixed-length UTF-8 bytes (the only string type in the format)."""
-    encoded = [v.encode() for v in values]
+    """A list of str as fixed-length UTF-8 bytes (the only string type in the format). Surrogate
+    escapes (os.fsdecode of a file name that is not UTF-8) become their original bytes."""
+    encoded = [v.encode("utf-8", "surrogateescape") for v in values]
     width = max([len(e) for e in encoded] + [1])
     return np.array(encoded, dtype=h5py.string_dtype("utf-8", width)).reshape(len(encoded))
 
@@ -88,11 +114,6 @@ def text(value: Any) -> str:
 def texts(value: Any) -> list[str]:
     """An attribute holding a list of strings, as list[str]."""
     return [text(v) for v in np.atleast_1d(value)]
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _chunks(name: str, per_sample: tuple, samples: int) -> tuple | None:
@@ -145,18 +166,26 @@ class ShardWriter:
     """Writes samples into shards of `samples_per_shard` in `out_dir`, then manifest.json last.
 
     Each shard is first a hidden temporary file. Uncompressed image chunks are allocated when
-    the shard is created and every image is written straight to its chunk with one pwrite (no
-    copy, no per-call HDF5 work); compressed shards go through HDF5's filters in slabs. The
+    the shard is created; samples are held (not copied) until SLAB_BYTES of them are pending,
+    then each image dataset's run of adjacent chunks goes in with one gathering pwritev;
+    compressed shards go through HDF5's filters slab by slab. The
     small tables (labels, scores, meta) are kept in memory and written when the shard is
-    finished; the file is then renamed into place and hashed (sha256) in a background thread
-    while the next shard is written. A killed run leaves no file that looks like a shard,
-    and no manifest. Use as a context manager (the manifest is written on a clean exit only;
-    on an exception the open shard is dropped) or call `close()`.
+    finished; the file is then fsync'd, renamed into place and hashed (sha256) in a background
+    thread while the next shard is written. A killed run leaves no file that looks like a
+    shard, and no manifest; after a power cut a manifest names only files that were on disk
+    before it. Use as a context manager (the manifest is written on a clean exit only; on an
+    exception the open shard is dropped) or call `close()`.
+
+    `metric_lower_better` (bools) and `metric_modes` ("NR", "FR" or "pairwise"), one per
+    metric, are written beside `metric_names`; `provenance` (JSON-ready: how the set was made)
+    goes into a root attribute and the manifest; `manifest_extra` adds manifest keys only.
     """
 
     def __init__(self, out_dir: Path, *, samples_per_shard: int, patch_size: int, scale: int,
                  candidate_names: list[str], metric_names: list[str], compression: str | None,
-                 params: dict, sources: list[str]):
+                 params: dict, sources: list[str], metric_lower_better: list[bool] | None = None,
+                 metric_modes: list[str] | None = None, provenance: dict | None = None,
+                 manifest_extra: dict | None = None):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         if compression == "none":
@@ -172,25 +201,38 @@ class ShardWriter:
         self.candidate_names, self.metric_names = list(candidate_names), list(metric_names)
         self.compression, self.params, self.sources = compression, dict(params), list(sources)
         k, m = len(self.candidate_names), len(self.metric_names)
+        self.lower_better = [bool(v) for v in (metric_lower_better or [False] * m)]
+        self.metric_modes = list(metric_modes or ["NR"] * m)
+        if len(self.lower_better) != m or len(self.metric_modes) != m:
+            raise ValueError(f"metric_lower_better and metric_modes need {m} values each")
+        unknown = set(self.metric_modes) - set(METRIC_MODES)
+        if unknown:
+            raise ValueError(f"metric modes {sorted(unknown)}: known are {METRIC_MODES}")
+        self.provenance, self.manifest_extra = dict(provenance or {}), dict(manifest_extra or {})
         self.layout = sample_layout(patch_size, scale, k, m)
         self.attrs = {"format": fixed_string(FORMAT), "format_version": np.int32(FORMAT_VERSION),
+                      "format_minor_version": np.int32(FORMAT_MINOR_VERSION),
                       "scale": np.int32(scale), "patch_size": np.int32(patch_size),
-                      "params": fixed_string(json.dumps(self.params, sort_keys=True))}
+                      "params": fixed_string(json.dumps(self.params, sort_keys=True)),
+                      "provenance": fixed_string(json.dumps(self.provenance, sort_keys=True))}
         self.tables = {n: np.zeros((samples_per_shard, *self.layout[n][0]), self.layout[n][1])
                        for n in TABLES}
         image_bytes = sum(int(np.prod(self.layout[n][0])) for n in IMAGES)
         self.slab = max(1, min(samples_per_shard, SLAB_BYTES // max(image_bytes, 1)))
-        self.slabs = ({n: np.empty((self.slab, *self.layout[n][0]), np.uint8) for n in IMAGES}
-                      if compression else {})
+        # samples not yet in the file: per image dataset, one contiguous array per sample
+        self.pending: dict[str, list[np.ndarray]] = {n: [] for n in IMAGES}
         self.count = 0              # samples added to the open shard
-        self.written = 0            # of which already in the file (compressed slabs)
+        self.written = 0            # of which already in the file
         self.file: h5py.File | None = None
         self.fd: int | None = None
         self.offsets: dict[str, np.ndarray] = {}
-        self.adjacent = np.zeros(0, bool)   # per sample: its K candidate chunks are adjacent
         self.shards: list[dict] = []
+        # per finished shard: its sha256, and its fsync + rename into place, both off the
+        # writing thread (hashlib and fsync release the GIL)
         self.hashes: list[Future] = []
+        self.renames: list[Future] = []
         self.hasher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-sha256")
+        self.syncer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-fsync")
         self.label_counts = np.zeros((k, 3), np.int64)   # columns: -1, 0, +1
         self.closed = False
         self.manifest: dict | None = None
@@ -198,16 +240,21 @@ class ShardWriter:
     # -- adding samples ------------------------------------------------------------------
     def add(self, gt_original: np.ndarray, gt_candidates: np.ndarray, labels: np.ndarray,
             scores: np.ndarray, lq: np.ndarray, lq_vqvae: np.ndarray, image_id: str, x: int,
-            y: int, source_index: int) -> None:
+            y: int, source_index: int, vote_counts: np.ndarray | None = None) -> None:
         """Append one sample. Images uint8 RGB HWC: gt_original (H,W,3), gt_candidates
         (K,H,W,3), lq and lq_vqvae (H/s,W/s,3); labels (K,) in {-1,0,1}; scores (K+1,M)
-        float32; (x, y) the crop's top-left corner in HR pixels of source `source_index`."""
+        float32; (x, y) the crop's top-left corner in HR pixels of source `source_index`;
+        vote_counts (K,3) how many annotators voted -1, 0, +1 (None: no votes recorded,
+        stored as zeros)."""
+        if vote_counts is None:
+            vote_counts = np.zeros(self.layout["vote_counts"][0], np.uint8)
         if self.closed:
             raise RuntimeError("ShardWriter.add after close")
         where = f"sample {image_id} ({x},{y})"
         images = {"gt_original": gt_original, "gt_candidates": gt_candidates, "lq": lq,
                   "lq_vqvae": lq_vqvae}
-        for name, value in [*images.items(), ("labels", labels), ("scores", scores)]:
+        for name, value in [*images.items(), ("labels", labels), ("vote_counts", vote_counts),
+                            ("scores", scores)]:
             if np.shape(value) != self.layout[name][0]:
                 raise ValueError(f"{where}: {name} has shape {np.shape(value)}, "
                                  f"expected {self.layout[name][0]}")
@@ -226,18 +273,15 @@ class ShardWriter:
             self._open_shard()
         i = self.count
         self.tables["labels"][i] = labels
+        self.tables["vote_counts"][i] = vote_counts
         self.tables["scores"][i] = scores
         self.tables["meta"][i] = (image_id.encode(), x, y, source_index)
-        if self.compression:
-            for name, value in images.items():
-                self.slabs[name][i - self.written] = value
-        else:
-            for name, value in images.items():
-                self._pwrite(name, i, np.ascontiguousarray(value))
+        for name, value in images.items():
+            self.pending[name].append(np.ascontiguousarray(value))
         self.count += 1
         if self.count == self.samples_per_shard:
             self._finish_shard()
-        elif self.compression and self.count - self.written == self.slab:
+        elif self.count - self.written == self.slab:
             self._write_slab()
 
     # -- writing ---------------------------------------------------------------------------
@@ -248,33 +292,30 @@ class ShardWriter:
         self.file, self.offsets = _create_shard(
             self._tmp_path(), self.layout, self.samples_per_shard, self.compression, self.attrs,
             self.sources)
-        if "gt_candidates" in self.offsets:
-            chunk = int(np.prod(self.layout["gt_candidates"][0][1:]))
-            self.adjacent = (np.diff(self.offsets["gt_candidates"], axis=1) == chunk).all(axis=1)
-        if not self.compression:
-            self.file.close()       # images go in by pwrite; tables when the shard is done
-            self.file = None
-            self.fd = os.open(self._tmp_path(), os.O_WRONLY)
+        if not self.compression:    # images go in by pwrite beside HDF5's own handle, which
+            self.fd = os.open(self._tmp_path(), os.O_WRONLY)  # never touches those chunks
         self.count = self.written = 0
 
-    def _pwrite(self, name: str, i: int, value: np.ndarray) -> None:
-        offsets = self.offsets.get(name)
-        if offsets is None:         # no elements (K = 0)
-            return
-        if name != "gt_candidates":
-            os.pwrite(self.fd, value, int(offsets[i]))
-            return
-        if self.adjacent[i]:
-            os.pwrite(self.fd, value, int(offsets[i, 0]))
-        else:
-            for k, offset in enumerate(offsets[i]):
-                os.pwrite(self.fd, value[k], int(offset))
-
     def _write_slab(self) -> None:
+        """Write the pending samples [written, count): through HDF5's filters when
+        compressed, else with one gathering pwritev per run of chunks that lie end to end
+        (HDF5 allocates them almost all in order), straight from the arrays given to add."""
         start, end = self.written, self.count
         for name in IMAGES:
-            if self.layout[name][0][0] != 0:
-                self.file[name][start:end] = self.slabs[name][:end - start]
+            arrays, self.pending[name] = self.pending[name], []
+            if not arrays or arrays[0].size == 0:     # no elements (K = 0)
+                continue
+            if self.compression:
+                self.file[name][start:end] = np.stack(arrays)
+                continue
+            offsets = self.offsets[name][start:end].ravel()
+            pieces = [a.reshape(-1) for sample in arrays for a in
+                      (sample if name == "gt_candidates" else [sample])]   # one per chunk
+            cuts = [0, *(np.flatnonzero(np.diff(offsets) != pieces[0].size) + 1), len(offsets)]
+            for a, b in itertools.pairwise(cuts):
+                for c in range(a, b, IOV_MAX):          # the kernel's limit per call
+                    os.pwritev(self.fd, pieces[c:min(b, c + IOV_MAX)],
+                               int(offsets[c]))
         self.written = end
 
     def _finish_shard(self) -> None:
@@ -282,32 +323,36 @@ class ShardWriter:
         labels = self.tables["labels"][:n].astype(np.int64) + 1
         for k in range(labels.shape[1]):
             self.label_counts[k] += np.bincount(labels[:, k], minlength=3)
-        if self.compression:
-            self._write_slab()
-            f = self.file
-            if n < self.samples_per_shard:
-                for name in IMAGES:
-                    if f[name].chunks is not None:
-                        f[name].resize(n, axis=0)
-        else:
+        self._write_slab()
+        f = self.file
+        if self.compression and n < self.samples_per_shard:
+            for name in IMAGES:
+                if f[name].chunks is not None:
+                    f[name].resize(n, axis=0)
+        elif not self.compression:
             os.close(self.fd)
             self.fd = None
             if n < self.samples_per_shard:
+                f.close()
                 path = self._compact(n)
-            f = h5py.File(path, "r+")
+                f = h5py.File(path, "r+")
         for name, table in self.tables.items():
             if f[name].chunks is not None:
                 f[name].resize(n, axis=0)
                 f[name][:] = table[:n]
         f["gt_candidates"].attrs["candidate_names"] = fixed_strings(self.candidate_names)
+        f["vote_counts"].attrs["columns"] = fixed_strings(list(VOTE_COLUMNS))
         f["scores"].attrs["metric_names"] = fixed_strings(self.metric_names)
+        f["scores"].attrs["metric_lower_better"] = np.asarray(self.lower_better, np.int8)
+        f["scores"].attrs["metric_modes"] = fixed_strings(self.metric_modes)
         f.close()
         self.file, self.count, self.written = None, 0, 0
         final = self.out_dir / shard_name(len(self.shards))
-        os.replace(path, final)
         self.shards.append({"file": final.name, "samples": n, "sha256": None,
-                            "bytes": final.stat().st_size})
-        self.hashes.append(self.hasher.submit(sha256_file, final))
+                            "bytes": path.stat().st_size})
+        reader = open(path, "rb")  # noqa: SIM115 - closed by _hash, whatever the rename does
+        self.hashes.append(self.hasher.submit(_hash, reader))
+        self.renames.append(self.syncer.submit(_sync_and_rename, path, final))
 
     def _compact(self, n: int) -> Path:
         """The open (uncompressed) shard holds only `n` samples: copy them into a file sized
@@ -334,16 +379,22 @@ class ShardWriter:
             return self.manifest
         if self.count:
             self._finish_shard()
-        self.hasher.shutdown(wait=True)
+        self._wait()
         for entry, digest in zip(self.shards, self.hashes, strict=True):
             entry["sha256"] = digest.result()
+        for rename in self.renames:
+            rename.result()         # raises what a failed fsync or rename raised
         self.closed = True
+        durable.fsync_dir(self.out_dir)  # the shards' renames, before the manifest names them
         k = len(self.candidate_names)
         self.manifest = {
+            **self.manifest_extra,
             "format": FORMAT, "format_version": FORMAT_VERSION,
+            "format_minor_version": FORMAT_MINOR_VERSION,
             "scale": self.scale, "patch_size": self.patch_size,
             "lq_size": self.patch_size // self.scale,
             "candidate_names": self.candidate_names, "metric_names": self.metric_names,
+            "metric_lower_better": self.lower_better, "metric_modes": self.metric_modes,
             "compression": self.compression or "none",
             "samples": sum(s["samples"] for s in self.shards),
             "bytes": sum(s["bytes"] for s in self.shards),
@@ -352,10 +403,9 @@ class ShardWriter:
                                                                strict=True))
                              for i in range(k)},
             "shards": self.shards, "sources": self.sources, "params": self.params,
+            "provenance": self.provenance,
         }
-        tmp = self.out_dir / f".{MANIFEST}.tmp"
-        tmp.write_text(json.dumps(self.manifest, indent=1))
-        os.replace(tmp, self.out_dir / MANIFEST)
+        durable.write_json(self.out_dir / MANIFEST, self.manifest)
         return self.manifest
 
     def abort(self) -> None:
@@ -367,8 +417,12 @@ class ShardWriter:
         self.file = self.fd = None
         self._tmp_path().unlink(missing_ok=True)
         self._tmp_path("compact").unlink(missing_ok=True)
-        self.hasher.shutdown(wait=True)
+        self._wait()
         self.closed = True
+
+    def _wait(self) -> None:
+        self.hasher.shutdown(wait=True)
+        self.syncer.shutdown(wait=True)
 
     def __enter__(self) -> ShardWriter:
         return self
@@ -378,6 +432,19 @@ class ShardWriter:
             self.close()
         else:
             self.abort()
+
+
+def _hash(reader) -> str:
+    """sha256 of an open binary file (read through a memory map: no copies), then closed."""
+    with reader, mmap.mmap(reader.fileno(), 0, access=mmap.ACCESS_READ) as view:
+        return hashlib.sha256(view).hexdigest()
+
+
+def _sync_and_rename(path: Path, final: Path) -> None:
+    """A finished shard goes on disk first, then under its name (the folder is synced once,
+    before the manifest)."""
+    durable.fsync_file(path)
+    os.replace(path, final)
 
 
 # -- manifest, verification, summary ----------------------------------------------------------
@@ -408,8 +475,12 @@ def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
     if int(f.attrs.get("scale", -1)) != manifest["scale"]:
         raise ShardError(f"scale {f.attrs.get('scale')} differs from the manifest's "
                          f"{manifest['scale']}")
+    minor = minor_version(f.attrs)
+    if minor != minor_version(manifest):
+        raise ShardError(f"format_minor_version {minor} differs from the manifest's "
+                         f"{minor_version(manifest)}")
     layout = sample_layout(manifest["patch_size"], manifest["scale"],
-                           len(manifest["candidate_names"]), len(manifest["metric_names"]))
+                           len(manifest["candidate_names"]), len(manifest["metric_names"]), minor)
     for name, (shape, dtype) in layout.items():
         if name not in f:
             raise ShardError(f"dataset {name} is missing")
@@ -425,6 +496,9 @@ def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
     labels = f["labels"][:]
     if labels.size and not np.isin(labels, (-1, 0, 1)).all():
         raise ShardError(f"labels hold values other than -1, 0, +1: {np.unique(labels)}")
+    if minor >= 1 and texts(f["scores"].attrs.get("metric_modes", [])) != \
+            manifest["metric_modes"]:
+        raise ShardError("scores.attrs['metric_modes'] differs from the manifest")
     sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
     if sources.size and (sources.min() < 0 or sources.max() >= len(manifest["sources"])):
         raise ShardError("meta.source_index points outside the manifest's sources")
@@ -440,7 +514,7 @@ def verify(out_dir: Path) -> None:
         path = out_dir / entry["file"]
         if not path.is_file():
             raise ShardError(f"{path}: missing (listed in the manifest)")
-        digest = sha256_file(path)
+        digest = durable.sha256_file(path)
         if digest != entry["sha256"]:
             raise ShardError(f"{path}: sha256 {digest} does not match the manifest's "
                              f"{entry['sha256']} (file changed or corrupt)")
@@ -464,12 +538,16 @@ def summary(out_dir: Path) -> dict:
     """What `gtforge inspect` prints: shards, samples, candidates, label counts per candidate,
     image sizes, metrics, bytes. Read from the manifest (no shard is opened)."""
     m = read_manifest(out_dir)
-    return {"path": str(Path(out_dir).resolve()), "format_version": m["format_version"],
+    info = {"path": str(Path(out_dir).resolve()),
+            "format_version": f"{m['format_version']}.{minor_version(m)}",
             "shards": len(m["shards"]), "samples": m["samples"],
             "gt_size": [m["patch_size"], m["patch_size"]], "lq_size": [m["lq_size"]] * 2,
             "scale": m["scale"], "candidates": m["candidate_names"],
             "label_counts": m["label_counts"], "metrics": m["metric_names"],
             "compression": m["compression"], "sources": len(m["sources"]), "bytes": m["bytes"]}
+    if "inputs" in m:  # the input folder's entries: built, or listed with a reason
+        info["inputs"] = {k: m["inputs"][k] for k in ("entries", "built", "rejected")}
+    return info
 
 
 # -- reading ------------------------------------------------------------------------------------
@@ -491,8 +569,9 @@ class ShardSet:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.scale, self.patch_size = int(m["scale"]), int(m["patch_size"])
         self.candidate_names, self.metric_names = m["candidate_names"], m["metric_names"]
+        self.minor = minor_version(m)
         self.layout = sample_layout(self.patch_size, self.scale, len(self.candidate_names),
-                                    len(self.metric_names))
+                                    len(self.metric_names), self.minor)
         self.max_open = max_open
         self._pid: int | None = None
         self._open: OrderedDict[int, _OpenShard] = OrderedDict()
@@ -552,6 +631,8 @@ class _OpenShard:
             raise ShardError(f"{path}: holds {self.file['gt_original'].shape[0]} samples, "
                              f"the manifest says {samples}")
         self.labels = self.file["labels"][:]
+        # annotator vote counts (N,K,3) from format 1.1 on; None in a 1.0 set
+        self.vote_counts = self.file["vote_counts"][:] if "vote_counts" in self.file else None
         self.scores = self.file["scores"][:]
         self.meta = self.file["meta"][:]
         self.datasets = {n: self.file[n] for n in IMAGES}

@@ -10,8 +10,8 @@ one would have done.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from pipeline import durable
 from pipeline.progress import Reporter, track
 from pipeline.seeding import derive_seed
 
@@ -36,11 +37,11 @@ class TrainState:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save to a temporary sibling, then rename: a kill never leaves half a file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    """torch.save, written durably (pipeline.durable): a kill or a power cut never leaves
+    half a checkpoint under its name."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    durable.write_bytes(path, buffer.getvalue())
 
 
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
@@ -66,16 +67,6 @@ def read_curve(csv_path: Path) -> list[dict[str, float]]:
     with open(csv_path, newline="") as f:
         return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
-
-def _write_curve(csv_path: Path, rows: list[dict[str, float]]) -> None:
-    if not rows:
-        return
-    tmp = Path(csv_path).with_suffix(".tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, csv_path)
 
 
 def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
@@ -123,14 +114,14 @@ def train_loop(step: Callable[[int], dict[str, float]], state: TrainState, total
         losses = step(i)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
         if bad:
-            _write_curve(curve_csv, rows)
+            durable.write_csv(curve_csv, rows)
             raise NonFiniteLoss(f"{desc}: non-finite loss at step {i}: {bad}; last good "
                                 f"checkpoint: {last_good or 'none (no checkpoint yet)'}")
         rows.append({"step": float(i), **{k: float(v) for k, v in losses.items()}})
         if (i + 1) % ckpt_every == 0 or i + 1 == total_steps:
             last_good = checkpoint_path(ckpt_dir, i + 1)
             save_checkpoint(last_good, {"step": i + 1, "state": state.get()})
-            _write_curve(curve_csv, rows)
+            durable.write_csv(curve_csv, rows)
             for old in sorted(ckpt_dir.glob("step-*.pt"))[:-keep]:
                 old.unlink()
     return rows

@@ -7,12 +7,9 @@ differences are CIEDE2000 ΔE on CIELAB (D65) computed by scikit-image.
 
 from __future__ import annotations
 
-import csv
 import math
-import os
 import warnings
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -100,19 +97,6 @@ class EpochStats:
         self.counts = state["counts"].clone().cpu()
         self.sums = {k: float(v) for k, v in state["sums"].items()}
         self.steps = int(state["steps"])
-
-
-def write_epochs(path: Path, rows: Sequence[Mapping[str, float]]) -> None:
-    """Write the per-epoch rows as CSV (temporary file, then rename)."""
-    if not rows:
-        return
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def epochs_png(rows: Sequence[Mapping[str, float]], title: str) -> bytes:
@@ -267,15 +251,6 @@ def summarise(rows: Sequence[Mapping], threshold: float) -> dict:
                       "log2_sharpness_ratio_std": _distribution(log_sharp)["std"]
                       if log_sharp else None},
     }
-
-
-def write_image_table(path: Path, rows: Sequence[Mapping]) -> None:
-    """Per-image CSV (id, the STAT_NAMES columns, shifted); the report reads its delta_e."""
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["id", *STAT_NAMES, "shifted"],
-                                extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def stats_png(rows: Sequence[Mapping]) -> bytes:

@@ -72,6 +72,12 @@ class Stage(luigi.Task):
         """Extra facts that decide the output but are not parameters (e.g. an input folder)."""
         return {}
 
+    def provenance(self) -> dict[str, Any]:
+        """How this stage's output was made, for the shard set's record: stage, key, code
+        version, resolved settings and the fingerprint facts (a recipe, a weight file's hash)."""
+        return {"stage": self.get_task_family(), "key": self.key, "version": self.version,
+                "settings": self.settings, "facts": self.fingerprint()}
+
     @cached_property
     def key(self) -> str:
         params = {**self.settings, **self.fingerprint()}

@@ -12,7 +12,7 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline.cache import write_json_atomic
+from pipeline import durable
 from pipeline.degrade import Recipe, apply, draw
 from pipeline.imageio import image_path, read_rgb, write_rgb
 from pipeline.ingest import read_images
@@ -62,7 +62,7 @@ class _DegradeImages:
                 choice = draw(recipe, generator)
                 write_rgb(image_path(out, name), apply(hr, choice, generator, recipe.final_scale))
                 draws[name] = asdict(choice)
-        write_json_atomic(out / DRAWS_JSON, draws)
+        durable.write_json(out / DRAWS_JSON, draws)
         return {"images": len(images), "outputs": len(draws)}
 
 
@@ -70,7 +70,7 @@ class DegradeForEnhancer(_DegradeImages, Stage):
     """Training inputs of the 1x enhancers: `variants` degraded copies of each HR image at the
     HR size, images/<id>_<v>.png, with the `noise` or `blur` recipe."""
 
-    version = 1
+    version = 2
     degradation = luigi.ChoiceParameter(choices=["noise", "blur"])
     variants = luigi.OptionalIntParameter(default=None)
 
@@ -95,9 +95,11 @@ class DegradeForEnhancer(_DegradeImages, Stage):
 
 class DegradeLR(_DegradeImages, Stage):
     """LR inputs of the SR pairs: images/<id>.png of size (H // scale, W // scale), where
-    scale = [gtforge] scale must equal the recipe's final_scale."""
+    scale = [gtforge] scale must equal the recipe's final_scale. The chain runs on the HR image
+    cropped at the bottom and right to multiples of the scale, so LR pixel j covers HR pixels
+    [scale*j, scale*j + scale), as VQVAEDegradeLR's clean LR does."""
 
-    version = 1
+    version = 2
     global_settings = ("scale",)
     recipe = luigi.OptionalParameter(default=None)  # a [degradation.<recipe>] section
 

@@ -10,8 +10,7 @@ import luigi
 import numpy as np
 import torch
 
-from pipeline import cfmg_train
-from pipeline.cache import write_json_atomic
+from pipeline import cfmg_train, durable
 from pipeline.device import resolve_device
 from pipeline.fusion import fuse_logits, mask_profile, ring_centres
 from pipeline.imageio import image_path, write_rgb
@@ -40,7 +39,7 @@ class FuseGT(Stage):
     sum to 1 over sources; centres (bins,); sources (S,)), band_weights.json (the same per
     image, by source name) and band_weights.png (mask of each source against frequency)."""
 
-    version = 1
+    version = 2
     resources = {"gpu": 1}
     c = luigi.OptionalFloatParameter(default=None)
 
@@ -70,7 +69,7 @@ class FuseGT(Stage):
         np.savez(out / BAND_WEIGHTS_NPZ, image_id=np.array(ids, dtype="<U16"),
                  logits=logits_a, weights=weights_a, centres=centres.numpy(),
                  sources=np.array(SOURCES))
-        write_json_atomic(out / BAND_WEIGHTS_JSON, {
+        durable.write_json(out / BAND_WEIGHTS_JSON, {
             "c": c, "centres": centres.tolist(),
             "images": {i: dict(zip(SOURCES, w.round(5).tolist(), strict=True))
                        for i, w in zip(ids, weights_a, strict=True)}})

@@ -19,7 +19,7 @@ import luigi
 from luigi.task import flatten
 from luigi.task_register import Register
 
-from pipeline import cache
+from pipeline import cache, durable
 from tasks.base import Stage
 from tasks.config import gtforge
 
@@ -80,6 +80,14 @@ def label(task: luigi.Task) -> str:
 def stages(root: luigi.Task) -> list[Stage]:
     """The cached stages of the DAG (tasks with a key), inputs first."""
     return [t for t in walk(root) if isinstance(t, Stage)]
+
+
+def provenance(root: luigi.Task) -> dict:
+    """How the output of `root` is made: every stage of its DAG (inputs first) by its label
+    (graph.label), with Stage.provenance(), and the installed versions of the packages that
+    shape outputs. JSON-ready."""
+    return {"stages": {label(t): t.provenance() for t in stages(root)},
+            "versions": cache.package_versions()}
 
 
 def find(root: luigi.Task, name: str) -> list[luigi.Task]:
@@ -225,6 +233,6 @@ def verify_output(stage_dir: Path) -> list[str]:
     problems += [f"{stage_dir}: {p} is missing" for p in sorted(set(listed) - present)]
     for path in sorted(present & set(listed)):
         row, file = listed[path], stage_dir / path
-        if file.stat().st_size != row["bytes"] or cache.sha256_file(file) != row["sha256"]:
+        if file.stat().st_size != row["bytes"] or durable.sha256_file(file) != row["sha256"]:
             problems.append(f"{stage_dir}: {path} differs from the manifest (size or sha256)")
     return problems

@@ -8,15 +8,17 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import ingest
-from pipeline.cache import write_json_atomic
+from pipeline import durable, ingest
 from pipeline.imageio import image_path, write_rgb
 from tasks.base import Stage
 from tasks.config import gtforge
 
 
 class IngestHR(Stage):
-    version = 1
+    """images/<id>.png (uint8 sRGB), images.json (the accepted photos) and rejects.json (every
+    other entry of the input folder with its reason): together they account for every entry."""
+
+    version = 2
     input_dir = luigi.OptionalParameter(default=None, significant=False)
     min_side = luigi.OptionalIntParameter(default=None)
     max_pixels = luigi.OptionalIntParameter(default=None)
@@ -33,30 +35,49 @@ class IngestHR(Stage):
         # The folder's content decides the output, not its path.
         return {"inputs": ingest.folder_fingerprint(self.folder)}
 
+    def provenance(self) -> dict:
+        # The folder and its count of entries, not a row per file.
+        return {**super().provenance(), "facts": {"input_dir": os.fsdecode(self.folder),
+                                                 "entries": len(self.fingerprint()["inputs"])}}
+
+    def images(self) -> list[ingest.HRImage]:
+        """The accepted photos, in images.json order."""
+        return ingest.read_images(self.out_dir)
+
+    def rejects(self) -> list[dict]:
+        """Every other entry of the input folder: {"source", "reason"}."""
+        return ingest.read_rejects(self.out_dir)
+
     def build(self, out: Path) -> dict:
         s = self.settings
         (out / "images").mkdir()
         accepted: list[ingest.HRImage] = []
         rejects: list[dict] = []
         seen: dict[str, str] = {}
-        files = ingest.list_inputs(self.folder)
-        for path in self.progress(files, len(files)):
-            source = os.fsdecode(path)
+        entries = ingest.walk_inputs(self.folder)
+        for entry in self.progress(entries, len(entries)):
+            source = os.fsdecode(entry.path)
             try:
-                image_id, digest = ingest.content_id(path)
+                if entry.problem is not None:
+                    raise ingest.Rejected(entry.problem)
+                image_id, digest = ingest.content_id(entry.path)
                 if image_id in seen:
                     raise ingest.Rejected(f"duplicate of {seen[image_id]}")
-                rgb = ingest.decode_hr(path, s["min_side"], s["max_pixels"], s["alpha"])
+                photo = ingest.decode_hr(entry.path, s["min_side"], s["max_pixels"], s["alpha"])
             except ingest.Rejected as reason:
                 rejects.append({"source": source, "reason": str(reason)})
                 continue
             seen[image_id] = source
-            write_rgb(image_path(out, image_id), rgb)
-            accepted.append(ingest.HRImage(image_id, source, rgb.shape[1], rgb.shape[0], digest))
-        write_json_atomic(out / ingest.IMAGES_JSON, [asdict(a) for a in accepted])
-        write_json_atomic(out / ingest.REJECTS_JSON, rejects)
+            write_rgb(image_path(out, image_id), photo.rgb)
+            h, w = photo.rgb.shape[:2]
+            accepted.append(ingest.HRImage(image_id, source, w, h, digest, photo.converted_from))
+        durable.write_json(out / ingest.IMAGES_JSON, [asdict(a) for a in accepted])
+        durable.write_json(out / ingest.REJECTS_JSON, rejects)
         if not accepted:
             raise RuntimeError(f"no usable image in {self.folder}: "
                                f"{len(rejects)} rejected (see the reasons above)"
-                               + "".join(f"\n  {r['source']}: {r['reason']}" for r in rejects))
-        return {"accepted": len(accepted), "rejected": len(rejects)}
+                               + "".join(f"\n  {ingest.display_path(r['source'])}: {r['reason']}"
+                                         for r in rejects))
+        return {"entries": len(entries), "accepted": len(accepted), "rejected": len(rejects),
+                "converted_to_srgb": {a.id: a.converted_from for a in accepted
+                                      if a.converted_from}}

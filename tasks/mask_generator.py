@@ -60,7 +60,7 @@ class TrainMaskGenerator(Stage):
     `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
     Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
-    version = 1
+    version = 2
     resumable = True
     resources = {"gpu": 1}
     iterations = luigi.OptionalIntParameter(default=None)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import luigi
 
+from pipeline import durable
 from tasks.config import gtforge
 from tasks.report import Report
 from tasks.write_shards import DATASET, WriteShards
@@ -57,12 +58,13 @@ class PublishDataset(luigi.Task):
         staging.mkdir(parents=True)
         _link_tree(self.requires()["shards"].out_dir / DATASET, staging)
         _link_tree(self.requires()["report"].out_dir / "report", staging / "report")
-        (staging / BUILD_JSON).write_text(json.dumps(self._build_record(), indent=1))
+        durable.write_json(staging / BUILD_JSON, self._build_record(), sync=False)
+        durable.fsync_tree(staging)
         old = self.out_dir.with_name(f".{self.out_dir.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         if self.out_dir.exists():
             os.rename(self.out_dir, old)
-        os.rename(staging, self.out_dir)
+        durable.rename(staging, self.out_dir)
         shutil.rmtree(old, ignore_errors=True)
 
 

@@ -34,6 +34,7 @@ import numpy as np
 
 from pipeline import cache
 from pipeline import report as page
+from pipeline.ingest import display_path
 from pipeline.training import plot_curve
 from tasks import graph
 from tasks.base import Stage
@@ -329,8 +330,8 @@ def rejects(upstream: list[Done]) -> list[dict[str, str]]:
     rows = []
     for stage, path in _files(upstream, "rejects.json"):
         for r in json.loads(path.read_text()):
-            rows.append({"source": r.get("source", ""), "reason": r.get("reason", ""),
-                         "stage": stage.get_task_family()})
+            rows.append({"source": display_path(r.get("source", "")),
+                         "reason": r.get("reason", ""), "stage": stage.get_task_family()})
     return rows
 
 

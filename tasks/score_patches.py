@@ -8,16 +8,14 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline import annotate
-from pipeline.cache import write_json_atomic
+from pipeline import annotate, durable
 from pipeline.device import resolve_device
 from pipeline.imageio import image_path, read_rgb
-from pipeline.patches import load_patches
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
-from tasks.select_patches import PATCHES, SelectPatches
+from tasks.select_patches import SelectPatches
 
 SCORES = "scores.npz"
 DIFFERENCE = "difference.npz"
@@ -26,10 +24,9 @@ ROLES = ("patches", "hr")
 
 
 class ScorePatches(Stage):
-    """scores.npz over the SelectPatches order: keep (N,) bool, labels (N,K) int8, scores
-    (N,K+1,M) float32 (index 0 = original), votes (N,K,M) int8, candidate_names (K) and
-    metric_names (M) as unicode arrays; difference.npz: difference (N,K) float32 and the
-    measure used; label_stats.json: label counts (pipeline.annotate.label_stats) and filters."""
+    """scores.npz: a pipeline.annotate.ScoreTable over the SelectPatches order (`table()`
+    reads it); difference.npz: difference (N,K) float32 and the measure used;
+    label_stats.json: label counts (pipeline.annotate.label_stats) and filters."""
 
     version = 1
     metrics = luigi.OptionalListParameter(default=None)
@@ -43,6 +40,10 @@ class ScorePatches(Stage):
 
     def requires(self):
         return {"patches": SelectPatches(), "hr": IngestHR(), **candidate_stages()}
+
+    def table(self) -> annotate.ScoreTable:
+        """The scores and labels this stage wrote."""
+        return annotate.load_scores(self.out_dir / SCORES)
 
     @property
     def candidate_dirs(self) -> dict[str, Path]:
@@ -65,7 +66,7 @@ class ScorePatches(Stage):
         margins = self._margins(metrics)
         infos = [iqa.metric_info(m) for m in metrics]
         device = resolve_device(gtforge().device)
-        patches = load_patches(self.input_dir("patches") / PATCHES)
+        patches = self.input_stages()["patches"].patches()
         size, n = patches["size"], len(patches["x"])
         names = list(self.candidate_dirs)
         k = len(names)
@@ -116,13 +117,16 @@ class ScorePatches(Stage):
         votes = annotate.vote(scores, margins, [info.lower_better for info in infos],
                               full_reference)
         labels = annotate.label(votes, full_reference, s["fr_policy"])
+        counts = annotate.vote_counts(votes[..., annotate.voters(full_reference, s["fr_policy"])])
         differs = annotate.difference_keep(differences, s["difference_threshold"])
         informative = annotate.informative(labels)
         keep = differs & (informative if s["drop_all_similar"] else True)
 
-        np.savez(out / SCORES, keep=keep, labels=labels, scores=scores, votes=votes,
-                 candidate_names=np.array(names, dtype=str).reshape(k),
-                 metric_names=np.array(metrics, dtype=str))
+        annotate.save_scores(out / SCORES, annotate.ScoreTable(
+            keep=keep, labels=labels, vote_counts=counts, scores=scores, votes=votes,
+            candidate_names=names, metric_names=metrics,
+            lower_better=[info.lower_better for info in infos],
+            modes=[info.mode for info in infos]))
         np.savez(out / DIFFERENCE, difference=differences,
                  measure=np.array(s["difference_measure"]))
         stats = annotate.label_stats(labels, votes, keep, names, metrics)
@@ -139,7 +143,7 @@ class ScorePatches(Stage):
                                      "dropped": all_similar if drop else 0}
         nan = np.isnan(scores).sum(axis=(0, 1))
         stats["nan_scores"] = {m: int(c) for m, c in zip(metrics, nan, strict=True)}
-        write_json_atomic(out / LABEL_STATS, stats)
+        durable.write_json(out / LABEL_STATS, stats)
         return {"patches": n, "kept": int(keep.sum()), "candidates": names, "metrics": metrics,
                 "difference_measure": s["difference_measure"],
                 "labels": stats["all_candidates"]}

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import luigi
 import numpy as np
 
-from pipeline.cache import write_json_atomic
+from pipeline import durable
 from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
-from pipeline.patches import HF_MEASURES, grid_positions, save_patches, texture_mask
+from pipeline.patches import (
+    HF_MEASURES,
+    grid_positions,
+    load_patches,
+    save_patches,
+    texture_mask,
+)
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.ingest import IngestHR
@@ -25,7 +32,7 @@ class SelectPatches(Stage):
     grid positions row-major; patch_stats.json counts per image the grid positions, those
     each version passes, and those kept (any version passes)."""
 
-    version = 1
+    version = 2
     global_settings = ("scale",)
     crop_size = luigi.OptionalIntParameter(default=None)
     step = luigi.OptionalIntParameter(default=None)
@@ -38,6 +45,14 @@ class SelectPatches(Stage):
 
     def requires(self):
         return {"hr": IngestHR(), **candidate_stages()}
+
+    def patches(self) -> dict:
+        """The selected patches (pipeline.patches.load_patches)."""
+        return load_patches(self.out_dir / PATCHES)
+
+    def stats(self) -> dict:
+        """patch_stats.json: per image id, grid positions, passed per version, kept."""
+        return json.loads((self.out_dir / STATS).read_text())["images"]
 
     def build(self, out: Path) -> dict:
         s = self.settings
@@ -77,5 +92,5 @@ class SelectPatches(Stage):
                 f"thresholds or crop_size in [SelectPatches]")
         save_patches(out / PATCHES, ids, np.concatenate(xs), np.concatenate(ys), crop)
         positions = sum(v["positions"] for v in stats.values())
-        write_json_atomic(out / STATS, {"positions": positions, "kept": kept, "images": stats})
+        durable.write_json(out / STATS, {"positions": positions, "kept": kept, "images": stats})
         return {"images": len(images), "positions": positions, "kept": kept}

@@ -14,8 +14,8 @@ from pathlib import Path
 import luigi
 
 from pipeline import enhancer
-from pipeline.cache import sha256_file
 from pipeline.device import resolve_device
+from pipeline.durable import sha256_file
 from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
 from pipeline.losses import LossWeights, PerceptualLoss, load_vgg19

@@ -17,8 +17,8 @@ import torch
 
 from models.rrdb import RRDBNet
 from pipeline import sr
-from pipeline.cache import sha256_file
 from pipeline.device import resolve_device
+from pipeline.durable import sha256_file
 from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
 from pipeline.seeding import rng

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 import shutil
 from pathlib import Path
 
@@ -17,17 +18,21 @@ import luigi
 import torch
 
 from models.vqvae2 import VQVAE2
+from pipeline import durable
 from pipeline import vqvae as vq
-from pipeline.cache import write_json_atomic
 from pipeline.cfmg_train import sample_crops
 from pipeline.device import resolve_device
 from pipeline.imageio import image_path, read_rgb, write_rgb
-from pipeline.ingest import Rejected, decode_hr, folder_fingerprint, list_inputs, read_images
+from pipeline.ingest import Rejected, decode_hr, folder_fingerprint, read_images, walk_inputs
 from pipeline.seeding import derive_seed, rng
 from pipeline.training import CURVE_CSV, TrainState, load_checkpoint, save_checkpoint, train_loop
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
+
+
+def _decoded_rgb(path: Path, min_side: int, max_pixels: int):
+    return decode_hr(path, min_side, max_pixels).rgb
 
 
 class TrainVQVAE2(Stage):
@@ -79,14 +84,16 @@ class TrainVQVAE2(Stage):
         rejects = []
         if self.extra_folder:
             max_pixels = IngestHR().settings["max_pixels"]
-            for path in list_inputs(self.extra_folder):
+            for entry in walk_inputs(self.extra_folder):
                 try:
-                    decode_hr(path, crop, max_pixels)
+                    if entry.problem is not None:
+                        raise Rejected(entry.problem)
+                    decode_hr(entry.path, crop, max_pixels)
                 except Rejected as reason:
-                    rejects.append({"source": str(path), "reason": str(reason)})
+                    rejects.append({"source": os.fsdecode(entry.path), "reason": str(reason)})
                     continue
-                loaders.append(functools.partial(decode_hr, path, crop, max_pixels))
-        write_json_atomic(out / "rejects.json", rejects)
+                loaders.append(functools.partial(_decoded_rgb, entry.path, crop, max_pixels))
+        durable.write_json(out / "rejects.json", rejects)
         return loaders
 
     def build(self, out: Path) -> dict:
@@ -114,7 +121,7 @@ class TrainVQVAE2(Stage):
                     "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
                 epochs.append(stats.row(epoch))
                 stats.reset()
-                vq.write_epochs(out / vq.EPOCHS_CSV, epochs)
+                durable.write_csv(out / vq.EPOCHS_CSV, epochs)
             return losses
 
         def set_state(state: dict) -> None:
@@ -192,10 +199,10 @@ class VQVAEDegradeLR(Stage):
                 shown = [clean, raw] + ([degraded] if s["colour_correction"] else [])
                 examples.append((img.id[:8], shown))
         summary = vq.summarise(rows, s["shift_threshold"])
-        write_json_atomic(out / "stats.json", {
+        durable.write_json(out / "stats.json", {
             "summary": summary, "per_image": {r["id"]: {k: v for k, v in r.items() if k != "id"}
                                               for r in rows}})
-        vq.write_image_table(out / "per_image.csv", rows)
+        durable.write_csv(out / "per_image.csv", rows, ["id", *vq.STAT_NAMES, "shifted"])
         (out / "stats.png").write_bytes(vq.stats_png(rows))
         (out / "figures").mkdir()
         columns = ["clean LR", f"VQ-VAE-2 epoch {s['epochs']}"] + \

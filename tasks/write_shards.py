@@ -1,4 +1,4 @@
-"""WriteShards: crop every kept patch from every source and write HDF5 shards (format v1)."""
+"""WriteShards: crop every kept patch from every source and write HDF5 shards (format v1.1)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import luigi
 import numpy as np
 
 from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.patches import load_patches
 from pipeline.shards import ShardWriter
+from tasks import graph
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.degrade import DegradeLR
@@ -28,7 +27,11 @@ def _crop(image: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
 
 
 class WriteShards(Stage):
-    version = 1
+    """dataset/: the shard set (pipeline.shards), with the provenance of every upstream stage
+    (tasks.graph.provenance), the input folder's accounting and, per source photo, how many
+    grid positions it had, how many passed the texture test, were kept and were written."""
+
+    version = 2
     global_settings = ("scale",)
     samples_per_shard = luigi.OptionalIntParameter(default=None)
     compression = luigi.OptionalChoiceParameter(choices=["none", "lzf", "gzip"], default=None)
@@ -44,39 +47,63 @@ class WriteShards(Stage):
                 for role, stage in self.input_stages().items() if role.startswith("candidate:")}
 
     def build(self, out: Path) -> dict:
-        s, scale = self.settings, self.settings["scale"]
-        patches = load_patches(self.input_dir("patches") / "patches.npz")
-        scored = np.load(self.input_dir("scores") / "scores.npz")
-        names = [str(n) for n in scored["candidate_names"]]
-        if names != list(self.candidate_dirs):
-            raise RuntimeError(f"ScorePatches scored {names}, WriteShards expected "
-                               f"{list(self.candidate_dirs)}")
-        images = read_images(self.input_dir("hr"))
+        s, scale, inputs = self.settings, self.settings["scale"], self.input_stages()
+        patches, table = inputs["patches"].patches(), inputs["scores"].table()
+        if table.candidate_names != list(self.candidate_dirs):
+            raise RuntimeError(f"ScorePatches scored {table.candidate_names}, WriteShards "
+                               f"expected {list(self.candidate_dirs)}")
+        images = inputs["hr"].images()
         source_index = {img.id: i for i, img in enumerate(images)}
         by_image: dict[str, list[int]] = defaultdict(list)
-        for n in np.flatnonzero(scored["keep"]):
+        for n in np.flatnonzero(table.keep):
             by_image[str(patches["image_id"][n])].append(int(n))
         size = int(patches["size"])
         writer = ShardWriter(
             out / DATASET, samples_per_shard=s["samples_per_shard"], patch_size=size, scale=scale,
-            candidate_names=names, metric_names=[str(m) for m in scored["metric_names"]],
+            candidate_names=table.candidate_names, metric_names=table.metric_names,
+            metric_lower_better=table.lower_better, metric_modes=table.modes,
             compression=None if s["compression"] == "none" else s["compression"],
-            params={"stage_key": self.key, **s}, sources=[img.source for img in images])
+            params={"stage_key": self.key, **s}, sources=[img.source for img in images],
+            provenance=graph.provenance(self),
+            manifest_extra={"inputs": self._inputs_record(),
+                            "source_patches": self._source_record(images, by_image)})
         with writer:
             for image_id in self.progress(list(by_image), len(by_image), "WriteShards"):
-                original = read_rgb(image_path(self.input_dir("hr"), image_id))
-                candidates = [read_rgb(image_path(d, image_id))
-                              for d in self.candidate_dirs.values()]
-                lq = read_rgb(image_path(self.input_dir("lq"), image_id))
-                lq_vq = read_rgb(image_path(self.input_dir("lq_vqvae"), image_id))
-                for n in by_image[image_id]:
-                    x, y = int(patches["x"][n]), int(patches["y"][n])
-                    writer.add(
-                        gt_original=_crop(original, x, y, size),
-                        gt_candidates=np.stack([_crop(c, x, y, size) for c in candidates])
-                        if candidates else np.zeros((0, size, size, 3), np.uint8),
-                        labels=scored["labels"][n], scores=scored["scores"][n],
-                        lq=_crop(lq, x // scale, y // scale, size // scale),
-                        lq_vqvae=_crop(lq_vq, x // scale, y // scale, size // scale),
-                        image_id=image_id, x=x, y=y, source_index=source_index[image_id])
-        return {"samples": int(scored["keep"].sum()), "patches_selected": len(patches["x"])}
+                self._write_image(writer, image_id, by_image[image_id], patches, table,
+                                  source_index[image_id])
+        return {"samples": int(table.keep.sum()), "patches_selected": len(patches["x"])}
+
+    def _write_image(self, writer: ShardWriter, image_id: str, rows: list[int], patches: dict,
+                     table, source: int) -> None:
+        scale, size = self.settings["scale"], int(patches["size"])
+        original = read_rgb(image_path(self.input_dir("hr"), image_id))
+        candidates = [read_rgb(image_path(d, image_id)) for d in self.candidate_dirs.values()]
+        lq = read_rgb(image_path(self.input_dir("lq"), image_id))
+        lq_vq = read_rgb(image_path(self.input_dir("lq_vqvae"), image_id))
+        for n in rows:
+            x, y = int(patches["x"][n]), int(patches["y"][n])
+            writer.add(
+                gt_original=_crop(original, x, y, size),
+                gt_candidates=np.stack([_crop(c, x, y, size) for c in candidates])
+                if candidates else np.zeros((0, size, size, 3), np.uint8),
+                labels=table.labels[n], vote_counts=table.vote_counts[n], scores=table.scores[n],
+                lq=_crop(lq, x // scale, y // scale, size // scale),
+                lq_vqvae=_crop(lq_vq, x // scale, y // scale, size // scale),
+                image_id=image_id, x=x, y=y, source_index=source)
+
+    def _inputs_record(self) -> dict:
+        """Every entry of the input folder: how many, how many built, and the rejects."""
+        ingest = self.input_stages()["hr"]
+        rejects = ingest.rejects()
+        built = len(ingest.images())
+        return {"entries": built + len(rejects), "built": built, "rejected": len(rejects),
+                "rejects": rejects}
+
+    def _source_record(self, images, by_image: dict[str, list[int]]) -> list[dict]:
+        """Per source (the `sources` order): grid positions, how many passed the texture test
+        in each version, how many SelectPatches kept, and how many samples were written."""
+        stats = self.input_stages()["patches"].stats()
+        return [{"image_id": img.id, "grid_positions": stats[img.id]["positions"],
+                 "passed_texture": stats[img.id]["passed"],
+                 "selected": stats[img.id]["kept"], "samples": len(by_image.get(img.id, []))}
+                for img in images]

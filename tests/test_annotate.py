@@ -24,10 +24,14 @@ P, S, N = annotate.POSITIVE, annotate.SIMILAR, annotate.NEGATIVE
     ([P, P, S], P), ([N, N, P], N), ([S, S, P], S),
     ([P, S, N], S),            # HGGT: a three-way split is Similar
     ([P, N], S), ([P, P, N, N], S), ([P, P, S, S], S),  # ties for the most votes
-    ([P, P, S, N], P), ([N], N), ([], S),
+    ([P, P, S, N], S),         # 2 of 4 is no majority
+    ([P, P, P, N], P), ([N, N, N, S, P], N), ([N], N), ([], S),
 ])
 def test_majority_and_ties(votes, expected):
-    assert annotate.majority(np.array([votes], np.int8).reshape(1, len(votes)))[0] == expected
+    votes = np.array([votes], np.int8).reshape(1, len(votes))
+    assert annotate.majority(votes)[0] == expected
+    counts = annotate.vote_counts(votes)[0]
+    assert counts.tolist() == [int((votes == v).sum()) for v in (N, S, P)]
 
 
 def test_lower_is_better_metric_votes_the_right_way():

@@ -1,11 +1,13 @@
 """The caching core: keys, atomic publishing, and what reruns when something changes."""
 
 import json
+import os
+from pathlib import Path
 
 import luigi
 import pytest
 
-from pipeline import cache
+from pipeline import cache, durable
 from tasks.base import Stage
 from tests.conftest import run_tasks
 
@@ -102,7 +104,7 @@ def test_manifest_lists_files_with_hashes(runs):
     assert manifest["key"] == task.key and manifest["stage"] == "CacheSink"
     assert manifest["inputs"]["middle"]["key"] == CacheMiddle().key
     [entry] = manifest["files"]
-    assert entry["sha256"] == cache.sha256_file(task.out_dir / "value.txt")
+    assert entry["sha256"] == durable.sha256_file(task.out_dir / "value.txt")
     assert manifest["versions"]["torch"]
 
 
@@ -130,3 +132,23 @@ def test_default_build_has_every_candidate_and_tests_can_drop_them(build_env):
     assert candidate_stages() == {}                      # build_env: the original only
     build_env.set("gtforge", "candidates", "elan_blur, fused")
     assert list(candidate_stages()) == ["elan_blur", "fused"]
+
+
+def test_publish_syncs_every_file_before_the_manifest_and_the_rename(tmp_path, monkeypatch):
+    partial, final = tmp_path / ".partial-k", tmp_path / "k"
+    (partial / "images").mkdir(parents=True)
+    (partial / "images" / "a.png").write_bytes(b"a")
+    (partial / "b.json").write_text("{}")
+    events: list[tuple[str, str]] = []
+    real_fsync, real_dir, real_rename = os.fsync, durable.fsync_dir, os.rename
+    monkeypatch.setattr(os, "fsync", lambda fd: (events.append(
+        ("fsync", os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])), real_fsync(fd))[1])
+    monkeypatch.setattr(durable, "fsync_dir", lambda p: (events.append(("dir", Path(p).name)),
+                                                          real_dir(p))[1])
+    monkeypatch.setattr(os, "rename", lambda a, b: (events.append(("rename", Path(b).name)),
+                                                    real_rename(a, b))[1])
+    cache.publish(partial, final, {"stage": "X"})
+    assert cache.is_complete(final)
+    manifest = next(i for i, e in enumerate(events) if e[0] == "fsync" and "manifest" in e[1])
+    assert {("fsync", "a.png"), ("fsync", "b.json"), ("dir", "images")} <= set(events[:manifest])
+    assert events[-3:-1] == [("rename", "k"), ("dir", tmp_path.name)]  # the new name, synced

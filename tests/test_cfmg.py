@@ -31,6 +31,12 @@ def test_cfmg_matches_the_design():
     tiny = CFMG(width=4).eval()
     out = tiny(torch.rand(2, 3, 37, 50), torch.tensor([0.0, 1.0]))  # padded to 48 x 64 inside
     assert out.shape == (2, 4, 25) and torch.isfinite(out).all()
+    # BGT: a softmax over the sources per ring before the ring sum (and fusion's after it)
+    torch.testing.assert_close(out.sum(1), torch.ones(2, 25))
+    raw = CFMG(width=4, source_softmax=False).eval()
+    raw.load_state_dict(tiny.state_dict())
+    logits = raw(torch.rand(1, 3, 32, 32), torch.tensor([0.5]))
+    assert not torch.allclose(logits.sum(1), torch.ones(1, 25))
 
 
 def test_cfmg_input_shifts_only_the_spatial_axes():

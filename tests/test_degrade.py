@@ -284,3 +284,36 @@ def test_stages_build_on_the_corpus(build_env):
     assert set(draws) == {f"{img.id}_{v}" for img in images for v in range(2)}
     assert not np.array_equal(read_rgb(image_path(enhancer.out_dir, f"{images[0].id}_0")),
                               read_rgb(image_path(enhancer.out_dir, f"{images[0].id}_1")))
+
+
+def _identity_recipe(final_scale: int, mode: str) -> D.Recipe:
+    """No blur (a 1-tap kernel), no resize, no noise, JPEG 100: only the geometry is left."""
+    return D.Recipe(kernel_sizes=(1,), iso_prob=1.0, blur_sigma=(0.1, 0.1), sinc_prob=0.0,
+                    sinc_omega=(1.0, 1.0), resize_probs=(0.0, 0.0, 1.0), resize_range=(1.0, 1.0),
+                    resize_modes=(mode,), gaussian_prob=1.0, noise_sigma=(0.0, 0.0),
+                    poisson_scale=(0.0, 0.0), gray_noise_prob=0.0, jpeg_quality=(100, 100),
+                    final_scale=final_scale)
+
+
+@pytest.mark.parametrize("mode", ["area", "bilinear", "bicubic"])
+def test_lr_stays_aligned_with_the_hr_up_to_the_far_edge(mode):
+    """Stripes 4 HR pixels wide on a photo of odd width (1003) and height: LR column j must
+    be the block of HR columns 4j..4j+3 all the way to the right edge (resizing 1003 px
+    straight to 250 drifts by half an LR pixel there)."""
+    h, w = 301, 1003
+    cols = np.where((np.arange(w) // 4) % 2 == 0, 230, 20).astype(np.uint8)
+    hr = np.repeat(np.repeat(cols[None, :, None], h, axis=0), 3, axis=2)
+    lr = D.degrade(hr, _identity_recipe(4, mode), np.random.default_rng(0))
+    assert lr.shape == (h // 4, w // 4, 3)
+    expected = np.where(np.arange(w // 4) % 2 == 0, 230, 20)
+    assert np.abs(lr[..., 1].astype(int) - expected).max() <= 2  # old code: 156 to 233
+
+
+def test_the_last_resize_reuses_the_first_resize_mode(recipes):
+    """HGGT: one mode is drawn and used for the random resize and for the resize to the
+    output size."""
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        d = D.draw(recipes["sr"], rng)
+        assert not hasattr(d, "back_mode") and d.resize_mode in recipes["sr"].resize_modes
+    assert recipes["sr"].resize_probs == (0.1, 0.85, 0.05)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import cv2
 import lmdb
@@ -89,3 +90,11 @@ def test_export_refuses_a_non_empty_destination_and_unknown_kinds(tmp_path):
         export_folder(tmp_path / "shards", tmp_path / "busy")
     with pytest.raises(ValueError, match="unknown image kinds \\['gt_nope'\\]"):
         export_lmdb(tmp_path / "shards", tmp_path / "new", kinds=["gt_nope"])
+
+
+def test_export_writes_a_source_name_that_is_not_utf8_as_its_bytes(tmp_path):
+    odd = os.fsdecode(b"caf\xe9.png")
+    make_shards(tmp_path / "shards", sources=[odd, "plain.png"])
+    export_folder(tmp_path / "shards", tmp_path / "out")
+    raw = (tmp_path / "out" / "samples.csv").read_bytes()
+    assert b",caf\xe9.png," in raw and b",plain.png," in raw

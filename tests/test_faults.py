@@ -306,7 +306,8 @@ def test_bad_inputs_are_listed_and_good_ones_processed(build_env, tmp_path):
     for name, reason in bad.items():
         assert re.search(reason, rejects[name]), (name, rejects[name])
     manifest = json.loads((task.out_dir / cache.MANIFEST).read_text())
-    assert manifest["info"] == {"accepted": len(good), "rejected": len(bad)}
+    assert {k: manifest["info"][k] for k in ("accepted", "rejected", "entries")} == \
+        {"accepted": len(good), "rejected": len(bad), "entries": len(good) + len(bad)}
     assert graph.verify_output(task.out_dir) == []
 
 

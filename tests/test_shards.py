@@ -11,10 +11,13 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import shards
+from pipeline import durable, shards
 from pipeline.shards import ShardError, ShardSet, ShardWriter
 
 PATCH, SCALE = 16, 4
+
+
+SOURCES = ["a/photo one.png", "b/ünïcode.jpg"]
 
 
 def synthetic(n: int, k: int, m: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -24,19 +27,26 @@ def synthetic(n: int, k: int, m: int, seed: int = 0) -> dict[str, np.ndarray]:
     return {"gt_original": r.integers(0, 256, (n, PATCH, PATCH, 3), np.uint8),
             "gt_candidates": r.integers(0, 256, (n, k, PATCH, PATCH, 3), np.uint8),
             "labels": r.integers(-1, 2, (n, k)).astype(np.int8),
+            "vote_counts": r.integers(0, 4, (n, k, 3)).astype(np.uint8),
             "scores": r.normal(size=(n, k + 1, m)).astype(np.float32),
             "lq": r.integers(0, 256, (n, lr, lr, 3), np.uint8),
             "lq_vqvae": r.integers(0, 256, (n, lr, lr, 3), np.uint8)}
 
 
 def make_shards(out: Path, n: int = 7, k: int = 2, m: int = 3, per_shard: int = 3,
-                compression: str | None = None, seed: int = 0) -> dict[str, np.ndarray]:
-    """Write `n` synthetic samples into `out`; returns the arrays written."""
+                compression: str | None = None, seed: int = 0,
+                sources: list[str] = SOURCES) -> dict[str, np.ndarray]:
+    """Write `n` synthetic samples into `out`; returns the arrays written. Metric 0 is
+    lower-better and NR, metric 1 FR, the rest pairwise."""
     data = synthetic(n, k, m, seed)
     names, metrics = [f"cand{i}" for i in range(k)], [f"metric{i}" for i in range(m)]
+    modes = ["NR", "FR", *["pairwise"] * m][:m]
     with ShardWriter(out, samples_per_shard=per_shard, patch_size=PATCH, scale=SCALE,
                      candidate_names=names, metric_names=metrics, compression=compression,
-                     params={"seed": seed}, sources=["a/photo one.png", "b/ünïcode.jpg"]) as w:
+                     params={"seed": seed}, sources=sources,
+                     metric_lower_better=[i == 0 for i in range(m)], metric_modes=modes,
+                     provenance={"stages": {"FuseGT": {"settings": {"c": 0.3}}}},
+                     manifest_extra={"inputs": {"entries": 3, "built": 2, "rejected": 1}}) as w:
         for i in range(n):
             w.add(**{key: v[i] for key, v in data.items()}, image_id=f"{i:016x}",
                   x=4 * i, y=8, source_index=i % 2)
@@ -49,8 +59,8 @@ def read_plain(out: Path) -> dict[str, np.ndarray]:
     parts: dict[str, list] = {}
     for entry in manifest["shards"]:
         with h5py.File(out / entry["file"], "r") as f:
-            for name in ("gt_original", "gt_candidates", "labels", "scores", "lq", "lq_vqvae",
-                         "meta"):
+            for name in ("gt_original", "gt_candidates", "labels", "vote_counts", "scores", "lq",
+                         "lq_vqvae", "meta"):
                 parts.setdefault(name, []).append(f[name][:])
     return {name: np.concatenate(v) for name, v in parts.items()}
 
@@ -63,7 +73,10 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
     assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.h5" for i in range(3)]
     assert manifest["samples"] == 7 and manifest["format_version"] == 1
+    assert manifest["format_minor_version"] == 1 and manifest["inputs"]["rejected"] == 1
     assert manifest["sources"] == ["a/photo one.png", "b/ünïcode.jpg"]
+    assert manifest["metric_modes"] == ["NR", "FR", "pairwise"]
+    assert manifest["provenance"]["stages"]["FuseGT"]["settings"]["c"] == 0.3
     back = read_plain(tmp_path)
     for name, value in data.items():
         np.testing.assert_array_equal(back[name], value, err_msg=name)
@@ -77,6 +90,12 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
             ["cand0", "cand1"]
         assert [n.decode() for n in f["scores"].attrs["metric_names"]] == \
             ["metric0", "metric1", "metric2"]
+        assert f["scores"].attrs["metric_lower_better"].tolist() == [1, 0, 0]
+        assert [m.decode() for m in f["scores"].attrs["metric_modes"]] == manifest["metric_modes"]
+        assert [c.decode() for c in f["vote_counts"].attrs["columns"]] == \
+            ["negative", "similar", "positive"]
+        assert f.attrs["format_minor_version"] == 1
+        assert json.loads(f.attrs["provenance"]) == manifest["provenance"]
         assert [s.decode() for s in f["sources"][:]] == manifest["sources"]
         assert f["gt_original"].chunks == (1, PATCH, PATCH, 3)
         assert f["gt_candidates"].chunks == (1, 1, PATCH, PATCH, 3)
@@ -91,9 +110,13 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
 def test_last_partial_shard_holds_no_empty_chunks(tmp_path):
     make_shards(tmp_path / "seven", n=7, per_shard=3)
     make_shards(tmp_path / "one", n=1, per_shard=1)
-    last = (tmp_path / "seven" / "shard-00002.h5").stat().st_size
-    assert last == (tmp_path / "one" / "shard-00000.h5").stat().st_size
-    assert last < (tmp_path / "seven" / "shard-00000.h5").stat().st_size
+    last = tmp_path / "seven" / "shard-00002.h5"
+    with h5py.File(last, "r") as f:
+        for name in ("gt_original", "gt_candidates", "lq", "lq_vqvae"):
+            assert f[name].id.get_num_chunks() == int(np.prod(f[name].shape[:-3])), name
+    one = (tmp_path / "one" / "shard-00000.h5").stat().st_size
+    assert abs(last.stat().st_size - one) < 4096          # a one-sample shard, metadata aside
+    assert last.stat().st_size < (tmp_path / "seven" / "shard-00000.h5").stat().st_size
     assert not list((tmp_path / "seven").glob(".*"))      # no temporary file left
 
 
@@ -122,7 +145,7 @@ def test_same_samples_give_byte_identical_shards(tmp_path):
     digest = {d: [s["sha256"] for s in shards.read_manifest(tmp_path / d)["shards"]]
               for d in "abc"}
     assert digest["a"] == digest["b"] != digest["c"]
-    assert digest["a"][0] == shards.sha256_file(tmp_path / "a" / "shard-00000.h5")
+    assert digest["a"][0] == durable.sha256_file(tmp_path / "a" / "shard-00000.h5")
 
 
 def test_summary_reports_the_set(tmp_path):
@@ -144,7 +167,7 @@ def _rehash(out: Path) -> None:
     """Make the manifest's sha256 match the files again (to reach the schema checks)."""
     manifest = json.loads((out / "manifest.json").read_text())
     for s in manifest["shards"]:
-        s["sha256"] = shards.sha256_file(out / s["file"])
+        s["sha256"] = durable.sha256_file(out / s["file"])
     (out / "manifest.json").write_text(json.dumps(manifest))
 
 
@@ -289,3 +312,70 @@ def test_the_plain_h5py_example_in_the_docs_runs(tmp_path):
     exec(code.replace('Path("data/out/demo")', f"Path({str(tmp_path)!r})"), scope)
     assert scope["source"] in ("a/photo one.png", "b/ünïcode.jpg")
     assert scope["target"].shape == (PATCH, PATCH, 3) and scope["names"] == ["cand0", "cand1"]
+
+
+def test_a_source_name_that_is_not_utf8_keeps_its_bytes(tmp_path):
+    odd = os.fsdecode(b"photos/caf\xe9.png")  # written by a Latin-1 system
+    make_shards(tmp_path, sources=[odd, "plain.png"])
+    shards.verify(tmp_path)
+    with h5py.File(tmp_path / "shard-00000.h5", "r") as f:
+        assert f["sources"][0] == b"photos/caf\xe9.png"
+    assert os.fsencode(shards.read_manifest(tmp_path)["sources"][0]) == b"photos/caf\xe9.png"
+
+
+def _as_version_1_0(out: Path) -> None:
+    """Rewrite a set as the code before minor versions wrote it (no vote_counts, no metric
+    attributes, no provenance, no minor version)."""
+    for path in out.glob("shard-*.h5"):
+        with h5py.File(path, "r+") as f:
+            del f["vote_counts"]
+            for name in ("format_minor_version", "provenance"):
+                del f.attrs[name]
+            for name in ("metric_lower_better", "metric_modes"):
+                del f["scores"].attrs[name]
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key in ("format_minor_version", "provenance", "metric_modes", "metric_lower_better",
+                "inputs"):
+        del manifest[key]
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    _rehash(out)
+
+
+def test_readers_of_1_1_read_a_1_0_set(tmp_path):
+    from pipeline.dataset import ShardDataset
+
+    data = make_shards(tmp_path)
+    _as_version_1_0(tmp_path)
+    shards.verify(tmp_path)
+    assert shards.summary(tmp_path)["format_version"] == "1.0"
+    reader = ShardSet(tmp_path)
+    assert reader.shard(0).vote_counts is None
+    np.testing.assert_array_equal(reader.shard(1).labels, data["labels"][3:6])
+    assert ShardDataset(tmp_path, crop=8)[0]["gt"].shape == (3, 8, 8)
+
+
+def test_vote_counts_round_trip(tmp_path):
+    data = make_shards(tmp_path)
+    reader = ShardSet(tmp_path)
+    np.testing.assert_array_equal(reader.shard(2).vote_counts, data["vote_counts"][6:])
+
+
+def test_shards_are_durable_before_the_manifest_names_them(tmp_path, monkeypatch):
+    events: list[tuple[str, str]] = []
+    for name in ("fsync_file", "fsync_dir"):
+        real = getattr(durable, name)
+        monkeypatch.setattr(durable, name, lambda p, real=real, name=name: (
+            events.append((name, Path(p).name)), real(p))[1])
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda a, b: (
+        events.append(("rename", Path(b).name)), real_replace(a, b))[1])
+    make_shards(tmp_path / "set")
+    renames = []
+    for shard in ("shard-00000.h5", "shard-00001.h5", "shard-00002.h5"):
+        renames.append(events.index(("rename", shard)))
+        synced = [i for i, (kind, name) in enumerate(events)
+                  if kind == "fsync_file" and name.startswith(f".{shard}.")]  # .tmp or .compact
+        assert synced and synced[0] < renames[-1]                             # data, then name
+    manifest = events.index(("rename", "manifest.json"))
+    assert ("fsync_dir", "set") in events[max(renames):manifest]  # the shards' names first
+    assert events[manifest + 1] == ("fsync_dir", "set")           # then the manifest's
