@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 SAMPLE := data/sample
 
-.PHONY: demo test install sample lint clean luigid luigid-stop
+.PHONY: demo test install sample lint clean luigid luigid-stop quality
 
 install: $(INSTALLED)
 
@@ -19,8 +19,14 @@ $(INSTALLED): setup.cfg pyproject.toml
 sample: $(INSTALLED)
 	$(VENV)/bin/gtforge sample $(SAMPLE)
 
+# Two workers with one torch thread each: the tiny networks run side by side on two cores.
 demo: sample
-	$(VENV)/bin/gtforge build --local-scheduler --input-dir $(SAMPLE)
+	$(VENV)/bin/gtforge build --local-scheduler --workers 2 --threads 1 --input-dir $(SAMPLE)
+
+# The quality benchmark (docs/QUALITY.md): clean references, imperfect GTs, a build and its
+# measurement against the truth; about 25 minutes on 2 cores.
+quality: $(INSTALLED)
+	$(PY) -m bench.bench_quality --dir data/quality
 
 test: $(INSTALLED)
 	$(VENV)/bin/ruff check pipeline tasks models tests bench examples

@@ -32,6 +32,7 @@ import cv2
 import numpy as np
 
 from pipeline import degrade as D
+from pipeline.conversions import to_uint8
 from pipeline.imageio import read_rgb
 from pipeline.sample import copy_sample_corpus
 from tasks.degrade import load_recipe
@@ -168,7 +169,7 @@ def breakdown(images, bs, repeats: int) -> None:
                            lambda: [bs.random_add_gaussian_noise(x, (10, 10)) for x in unit]),
         "Poisson noise": (lambda: [D.add_noise(x.copy(), d_pois, rng) for x in f32],
                           lambda: [bs.random_add_poisson_noise(x, (0.7, 0.7)) for x in unit]),
-        "JPEG q90": (lambda: [D.jpeg(D.to_uint8(x), 90) for x in f32],
+        "JPEG q90": (lambda: [D.jpeg(to_uint8(x), 90) for x in f32],
                      lambda: [bs.add_jpg_compression(x, 90) for x in unit]),
     }
     print(f"\nper operation, ms per megapixel ({mp:.2f} MP, best of {repeats}):\n")

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from pipeline import annotate, iqa
+from pipeline.conversions import to_tensor
 from pipeline.imageio import read_rgb
 from pipeline.patches import texture_mask
 from pipeline.sample import copy_sample_corpus
@@ -93,9 +94,9 @@ def speed(args) -> None:
             kwargs = {"pretrained_model_path": str(iqa.niqe_params_file())} if n == "niqe" else {}
             for i in range(len(patches)):
                 metric = pyiqa.create_metric(n, device="cpu", **kwargs)
-                x = iqa.to_tensor(patches[i])
+                x = to_tensor(patches[i])
                 with torch.no_grad():
-                    metric(x) if r is None else metric(x, iqa.to_tensor(r[i]))
+                    metric(x) if r is None else metric(x, to_tensor(r[i]))
 
         naive = best_of(per_patch, 1)
         n = len(patches)

@@ -38,6 +38,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from models.nafblock import NAFBlock
+from models.small_sr import SmallSR
 from pipeline.dataset import ShardBatchSampler, ShardDataset, to_float
 from pipeline.device import resolve_device
 from pipeline.shards import ShardSet
@@ -82,23 +83,6 @@ class RefinerUNet(nn.Module):
         for up, decoder, skip in zip(self.ups, self.decoders, reversed(skips), strict=True):
             h = decoder(up(h) + skip)
         return x + self.ending(h)
-
-
-class SmallSR(nn.Module):
-    """(N,3,h,w) LR in [0,1] -> (N,3,h*scale,w*scale): NAF blocks at LR, a pixel-shuffle
-    upsampler, added to the bilinear upsampling of the input."""
-
-    def __init__(self, width: int = 32, blocks: int = 4, scale: int = 4):
-        super().__init__()
-        self.scale = scale
-        self.head = nn.Conv2d(3, width, 3, padding=1)
-        self.body = nn.Sequential(*[NAFBlock(width) for _ in range(blocks)])
-        self.up = nn.Sequential(nn.Conv2d(width, 3 * scale * scale, 3, padding=1),
-                                nn.PixelShuffle(scale))
-
-    def forward(self, lq: torch.Tensor) -> torch.Tensor:
-        base = F.interpolate(lq, scale_factor=self.scale, mode="bilinear", align_corners=False)
-        return base + self.up(self.body(self.head(lq)))
 
 
 def local_variance(residual: torch.Tensor, ksize: int = 3) -> torch.Tensor:

@@ -29,9 +29,33 @@ import torch
 from pipeline import durable, iqa
 
 POSITIVE, SIMILAR, NEGATIVE = 1, 0, -1
+# In `metrics`, "judge" stands for the three heads of gtforge's learned judge (pipeline.judge).
+JUDGE = "judge"
 LABEL_NAMES = {POSITIVE: "positive", SIMILAR: "similar", NEGATIVE: "negative"}
 FR_POLICIES = ("vote", "veto", "ignore")
 DIFFERENCE_MEASURES = ("mean_diff", "mad", "ssim")
+
+
+def annotator_names(metrics: Sequence[str]) -> list[str]:
+    """The annotators of a `metrics` setting: a pyiqa name is one, "judge" is the judge's
+    three heads (judge_psnr, judge_ssim, judge_edges)."""
+    from pipeline.judge import HEADS
+
+    return [n for m in metrics for n in ([f"{JUDGE}_{h}" for h in HEADS] if m == JUDGE else [m])]
+
+
+def annotator_info(name: str) -> iqa.MetricInfo:
+    """Mode and direction of an annotator: a judge head is pairwise (it compares the
+    candidate with the original, in dB, higher is better); others are pyiqa metrics."""
+    if name.startswith(f"{JUDGE}_"):
+        return iqa.MetricInfo(name, "pairwise", lower_better=False,
+                              score_range="dB closer than the original")
+    return iqa.metric_info(name)
+
+
+def pairwise_scores(gains: np.ndarray) -> np.ndarray:
+    """A judge's gains (N,K,M) as scores (N,K+1,M): row 0, the original against itself, 0."""
+    return np.concatenate([np.zeros_like(gains[:, :1]), gains], axis=1).astype(np.float32)
 
 
 def score_patches(original: np.ndarray, candidates: np.ndarray, metrics: Sequence[str],
@@ -192,7 +216,8 @@ class ScoreTable:
     """ScorePatches' output over the SelectPatches order (N patches, K candidates, M metrics):
     keep bool (N,), labels int8 (N,K), vote_counts uint8 (N,K,3) (voters saying -1, 0, +1),
     scores float32 (N,K+1,M) (row 0 the original), votes int8 (N,K,M), candidate_names (K,),
-    metric_names (M,), lower_better bool (M,), modes (M,) "NR" / "FR" / "pairwise"."""
+    metric_names (M,), lower_better bool (M,), modes (M,) "NR" / "FR" / "pairwise", and the
+    vote margins used (M,), in each metric's units."""
 
     keep: np.ndarray
     labels: np.ndarray
@@ -203,6 +228,7 @@ class ScoreTable:
     metric_names: list[str]
     lower_better: list[bool]
     modes: list[str]
+    margins: list[float]
 
 
 _NAME_LISTS = ("candidate_names", "metric_names", "modes")
@@ -227,4 +253,5 @@ def load_scores(path: Path) -> ScoreTable:
     for name in _NAME_LISTS:
         values[name] = [str(v) for v in values[name]]
     values["lower_better"] = [bool(v) for v in values["lower_better"]]
+    values["margins"] = [float(v) for v in values["margins"]]
     return ScoreTable(**values)

@@ -60,37 +60,55 @@ def sample_crops(rng: np.random.Generator, stack: Callable[[int], list[np.ndarra
 
 
 class Perceptual:
-    """P(images) = sum_m weight_m * metric_m(images), each metric created by `factory(name,
-    device, as_loss=True)` (pipeline.iqa.create_metric) and called on float [0,1] NCHW images,
-    returning a scalar (the batch mean). A lower-better metric (NIQE) needs a negative weight,
-    a higher-better one a positive weight, so that a larger P is always better."""
+    """P(fused, gt) = sum_m weight_m * score_m, a differentiable quality prior (higher is
+    better). A pyiqa metric is created by `factory(name, device, as_loss=True)`
+    (pipeline.iqa.create_metric) and scores the fused image alone; "judge" is gtforge's
+    pairwise judge (`judge`, a models.judge.PairJudge), scoring how many dB closer the fused
+    image is than the GT (mean over its heads). A lower-better metric (NIQE) needs a negative
+    weight, a higher-better one a positive weight, so that a larger P is always better."""
 
     def __init__(self, weights: Mapping[str, float], device: torch.device | str,
-                 factory: MetricFactory):
+                 factory: MetricFactory, judge: torch.nn.Module | None = None):
         if not weights:
             raise ValueError("TrainMaskGenerator metrics: give at least one {name: weight}")
         self.terms = []
         for name, weight in weights.items():
-            metric = factory(name, device, as_loss=True)
-            lower_better = bool(getattr(metric, "lower_better", False))
+            if name == "judge":
+                if judge is None:
+                    raise ValueError("TrainMaskGenerator metrics name the judge, but no judge "
+                                     "was given")
+                metric, lower_better = _judge_term(judge.requires_grad_(False)), False
+            else:
+                metric = factory(name, device, as_loss=True)
+                lower_better = bool(getattr(metric, "lower_better", False))
             if weight == 0 or (weight > 0) == lower_better:
                 better = "lower" if lower_better else "higher"
                 raise ValueError(f"IQA metric {name!r} is {better}-better: its weight must be "
                                  f"{'negative' if lower_better else 'positive'}, got {weight}")
             self.terms.append((name, float(weight), metric))
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """(P as a differentiable scalar, {metric name: raw batch-mean score})."""
+    def __call__(self, images: torch.Tensor,
+                 reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        """(P as a differentiable scalar, {metric name: raw batch-mean score}) for images and
+        their GTs, float [0,1] NCHW."""
         total, raw = images.new_zeros(()), {}
         for name, weight, metric in self.terms:
-            score = metric(images).mean()
+            score = (metric(images, reference) if name == "judge" else metric(images)).mean()
             raw[name] = float(score.detach())
             total = total + weight * score.to(images.dtype)
         return total, raw
 
 
+def _judge_term(judge: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    from pipeline.judge import in_db
+
+    judge.eval()
+    return lambda images, reference: in_db(judge(reference, images)).mean(dim=1)
+
+
 def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
-              perceptual: Callable[[torch.Tensor], tuple[torch.Tensor, dict[str, float]]]
+              perceptual: Callable[[torch.Tensor, torch.Tensor],
+                                   tuple[torch.Tensor, dict[str, float]]]
               ) -> tuple[torch.Tensor, dict[str, float]]:
     """The objective on one batch: sources (B,S,3,h,w) in [0,1], source 0 the GT; returns
     (loss, {loss, mse (on [-1,1]), P, c, metric scores}). P sees the fused image clipped to
@@ -99,7 +117,7 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
     logits = model(gt, torch.full((len(gt),), c, device=gt.device))
     fused = fuse_logits(sources, logits)
     mse = 4.0 * F.mse_loss(fused, gt)  # on [-1, 1], as BGT
-    p, raw = perceptual(fused.clamp(0, 1))
+    p, raw = perceptual(fused.clamp(0, 1), gt)
     loss = (1 - c * c) * mse - c * c * p
     return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()),
                   "P": float(p.detach()), "c": c, **raw}

@@ -8,17 +8,18 @@ import sys
 from pathlib import Path
 
 # [gtforge] settings that `gtforge build` accepts as flags (passed to luigi as --gtforge-<name>).
-BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "candidates")
+BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "threads", "candidates",
+                  "references")
 
 
-def _build(args: argparse.Namespace) -> int:
-    """Run BuildDataset through luigi's own entry point, so retcodes from luigi.cfg apply."""
+def _run_luigi(root: str, args: argparse.Namespace) -> int:
+    """Run task `root` through luigi's own entry point (so retcodes from luigi.cfg apply) with
+    the build flags of `args`; returns the exit code."""
     from luigi.retcodes import run_with_retcodes
 
     import tasks  # noqa: F401  (registers the tasks and the packaged luigi.cfg)
-    from tasks.config import gtforge
 
-    argv = ["--module", "tasks", "BuildDataset", "--workers", str(args.workers)]
+    argv = ["--module", "tasks", root, "--workers", str(args.workers)]
     if args.local_scheduler:
         argv.append("--local-scheduler")
     elif args.scheduler_host:
@@ -32,14 +33,32 @@ def _build(args: argparse.Namespace) -> int:
     try:
         run_with_retcodes(argv + extra)
     except SystemExit as done:
-        code = int(done.code or 0)
-    else:
-        code = 0
+        return int(done.code or 0)
+    return 0
+
+
+def _build(args: argparse.Namespace) -> int:
+    """Build the dataset (BuildDataset) and print where it is."""
+    from tasks.config import gtforge
+
+    code = _run_luigi("BuildDataset", args)
     if code == 0:
         out = Path(args.out_dir or gtforge().out_dir)
         print(f"\nShards and manifest: {out.resolve()}")
         print(f"Report:              {(out / 'report' / 'index.html').resolve()}")
         _print_summary(out)
+    return code
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """Measure the build against clean references and train an SR network per target."""
+    from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
+
+    code = _run_luigi("EvaluateTargets", args) or _run_luigi("MeasureTruth", args)
+    if code == 0:
+        print(json.dumps({"truth": read_json(MeasureTruth(), TRUTH_JSON)["overall"],
+                          "evaluation": read_json(EvaluateTargets(), EVALUATION_JSON)},
+                         indent=1))
     return code
 
 
@@ -87,17 +106,21 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="gtforge", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
-    b = sub.add_parser("build", help="build the dataset (BuildDataset) with luigi")
-    where = b.add_mutually_exclusive_group()
-    where.add_argument("--local-scheduler", action="store_true", help="no luigid")
-    where.add_argument("--scheduler-host", help="luigid host (default from luigi.cfg)")
-    b.add_argument("--scheduler-port", type=int, default=8082)
-    b.add_argument("--workers", type=int, default=1)
-    for name in BUILD_SETTINGS:
-        b.add_argument(f"--{name.replace('_', '-')}", help=f"[gtforge] {name}")
-    b.add_argument("luigi_args", nargs=argparse.REMAINDER,
-                   help="further luigi arguments, e.g. --SelectPatches-crop-size 256")
-    b.set_defaults(func=_build)
+    for name, func, text in (
+            ("build", _build, "build the dataset (BuildDataset) with luigi"),
+            ("evaluate", _evaluate, "measure a build against clean references (--references) "
+                                    "and train an SR network on each target")):
+        b = sub.add_parser(name, help=text)
+        where = b.add_mutually_exclusive_group()
+        where.add_argument("--local-scheduler", action="store_true", help="no luigid")
+        where.add_argument("--scheduler-host", help="luigid host (default from luigi.cfg)")
+        b.add_argument("--scheduler-port", type=int, default=8082)
+        b.add_argument("--workers", type=int, default=1)
+        for setting in BUILD_SETTINGS:
+            b.add_argument(f"--{setting.replace('_', '-')}", help=f"[gtforge] {setting}")
+        b.add_argument("luigi_args", nargs=argparse.REMAINDER,
+                       help="further luigi arguments, e.g. --SelectPatches-crop-size 256")
+        b.set_defaults(func=func)
 
     for name, func, text in (("verify", _verify, "check every shard against the manifest"),
                              ("inspect", _inspect, "print a summary of a shard set")):

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from pipeline.conversions import to_uint8
+
 INTERPOLATION = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR,
                  "bicubic": cv2.INTER_CUBIC}
 RESIZE_DIRECTIONS = ("up", "down", "keep")
@@ -251,11 +253,6 @@ def blur(rgb: np.ndarray, d: Draw) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ noise
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    """Round and clip a float image on the 0-255 scale to uint8 (one pass each)."""
-    return cv2.convertScaleAbs(np.maximum(x, 0.0))  # saturating round to nearest
-
 
 _GUIDE_BITS = 12  # guide cells per level: 4096
 _LITTLE = np.little_endian

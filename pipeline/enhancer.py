@@ -21,9 +21,9 @@ from torch import nn
 from models.elan import ELAN
 from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
-from pipeline.iqa import to_tensor
+from pipeline.conversions import to_images, to_tensor
 from pipeline.losses import LossWeights, PerceptualLoss, gan_loss
-from pipeline.sr import sample_pairs, to_uint8
+from pipeline.sr import sample_pairs
 from pipeline.tiling import tiled_apply
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {"rcan": RCAN, "elan": ELAN}
@@ -133,4 +133,4 @@ def enhance(model: nn.Module, rgb: np.ndarray, tile: int, overlap: int,
     """Apply a 1x generator to uint8 RGB HWC `rgb` in overlapping tiles of `tile` pixels
     (pipeline.tiling.tiled_apply). Returns uint8 RGB HWC of the same size (clipped, rounded)."""
     out = tiled_apply(model.eval(), to_tensor(rgb, device), tile, overlap)
-    return to_uint8(out[0])
+    return to_images(out[0])

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline.conversions import to_tensor
+
 NIQE_FILE = "niqe_modelparameters.mat"
 # Patches per forward pass that scored fastest on 2 CPU cores (bench/bench_iqa.py); others: 8.
 BATCH_SIZES = {"niqe": 16, "piqe": 16, "gmsd": 64, "psnr": 64, "ssim": 1, "entropy": 1}
@@ -234,17 +236,6 @@ def _create_metric(name: str, device: str, as_loss: bool, folder: str):
 def clear_metric_cache() -> None:
     """Forget every created metric (tests; freeing memory)."""
     _create_metric.cache_clear()
-
-
-def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 RGB (N,H,W,3) or (H,W,3) -> float32 [0,1] NCHW tensor on `device`."""
-    images = np.asarray(images)
-    if images.dtype != np.uint8 or images.shape[-1] != 3 or images.ndim not in (3, 4):
-        raise ValueError(f"expected uint8 RGB HWC or NHWC, got {images.dtype} {images.shape}")
-    if images.ndim == 3:
-        images = images[None]
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
-    return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
 
 @torch.no_grad()

@@ -58,6 +58,16 @@ class StageRow:
 
 
 @dataclass
+class Table:
+    """A table of text cells: `header` (columns) and `rows`, under a title, with a caption."""
+
+    title: str
+    header: list[str]
+    rows: list[list[object]]
+    caption: str = ""
+
+
+@dataclass
 class ReportData:
     title: str
     created: str
@@ -67,6 +77,8 @@ class ReportData:
     figures: dict[str, list[Figure]] = field(default_factory=dict)
     rejects: list[dict[str, str]] = field(default_factory=list)
     stages: list[StageRow] = field(default_factory=list)
+    # Section title -> tables (the quality measured against clean references), after the summary.
+    tables: dict[str, list[Table]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -224,6 +236,17 @@ def _figures_html(figures: Sequence[Figure]) -> str:
                    f"<span class='muted'>{text(f.caption)}</span></div></div>" for f in figures)
 
 
+def _tables_html(tables: Sequence[Table]) -> str:
+    out = []
+    for t in tables:
+        head = "".join(f"<th>{text(h)}</th>" for h in t.header)
+        rows = "".join("<tr>" + "".join(f"<td>{text(c)}</td>" for c in row) + "</tr>"
+                       for row in t.rows)
+        out.append(f"<h3>{text(t.title)}</h3><table><tr>{head}</tr>{rows}</table>"
+                   f"<p class='muted'>{text(t.caption)}</p>")
+    return "".join(out)
+
+
 def _rejects_html(rejects: Sequence[Mapping[str, str]]) -> str:
     if not rejects:
         return "<p>No input file was rejected.</p>"
@@ -258,6 +281,8 @@ def render_html(data: ReportData) -> str:
     sections = [("summary", "Summary", _summary_html(data)
                  + "".join(f"<p class='muted'>{text(n)}</p>" for n in data.notes)),
                 ("samples", "Sample patches", _samples_html(data.samples))]
+    for i, (title, tables) in enumerate(data.tables.items()):
+        sections.insert(1 + i, (f"table{i}", title, _tables_html(tables)))
     for i, (title, figs) in enumerate(data.figures.items()):
         sections.append((f"fig{i}", title, _figures_html(figs)))
     sections += [("rejects", f"Rejected inputs ({len(data.rejects)})", _rejects_html(data.rejects)),

@@ -1,9 +1,18 @@
-"""The embedded sample corpus: real photographs that scikit-image ships."""
+"""The embedded sample corpus (real photographs that scikit-image ships), and the quality
+benchmark's set made from it: clean references and imperfect GTs."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.conversions import to_uint8
+from pipeline.degrade import jpeg
+from pipeline.imageio import write_rgb
+from pipeline.seeding import rng
 
 SAMPLE_FILES = (
     "astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png", "coffee.png",
@@ -26,3 +35,40 @@ def copy_sample_corpus(dest: Path) -> list[Path]:
             shutil.copyfile(source / name, target)
         copies.append(target)
     return copies
+
+
+# The residual degradations of the quality benchmark's imperfect GTs (docs/QUALITY.md): what a
+# photographed GT still carries. Blur sigma in pixels, noise sigma on 0-255, JPEG quality.
+IMPERFECTIONS = {"blur": {"blur": (0.8, 1.3), "noise": (2.0, 2.0), "jpeg": 90},
+                 "noise": {"blur": (0.4, 0.4), "noise": (5.0, 8.0), "jpeg": 90}}
+
+
+def imperfect(clean: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndarray:
+    """An imperfect GT made from a clean uint8 RGB photo: Gaussian blur, Gaussian noise and a
+    JPEG round trip with the `kind` ranges of IMPERFECTIONS (blur-led or noise-led)."""
+    spec = IMPERFECTIONS[kind]
+    x = cv2.GaussianBlur(clean.astype(np.float32), (0, 0), rng.uniform(*spec["blur"]))
+    x += rng.standard_normal(x.shape, dtype=np.float32) * np.float32(rng.uniform(*spec["noise"]))
+    return jpeg(to_uint8(x), spec["jpeg"])
+
+
+def make_quality_corpus(dest: Path, seed: int = 0) -> dict[str, str]:
+    """The quality benchmark's set: dest/clean/<name>.png (the sample photographs, RGB) and
+    dest/imperfect/<name>.png (each made imperfect, blur-led and noise-led in turn by name
+    order, seeded by `seed`). The build sees only dest/imperfect. Returns {name: kind}."""
+    from PIL import Image
+
+    dest = Path(dest)
+    (dest / "clean").mkdir(parents=True, exist_ok=True)
+    (dest / "imperfect").mkdir(exist_ok=True)
+    photos = copy_sample_corpus(dest / "photos")
+    kinds = {}
+    for i, path in enumerate(sorted(photos)):
+        clean = np.asarray(Image.open(path).convert("RGB"))
+        kind = ("blur", "noise")[i % 2]
+        name = f"{path.stem}.png"
+        write_rgb(dest / "clean" / name, clean)
+        write_rgb(dest / "imperfect" / name, imperfect(clean, kind, rng(seed, path.name)))
+        kinds[name] = kind
+    shutil.rmtree(dest / "photos")
+    return kinds

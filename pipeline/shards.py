@@ -9,7 +9,8 @@ A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest
     labels         (N,K)           int8        +1 Positive, 0 Similar, -1 Negative
     vote_counts    (N,K,3)         uint8       annotators voting -1, 0, +1 (format 1.1)
     scores         (N,K+1,M)       float32     index 0 = original, attrs metric_names (M),
-                                               metric_lower_better, metric_modes (1.1)
+                                               metric_lower_better, metric_modes and
+                                               metric_margins (1.1)
     lq             (N,H/s,W/s,3)   uint8 RGB   degraded LR input (s = scale)
     lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
     meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
@@ -176,16 +177,17 @@ class ShardWriter:
     before it. Use as a context manager (the manifest is written on a clean exit only; on an
     exception the open shard is dropped) or call `close()`.
 
-    `metric_lower_better` (bools) and `metric_modes` ("NR", "FR" or "pairwise"), one per
-    metric, are written beside `metric_names`; `provenance` (JSON-ready: how the set was made)
+    `metric_lower_better` (bools), `metric_modes` ("NR", "FR" or "pairwise") and
+    `metric_margins` (the vote margins, NaN when unknown), one per metric, are written beside
+    `metric_names`; `provenance` (JSON-ready: how the set was made)
     goes into a root attribute and the manifest; `manifest_extra` adds manifest keys only.
     """
 
     def __init__(self, out_dir: Path, *, samples_per_shard: int, patch_size: int, scale: int,
                  candidate_names: list[str], metric_names: list[str], compression: str | None,
                  params: dict, sources: list[str], metric_lower_better: list[bool] | None = None,
-                 metric_modes: list[str] | None = None, provenance: dict | None = None,
-                 manifest_extra: dict | None = None):
+                 metric_modes: list[str] | None = None, metric_margins: list[float] | None = None,
+                 provenance: dict | None = None, manifest_extra: dict | None = None):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         if compression == "none":
@@ -203,8 +205,10 @@ class ShardWriter:
         k, m = len(self.candidate_names), len(self.metric_names)
         self.lower_better = [bool(v) for v in (metric_lower_better or [False] * m)]
         self.metric_modes = list(metric_modes or ["NR"] * m)
-        if len(self.lower_better) != m or len(self.metric_modes) != m:
-            raise ValueError(f"metric_lower_better and metric_modes need {m} values each")
+        self.margins = [float(v) for v in (metric_margins or [float("nan")] * m)]
+        if not len(self.lower_better) == len(self.metric_modes) == len(self.margins) == m:
+            raise ValueError(f"metric_lower_better, metric_modes and metric_margins need {m} "
+                             "values each")
         unknown = set(self.metric_modes) - set(METRIC_MODES)
         if unknown:
             raise ValueError(f"metric modes {sorted(unknown)}: known are {METRIC_MODES}")
@@ -345,6 +349,7 @@ class ShardWriter:
         f["scores"].attrs["metric_names"] = fixed_strings(self.metric_names)
         f["scores"].attrs["metric_lower_better"] = np.asarray(self.lower_better, np.int8)
         f["scores"].attrs["metric_modes"] = fixed_strings(self.metric_modes)
+        f["scores"].attrs["metric_margins"] = np.asarray(self.margins, np.float32)
         f.close()
         self.file, self.count, self.written = None, 0, 0
         final = self.out_dir / shard_name(len(self.shards))
@@ -395,6 +400,7 @@ class ShardWriter:
             "lq_size": self.patch_size // self.scale,
             "candidate_names": self.candidate_names, "metric_names": self.metric_names,
             "metric_lower_better": self.lower_better, "metric_modes": self.metric_modes,
+            "metric_margins": [None if v != v else v for v in self.margins],
             "compression": self.compression or "none",
             "samples": sum(s["samples"] for s in self.shards),
             "bytes": sum(s["bytes"] for s in self.shards),

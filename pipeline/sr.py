@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from models.rrdb import RRDBNet
-from pipeline.iqa import to_tensor
+from pipeline.conversions import to_tensor, to_uint8
 from pipeline.tiling import tiled_apply
 from pipeline.training import load_checkpoint, save_checkpoint
 
@@ -83,10 +83,12 @@ def _dihedral(image: np.ndarray, k: int) -> np.ndarray:
 
 
 def sample_pairs(rng: np.random.Generator, pair: Callable[[int], tuple[np.ndarray, np.ndarray]],
-                 count: int, batch: int, crop: int,
-                 scale: int) -> tuple[torch.Tensor, torch.Tensor]:
+                 count: int, batch: int, crop: int, scale: int,
+                 lr_pass: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """A training batch of aligned crops from pairs 0..count-1; `pair(i)` gives (hr, lr), uint8
-    RGB HWC with lr = (H//scale, W//scale). One random flip/rotation per crop.
+    RGB HWC with lr = (H//scale, W//scale). One random flip/rotation per crop; `lr_pass`, if
+    given, degrades each LR crop once more (drawing from `rng`).
 
     Returns lr (B,3,crop,crop) and hr (B,3,crop*scale,crop*scale), float32 [0,1].
     """
@@ -98,7 +100,8 @@ def sample_pairs(rng: np.random.Generator, pair: Callable[[int], tuple[np.ndarra
                              f"crop {crop}")
         y, x = int(rng.integers(lr.shape[0] - crop + 1)), int(rng.integers(lr.shape[1] - crop + 1))
         k = int(rng.integers(8))
-        lrs.append(_dihedral(lr[y:y + crop, x:x + crop], k))
+        patch = lr[y:y + crop, x:x + crop]
+        lrs.append(_dihedral(lr_pass(np.ascontiguousarray(patch), rng) if lr_pass else patch, k))
         hrs.append(_dihedral(hr[y * scale:(y + crop) * scale, x * scale:(x + crop) * scale], k))
     return to_tensor(np.stack(lrs)), to_tensor(np.stack(hrs))
 
@@ -115,17 +118,13 @@ def sr_train_step(model: RRDBNet, optimizer: torch.optim.Optimizer, lr: torch.Te
     return float(loss.detach())
 
 
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """(3,H,W) or (1,3,H,W) float [0,1] -> uint8 RGB HWC (clipped, rounded)."""
-    image = image.detach().float().reshape(-1, *image.shape[-2:]).clamp(0, 1).mul(255).round()
-    return image.byte().permute(1, 2, 0).cpu().numpy()
-
-
 def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap: int,
-                  device: torch.device | str = "cpu") -> np.ndarray:
+                  device: torch.device | str = "cpu", keep_low: float = 0.0) -> np.ndarray:
     """Variant `scale` of `gt` (uint8 RGB HWC): the model applied to the GT at `scale` times its
     resolution (see the module docstring), resized back to the GT size. Tiled: `tile` input
-    pixels per side with `overlap` (pipeline.tiling.tiled_apply). Returns uint8 RGB HWC, GT size.
+    pixels per side with `overlap` (pipeline.tiling.tiled_apply). With `keep_low` > 0 the
+    variant's Gaussian low-pass (sigma `keep_low` px) is replaced by the GT's: an SR model's
+    drift in tone or colour stays out, its detail stays in. Returns uint8 RGB HWC, GT size.
     """
     h, w = gt.shape[:2]
     m = model.scale
@@ -135,5 +134,8 @@ def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap
     with torch.no_grad():
         y = tiled_apply(model.eval(), to_tensor(x, device), tile, overlap, scale=m)[0]
     y = y.clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
-    back = cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA)
-    return np.clip(np.rint(back * 255), 0, 255).astype(np.uint8)
+    back = cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA) * 255
+    if keep_low > 0:
+        low = lambda v: cv2.GaussianBlur(v, (0, 0), keep_low)  # noqa: E731
+        back += low(gt.astype(np.float32)) - low(back)
+    return to_uint8(back)

@@ -3,6 +3,7 @@
 from tasks.config import gtforge
 from tasks.degrade import DegradeForEnhancer, DegradeLR
 from tasks.enhance import EnhanceHR
+from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
 from tasks.mask_generator import TrainMaskGenerator
@@ -12,13 +13,14 @@ from tasks.score_patches import ScorePatches
 from tasks.select_patches import SelectPatches
 from tasks.super_resolve import SuperResolveGT
 from tasks.train_enhancer import TrainEnhancer
+from tasks.train_judge import TrainJudge
 from tasks.train_sr import LoadSR, TrainSR
 from tasks.vqvae import TrainVQVAE2, VQVAEDegradeLR
 from tasks.write_shards import WriteShards
 
 __all__ = [
-    "BuildDataset", "DegradeForEnhancer", "DegradeLR", "EnhanceHR", "FuseGT", "IngestHR",
-    "LoadSR", "PublishDataset", "Report", "ScorePatches", "SelectPatches", "SuperResolveGT",
-    "TrainEnhancer", "TrainMaskGenerator", "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR",
-    "WriteShards", "gtforge",
+    "BuildDataset", "DegradeForEnhancer", "DegradeLR", "EnhanceHR", "EvaluateTargets", "FuseGT",
+    "IngestHR", "LoadSR", "MeasureTruth", "PublishDataset", "Report", "ScorePatches",
+    "SelectPatches", "SuperResolveGT", "TrainEnhancer", "TrainJudge", "TrainMaskGenerator",
+    "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR", "WriteShards", "gtforge",
 ]

@@ -35,14 +35,30 @@ class Stage(luigi.Task):
     global_settings: ClassVar[tuple[str, ...]] = ()
     # Keep the partial folder of a killed run (training checkpoints) instead of clearing it.
     resumable: ClassVar[bool] = False
+    # A network trains or runs: hold the `gpu` resource on a CUDA device (luigid runs one at a
+    # time per host), the `cpu` one on the CPU ([resources] in luigi.cfg).
+    heavy: ClassVar[bool] = False
+
+    @property
+    def resources(self) -> dict[str, int]:
+        if not self.heavy:
+            return {}
+        return {"cpu" if gtforge().device == "cpu" else "gpu": 1}
 
     def setting(self, name: str) -> Any:
         """One parameter's value, taken from the preset in luigi.cfg when it is None; also
         for parameters outside the key (checkpoint intervals, paths of weight files)."""
         value = getattr(self, name)
         if value is None:
-            value = preset_setting(self.get_task_family(), name, dict(self.get_params())[name])
+            value = preset_setting(self.get_task_family(), name, dict(self.get_params())[name],
+                                   self.variant)
         return value
+
+    @property
+    def variant(self) -> str | None:
+        """A name whose own luigi.cfg sections come first ([<preset>.<Stage>.<variant>]),
+        e.g. an enhancer's backbone; None for most stages."""
+        return None
 
     @cached_property
     def settings(self) -> dict[str, Any]:
@@ -118,6 +134,10 @@ class Stage(luigi.Task):
 
     def run(self) -> None:
         started = time.time()
+        if self.heavy and gtforge().threads:
+            import torch  # only stages that run a network need it
+
+            torch.set_num_threads(gtforge().threads)
         if self.partial_dir.exists() and not self.resumable:
             shutil.rmtree(self.partial_dir)
         self.partial_dir.mkdir(parents=True, exist_ok=True)

@@ -28,19 +28,26 @@ class gtforge(luigi.Config):  # noqa: N801  (the section name users write in lui
     workdir = luigi.Parameter()
     out_dir = luigi.Parameter()
     device = luigi.Parameter(significant=False)
+    threads = luigi.IntParameter(significant=False)  # torch threads per worker; 0: torch's
     seed = luigi.IntParameter()
     scale = luigi.IntParameter()
     candidates = luigi.Parameter()
+    references = luigi.Parameter(significant=False)  # clean photos: the build is measured
+    evaluate = luigi.BoolParameter(significant=False)  # and SR networks trained on its targets
 
     def candidate_names(self) -> list[str]:
         return [c.strip() for c in self.candidates.split(",") if c.strip()]
 
 
-def preset_setting(stage: str, name: str, param: luigi.Parameter):
-    """The value of setting `name` of `stage` from [<preset>.<stage>], else [paper.<stage>]."""
+def preset_setting(stage: str, name: str, param: luigi.Parameter, variant: str | None = None):
+    """The value of setting `name` of `stage` from [<preset>.<stage>], else [paper.<stage>];
+    with a `variant` (e.g. a backbone), [<preset>.<stage>.<variant>] and
+    [paper.<stage>.<variant>] come first in each."""
     cfg = luigi.configuration.get_config()
     preset = gtforge().preset
-    for section in (f"{preset}.{stage}", f"paper.{stage}"):
+    sections = [f"{p}.{stage}{suffix}" for p in (preset, "paper")
+                for suffix in ((f".{variant}",) if variant else ()) + ("",)]
+    for section in sections:
         if cfg.has_option(section, name):
             return param.parse(cfg.get(section, name))
     raise KeyError(f"luigi.cfg has no default for {stage}.{name}: add it to [paper.{stage}]")

@@ -8,14 +8,13 @@ from pathlib import Path
 import luigi
 
 from pipeline.device import resolve_device
-from pipeline.enhancer import build_generator, enhance
+from pipeline.enhancer import enhance
 from pipeline.imageio import image_path, read_rgb, write_rgb
 from pipeline.ingest import read_images
-from pipeline.training import load_checkpoint
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
-from tasks.train_enhancer import BACKBONES, DEGRADATIONS, GENERATOR_FILE, TrainEnhancer
+from tasks.train_enhancer import BACKBONES, DEGRADATIONS, TrainEnhancer
 
 
 class EnhanceHR(Stage):
@@ -23,7 +22,7 @@ class EnhanceHR(Stage):
     applied in overlapping tiles (`tile` pixels, `overlap`; pipeline.tiling.tiled_apply)."""
 
     version = 1
-    resources = {"gpu": 1}
+    heavy = True
     backbone = luigi.ChoiceParameter(choices=BACKBONES)
     degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
     tile = luigi.OptionalIntParameter(default=None)
@@ -36,14 +35,7 @@ class EnhanceHR(Stage):
     def build(self, out: Path) -> dict:
         s = self.settings
         device = resolve_device(gtforge().device)
-        config = self.input_stages()["model"].settings[self.backbone]
-        model = build_generator(self.backbone, config)
-        weights = self.input_dir("model") / GENERATOR_FILE
-        try:
-            model.load_state_dict(load_checkpoint(weights))
-        except RuntimeError as e:
-            raise ValueError(f"{weights}: does not fit {self.backbone} {config}: {e}") from None
-        model = model.to(device).eval()
+        model = self.input_stages()["model"].load_generator(device)
         (out / "images").mkdir()
         images = read_images(self.input_dir("hr"))
         for img in self.progress(images, len(images), f"EnhanceHR {self.backbone}_"

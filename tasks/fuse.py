@@ -11,12 +11,11 @@ import numpy as np
 import torch
 
 from pipeline import cfmg_train, durable
+from pipeline.conversions import to_images, to_tensor
 from pipeline.device import resolve_device
 from pipeline.fusion import fuse_logits, mask_profile, ring_centres
 from pipeline.imageio import image_path, write_rgb
 from pipeline.ingest import read_images
-from pipeline.iqa import to_tensor
-from pipeline.sr import to_uint8
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.mask_generator import (
@@ -40,7 +39,7 @@ class FuseGT(Stage):
     image, by source name) and band_weights.png (mask of each source against frequency)."""
 
     version = 2
-    resources = {"gpu": 1}
+    heavy = True
     c = luigi.OptionalFloatParameter(default=None)
 
     def requires(self):
@@ -61,7 +60,7 @@ class FuseGT(Stage):
             with torch.no_grad():
                 lg = cfmg_train.predict_logits(model, sources[None, 0], c)
                 fused = fuse_logits(sources[None], lg)
-            write_rgb(image_path(out, img.id), to_uint8(fused))
+            write_rgb(image_path(out, img.id), to_images(fused[0]))
             ids.append(img.id)
             logits.append(lg[0].cpu().numpy())
             weights.append(mask_profile(lg, centres)[0].cpu().numpy())

@@ -28,6 +28,7 @@ from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
 from tasks.super_resolve import SR_SCALES, SuperResolveGT
+from tasks.train_judge import TrainJudge
 
 MODEL_FILE = "cfmg.pt"
 SOURCES = ("gt", *(f"sr_x{s}" for s in SR_SCALES))
@@ -62,7 +63,7 @@ class TrainMaskGenerator(Stage):
 
     version = 2
     resumable = True
-    resources = {"gpu": 1}
+    heavy = True
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
     crop = luigi.OptionalIntParameter(default=None)
@@ -81,7 +82,10 @@ class TrainMaskGenerator(Stage):
         return self.setting("ckpt_every")
 
     def requires(self):
-        return source_stages()
+        deps = source_stages()
+        if "judge" in self.settings["metrics"]:
+            deps["judge"] = TrainJudge()
+        return deps
 
     def build(self, out: Path) -> dict:
         from pipeline.iqa import create_metric  # lazy: pyiqa is slow to import
@@ -91,7 +95,9 @@ class TrainMaskGenerator(Stage):
         ids = [img.id for img in read_images(self.input_dir("gt"))]
         stack = functools.lru_cache(maxsize=self.cached_images)(
             lambda i: read_sources(self, ids[i]))
-        perceptual = cfmg_train.Perceptual(s["metrics"], device, create_metric)
+        judge = (self.input_stages()["judge"].load_model(device)
+                 if "judge" in s["metrics"] else None)
+        perceptual = cfmg_train.Perceptual(s["metrics"], device, create_metric, judge)
         torch.manual_seed(self.seed_for("init"))  # same weights on every clean build
         model = CFMG(sources=len(SOURCES), **s["model"]).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])

@@ -56,9 +56,15 @@ class Report(Stage):
     tile = luigi.OptionalIntParameter(default=None)
 
     def requires(self):
+        from tasks.evaluate import EvaluateTargets, MeasureTruth
         from tasks.write_shards import WriteShards
 
-        return {"shards": WriteShards()}
+        config, deps = gtforge(), {"shards": WriteShards()}
+        if config.references:
+            deps["truth"] = MeasureTruth()
+            if config.evaluate:
+                deps["evaluation"] = EvaluateTargets()
+        return deps
 
     @property
     def history_file(self) -> Path:
@@ -89,6 +95,7 @@ class Report(Stage):
         for stage, figs in stage_figures(upstream).items():
             data.figures[f"Figures: {stage}"] = figs
         data.figures = {k: v for k, v in data.figures.items() if v}
+        data.tables = quality_tables(self.input_stages())
         (out / REPORT_DIR).mkdir()
         (out / REPORT_DIR / "index.html").write_text(page.render_html(data), encoding="utf-8")
         facts = {"samples": len(data.samples), "rejects": len(data.rejects),
@@ -100,6 +107,62 @@ class Report(Stage):
             indent=1, default=str, ensure_ascii=True))
         _append_history(self.history_file, self.key)
         return facts
+
+
+# ---------------------------------------------------------------- quality against references
+
+def quality_tables(inputs: dict) -> dict[str, list[page.Table]]:
+    """The truth and evaluation tables when those stages are inputs (else nothing)."""
+    from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, read_json
+
+    tables = []
+    if "truth" in inputs:
+        tables += truth_tables(read_json(inputs["truth"], TRUTH_JSON))
+    if "evaluation" in inputs:
+        tables.append(evaluation_table(read_json(inputs["evaluation"], EVALUATION_JSON)))
+    return {"Quality against the clean references": tables} if tables else {}
+
+
+def _rate(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def truth_tables(result: dict) -> list[page.Table]:
+    rows = []
+    for name, c in result["candidates"].items():
+        g = c["gain"]
+        rows.append([name, c["patches"], f"{g['psnr']['mean']:+.2f}",
+                     f"{g['ssim']['mean']:+.4f}", f"{g['edges']['mean']:+.2f}", f"{c['mad']:.2f}",
+                     _rate(c["positive_precision"]), _rate(c["positive_recall"]),
+                     _rate(c["negative_recall"])])
+    o = result["overall"]
+    rows.append(["all", "", "", "", "", "", _rate(o["positive_precision"]),
+                 _rate(o["positive_recall"]), _rate(o["negative_recall"])])
+    matrix = [[truth_name, *o["confusion"][i]] for i, truth_name in
+              enumerate(("oracle Negative", "oracle Similar", "oracle Positive"))]
+    return [page.Table("Candidates: closer to the clean photo than the original GT?",
+                       ["candidate", "patches", "ΔPSNR dB", "ΔSSIM", "Δedge PSNR dB",
+                        "mean |cand − GT|", "P precision", "P recall", "N recall"], rows,
+                       f"oracle: Positive when ≥ {result['tau_db']} dB PSNR closer, Negative when "
+                       f"≥ {result['tau_db']} dB further"),
+            page.Table("Labels against the oracle, every candidate",
+                       ["", "labelled Negative", "labelled Similar", "labelled Positive"], matrix)]
+
+
+def evaluation_table(result: dict) -> page.Table:
+    rows = []
+    for name, row in result["comparison"].items():
+        p, s = row["psnr"], row["ssim"]
+        gain = p.get("gain_over_original")
+        rows.append([name, f"{p['mean']:.3f} ± {p['std']:.3f}",
+                     f"{s['mean']:.4f} ± {s['std']:.4f}",
+                     "–" if gain is None else f"{gain['mean']:+.3f} ({gain['min']:+.3f} … "
+                     f"{gain['max']:+.3f})", p.get("share_of_ceiling", "–")])
+    return page.Table("Does the data help? A small SR network trained per target",
+                      ["target", "held-out PSNR dB", "held-out SSIM",
+                       "ΔPSNR over original (seeds)", "share of the clean ceiling"], rows,
+                      f"{result['training_samples']} training samples; held-out photos: "
+                      f"{', '.join(result['heldout'])}; mean ± std over seeds")
 
 
 # ---------------------------------------------------------------- gathering

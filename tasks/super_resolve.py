@@ -13,7 +13,7 @@ from pipeline.ingest import read_images
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
-from tasks.train_sr import MODEL_FILE, sr_model_stage
+from tasks.train_sr import sr_model_stage
 
 SR_SCALES = (2, 3, 4)
 
@@ -23,11 +23,12 @@ class SuperResolveGT(Stage):
     scale/m of its size (m = the model's scale), tiled (`tile` input pixels, `overlap`), and
     its output is resized back with cv2.INTER_AREA (pipeline.sr.super_resolve)."""
 
-    version = 1
-    resources = {"gpu": 1}
+    version = 2
+    heavy = True
     scale = luigi.ChoiceParameter(choices=SR_SCALES, var_type=int)
     tile = luigi.OptionalIntParameter(default=None)
     overlap = luigi.OptionalIntParameter(default=None)
+    keep_low = luigi.OptionalFloatParameter(default=None)  # px: the GT's low-pass is kept
     # Empty: TrainSR; a path: LoadSR. Not in the key itself: the SR stage's key is.
     sr_checkpoint = luigi.OptionalParameter(default=None, significant=False)
 
@@ -41,11 +42,12 @@ class SuperResolveGT(Stage):
     def build(self, out: Path) -> dict:
         s = self.settings
         device = resolve_device(gtforge().device)
-        model = sr.load_rrdb(self.input_dir("sr") / MODEL_FILE, device)
+        model = self.input_stages()["sr"].load_model(device)
         (out / "images").mkdir()
         images = read_images(self.input_dir("hr"))
         for img in self.progress(images, len(images), f"SuperResolveGT x{s['scale']}"):
             gt = read_rgb(image_path(self.input_dir("hr"), img.id))
             write_rgb(image_path(out, img.id),
-                      sr.super_resolve(model, gt, s["scale"], s["tile"], s["overlap"], device))
+                      sr.super_resolve(model, gt, s["scale"], s["tile"], s["overlap"], device,
+                                       s["keep_low"]))
         return {"images": len(images), "model_scale": model.scale}

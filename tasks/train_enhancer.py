@@ -12,6 +12,7 @@ import shutil
 from pathlib import Path
 
 import luigi
+import torch
 
 from pipeline import enhancer
 from pipeline.device import resolve_device
@@ -20,7 +21,14 @@ from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
 from pipeline.losses import LossWeights, PerceptualLoss, load_vgg19
 from pipeline.seeding import rng
-from pipeline.training import CURVE_CSV, TrainState, plot_curve, save_checkpoint, train_loop
+from pipeline.training import (
+    CURVE_CSV,
+    TrainState,
+    load_checkpoint,
+    plot_curve,
+    save_checkpoint,
+    train_loop,
+)
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.degrade import DegradeForEnhancer
@@ -30,7 +38,7 @@ GENERATOR_FILE = "generator.pt"
 BACKBONES = ("rcan", "elan")
 DEGRADATIONS = ("noise", "blur")
 NO_VGG_WARNING = ("no VGG19 weights configured ([paper.TrainEnhancer] vgg19_weights is empty): "
-                  "trained without the perceptual loss (L1 + GAN only; docs/ENHANCERS.md)")
+                  "trained without the perceptual loss (docs/ENHANCERS.md)")
 
 log = logging.getLogger("luigi-interface")
 
@@ -47,7 +55,7 @@ class TrainEnhancer(Stage):
 
     version = 1
     resumable = True
-    resources = {"gpu": 1}
+    heavy = True
     backbone = luigi.ChoiceParameter(choices=BACKBONES)
     degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
     iterations = luigi.OptionalIntParameter(default=None)
@@ -64,6 +72,10 @@ class TrainEnhancer(Stage):
     vgg19_weights = luigi.OptionalParameter(default=None, significant=False)
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
     cached_images = luigi.IntParameter(default=64, significant=False)
+
+    @property
+    def variant(self) -> str:
+        return self.backbone  # [<preset>.TrainEnhancer.<backbone>] settings come first
 
     @functools.cached_property
     def settings(self) -> dict:
@@ -98,6 +110,17 @@ class TrainEnhancer(Stage):
 
     def requires(self):
         return {"hr": IngestHR(), "degraded": DegradeForEnhancer(degradation=self.degradation)}
+
+    def load_generator(self, device: torch.device | str = "cpu") -> torch.nn.Module:
+        """The trained generator, in eval mode on `device`."""
+        config = self.settings[self.backbone]
+        model = enhancer.build_generator(self.backbone, config)
+        weights = self.out_dir / GENERATOR_FILE
+        try:
+            model.load_state_dict(load_checkpoint(weights))
+        except RuntimeError as e:
+            raise ValueError(f"{weights}: does not fit {self.backbone} {config}: {e}") from None
+        return model.to(device).eval()
 
     def build(self, out: Path) -> dict:
         s = self.settings

@@ -13,10 +13,12 @@ import shutil
 from pathlib import Path
 
 import luigi
+import numpy as np
 import torch
 
 from models.rrdb import RRDBNet
 from pipeline import sr
+from pipeline.degrade import degrade
 from pipeline.device import resolve_device
 from pipeline.durable import sha256_file
 from pipeline.imageio import image_path, read_rgb
@@ -25,25 +27,39 @@ from pipeline.seeding import rng
 from pipeline.training import CURVE_CSV, TrainState, plot_curve, train_loop
 from tasks.base import Stage
 from tasks.config import gtforge
-from tasks.degrade import DegradeLR
+from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
 
 MODEL_FILE = "model.pt"
 
 
-class TrainSR(Stage):
-    """Train an RRDBNet (x[gtforge] scale) with L1 on random aligned LR/HR crops, Adam with
-    betas (0.9, 0.99) at a constant learning rate (the Real-ESRNet recipe)."""
+class _SRModel:
+    """What TrainSR and LoadSR share (a mixin): model.pt, read back by `load_model`."""
 
-    version = 1
+    def load_model(self, device: torch.device | str = "cpu") -> RRDBNet:
+        """The SR model, in eval mode on `device`."""
+        return sr.load_rrdb(self.out_dir / MODEL_FILE, device)
+
+
+class TrainSR(_SRModel, Stage):
+    """Train an RRDBNet (x[gtforge] scale) with L1 on random aligned LR/HR crops, Adam with
+    betas (0.9, 0.99) at a constant learning rate (the Real-ESRNet recipe). With
+    `second_order`, every LR crop is degraded once more at LR scale (Real-ESRGAN's second
+    order), so that the model also removes blur and noise of the LR's own scale: applied to a
+    GT, as SuperResolveGT does, it then restores the GT's own residual degradations, as a
+    pretrained Real-ESRGAN would."""
+
+    version = 2
     resumable = True
-    resources = {"gpu": 1}
+    heavy = True
     global_settings = ("scale",)
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
     crop = luigi.OptionalIntParameter(default=None)  # LR pixels
     lr = luigi.OptionalFloatParameter(default=None)
     model = luigi.OptionalDictParameter(default=None)  # RRDBNet num_feat, num_block, num_grow_ch
+    # [degradation.<name>] recipes (final_scale 1) applied once more to each LR crop, on the fly
+    second_order = luigi.OptionalListParameter(default=None)
     # Per-step seeding makes the result independent of the checkpoint interval.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
     cached_images = luigi.IntParameter(default=64, significant=False)
@@ -69,9 +85,15 @@ class TrainSR(Stage):
         model = RRDBNet(scale=scale, **s["model"]).to(device)
         opt = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(0.9, 0.99))
 
+        second = [load_recipe(name) for name in s["second_order"]]
+
+        def lr_pass(crop: np.ndarray, draw: np.random.Generator) -> np.ndarray:
+            return degrade(crop, second[draw.integers(len(second))], draw)
+
         def step(i: int) -> dict[str, float]:
             lr, hr = sr.sample_pairs(rng(self.key, "batch", i), pair, len(ids),
-                                     s["batch_size"], s["crop"], scale)
+                                     s["batch_size"], s["crop"], scale,
+                                     lr_pass if second else None)
             return {"l1": sr.sr_train_step(model, opt, lr.to(device), hr.to(device))}
 
         state = TrainState(get=lambda: {"model": model.state_dict(), "opt": opt.state_dict()},
@@ -88,7 +110,7 @@ class TrainSR(Stage):
                 "parameters": sum(p.numel() for p in model.parameters())}
 
 
-class LoadSR(Stage):
+class LoadSR(_SRModel, Stage):
     """Check and copy a user-supplied Real-ESRGAN-format RRDBNet file to model.pt. The key
     follows the file's content (sha256), not its path."""
 

@@ -45,7 +45,7 @@ class TrainVQVAE2(Stage):
 
     version = 1
     resumable = True
-    resources = {"gpu": 1}
+    heavy = True
     max_epochs = luigi.OptionalIntParameter(default=None)
     crops_per_image = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -154,7 +154,7 @@ class VQVAEDegradeLR(Stage):
     estimates, and their distribution and spread over the images."""
 
     version = 1
-    resources = {"gpu": 1}
+    heavy = True
     global_settings = ("scale",)
     epochs = luigi.OptionalIntParameter(default=None)
     colour_correction = luigi.OptionalBoolParameter(default=None)

@@ -62,6 +62,7 @@ class WriteShards(Stage):
             out / DATASET, samples_per_shard=s["samples_per_shard"], patch_size=size, scale=scale,
             candidate_names=table.candidate_names, metric_names=table.metric_names,
             metric_lower_better=table.lower_better, metric_modes=table.modes,
+            metric_margins=table.margins,
             compression=None if s["compression"] == "none" else s["compression"],
             params={"stage_key": self.key, **s}, sources=[img.source for img in images],
             provenance=graph.provenance(self),

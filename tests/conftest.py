@@ -77,13 +77,16 @@ def settings() -> Settings:
 
 @pytest.fixture
 def build_env(settings, small_corpus, tmp_path) -> Settings:
-    """tiny preset, the small corpus as input, no candidates, a fresh workdir and out_dir."""
+    """tiny preset, the small corpus as input, no candidates, a fresh workdir and out_dir, a
+    small TrainJudge."""
     settings.set("gtforge", "preset", "tiny")
     settings.set("gtforge", "input_dir", small_corpus)
     settings.set("gtforge", "workdir", tmp_path / "work")
     settings.set("gtforge", "out_dir", tmp_path / "out")
     settings.set("gtforge", "device", "cpu")
     settings.set("gtforge", "candidates", "")
+    for key, value in {"bases": 48, "iterations": 20, "batch_size": 8}.items():
+        settings.set("tiny.TrainJudge", key, value)  # a judge in seconds
     return settings
 
 

@@ -106,8 +106,10 @@ def _textured_patches(corpus, size=128, per_image=2):
     return np.stack(patches)
 
 
-def test_default_margins_identical_similar_noise_blur_negative(build_env, small_corpus):
-    s = ScorePatches().settings  # the shipped tiny defaults
+def test_offline_iqa_margins_identical_similar_noise_blur_negative(build_env, small_corpus):
+    """The offline pyiqa annotators with the margins luigi.cfg documents for them."""
+    s = {"metrics": ["niqe", "piqe", "gmsd"], "fr_policy": "vote",
+         "margins": {"niqe": 2.0, "piqe": 10.0, "gmsd": 0.03}}
     metrics = list(s["metrics"])
     infos = [iqa.metric_info(m) for m in metrics]
     original = _textured_patches(small_corpus)
@@ -151,8 +153,11 @@ class FakeCandidate(Stage):
 @pytest.fixture
 def candidates(build_env, monkeypatch):
     """Replace the configured candidates (both stages look them up) by fake ones; a sparser
-    patch grid (about 30 patches) keeps the stage tests short."""
+    patch grid (about 30 patches) keeps the stage tests short. The annotators are the offline
+    pyiqa metrics (the judge has its own test)."""
     build_env.set("SelectPatches", "step", 128)
+    build_env.set("ScorePatches", "metrics", '["niqe", "piqe", "gmsd"]')
+    build_env.set("ScorePatches", "margins", '{"niqe": 2.0, "piqe": 10.0, "gmsd": 0.03}')
     chosen = {}
 
     def fake():
@@ -207,6 +212,23 @@ def test_stage_labels_fake_candidates(build_env, candidates):
     assert stats["drop_all_similar"]["dropped"] == n - stats["kept"]
     diff = np.load(task.out_dir / "difference.npz")
     assert str(diff["measure"]) == "mad" and (diff["difference"][:, 0] == 0).all()
+
+
+def test_stage_with_the_learned_judge(build_env, candidates):
+    candidates("same", "noisy")
+    build_env.set("ScorePatches", "metrics", '["judge"]')
+    build_env.set("ScorePatches", "margins", "{}")
+    task = ScorePatches()
+    run_tasks(task)
+    table = task.table()
+    assert table.metric_names == ["judge_psnr", "judge_ssim", "judge_edges"]
+    assert table.modes == ["pairwise"] * 3 and table.lower_better == [False] * 3
+    assert (table.scores[:, :2] == 0).all()  # the original, and an identical copy: 0 dB
+    assert (table.labels[:, 0] == S).all() and (table.vote_counts[:, 0] == [0, 3, 0]).all()
+    margins = task.input_stages()["judge"].margins()
+    stats = json.loads((task.out_dir / "label_stats.json").read_text())
+    assert [m["margin"] for m in stats["metrics"]] == [pytest.approx(margins[h]) for h in
+                                                       ("psnr", "ssim", "edges")]
 
 
 def test_difference_filter_drops_unchanged_patches(build_env, candidates):

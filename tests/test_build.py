@@ -1,6 +1,10 @@
 """End to end: BuildDataset on a few small photos (tiny preset, trainings cut short)."""
 
 import json
+import os
+import shutil
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -9,13 +13,16 @@ import torch
 
 from pipeline import shards
 from pipeline.dataset import ShardDataset
+from pipeline.export import export_folder
 from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
+from tests.test_ingest import awkward_folder
 
 pytestmark = pytest.mark.slow
 
 SHORT_TRAININGS = {
     "tiny.TrainEnhancer": {"iterations": 4, "ckpt_every": 2},
+    "tiny.TrainEnhancer.elan": {"iterations": 4},
     "tiny.TrainVQVAE2": {"max_epochs": 1},
     "tiny.VQVAEDegradeLR": {"epochs": 1},
     "tiny.TrainSR": {"iterations": 4},
@@ -24,7 +31,31 @@ SHORT_TRAININGS = {
 CANDIDATES = ["elan_noise", "fused"]
 
 
-def test_build_verifies_reads_back_and_reruns_nothing(build_env, tmp_path):
+PROVENANCE_SCRIPT = """
+import json, sys, h5py
+with h5py.File(sys.argv[1], "r") as f:
+    stages = json.loads(f.attrs["provenance"])["stages"]
+    scores = f["scores"]
+    names = [m.decode() for m in scores.attrs["metric_names"]]
+    lower = scores.attrs["metric_lower_better"].tolist()
+    modes = [m.decode() for m in scores.attrs["metric_modes"]]
+    margins = scores.attrs["metric_margins"].tolist()
+print(json.dumps({"c": stages["FuseGT"]["settings"]["c"],
+                  "metrics": [{"name": n, "margin": g, "lower_better": b, "mode": m}
+                              for n, g, b, m in zip(names, margins, lower, modes)],
+                  "lr_recipe": stages["DegradeLR"]["facts"]["recipe_values"]}))
+"""
+
+
+def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, tmp_path):
+    """The build of an input folder holding every awkward kind of entry (a name that is not
+    UTF-8, link loops, a FIFO, ...) beside the photos: it finishes, accounts for every entry,
+    keeps the odd name's bytes, and its shards say how they were made (plain h5py)."""
+    folder, entries = awkward_folder(tmp_path / "photos", [
+        (small_corpus / "chelsea.png").read_bytes(), (small_corpus / "coffee.png").read_bytes()])
+    for name in ("rocket.jpg", "astronaut.png"):
+        shutil.copyfile(small_corpus / name, folder / name)
+    build_env.set("gtforge", "input_dir", folder)
     build_env.set("gtforge", "candidates", ",".join(CANDIDATES))
     for section, values in SHORT_TRAININGS.items():
         for key, value in values.items():
@@ -34,6 +65,21 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, tmp_path):
 
     shards.verify(out)
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["inputs"]["entries"] == entries + 2
+    assert manifest["inputs"]["built"] + manifest["inputs"]["rejected"] == entries + 2
+    cafe = os.fsencode(folder) + b"/caf\xe9.png"
+    assert cafe in [os.fsencode(s) for s in manifest["sources"]]
+    with h5py.File(out / manifest["shards"][0]["file"], "r") as f:
+        assert cafe in list(f["sources"][:])
+    assert "caf\\xe9.png" in (out / "report" / "index.html").read_text()
+    export_folder(out, tmp_path / "exported", kinds=["gt"])
+    recorded = subprocess.run([sys.executable, "-c", PROVENANCE_SCRIPT,
+                               str(out / manifest["shards"][0]["file"])],
+                              capture_output=True, text=True, check=True)
+    made = json.loads(recorded.stdout)
+    assert made["c"] == 0.3 and made["lr_recipe"]["resize_probs"] == [0.1, 0.85, 0.05]
+    assert {m["name"] for m in made["metrics"]} == set(manifest["metric_names"])
+    assert all(m["margin"] > 0 and m["mode"] == "pairwise" for m in made["metrics"])
     assert shards.summary(out)["samples"] == sum(s["samples"] for s in manifest["shards"]) > 10
     assert (out / "report" / "index.html").stat().st_size > 1000
     with h5py.File(out / manifest["shards"][0]["file"], "r") as f:

@@ -8,10 +8,11 @@ import torch
 from models.cfmg import CFMG, cfmg_input
 from models.nafblock import NAFBlock
 from pipeline import cfmg_train
+from pipeline.conversions import to_tensor
 from pipeline.fusion import fuse_logits, high_frequency_energy
 from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
-from pipeline.iqa import MissingWeightsError, create_metric, to_tensor
+from pipeline.iqa import MissingWeightsError, create_metric
 from pipeline.seeding import rng
 from tests.conftest import run_tasks
 

@@ -221,8 +221,9 @@ def test_train_and_enhance_stages(backbone, degradation, vgg, build_env, odd_cor
     if vgg:  # the perceptual term from a (narrow) torchvision-format VGG19 file
         torch.save(_narrow_vgg_state()[1], tmp_path / "vgg19.pth")
         build_env.set("TrainEnhancer", "vgg19_weights", tmp_path / "vgg19.pth")
-    build_env.set("tiny.TrainEnhancer", "iterations", 3)
-    build_env.set("tiny.TrainEnhancer", "ckpt_every", 2)
+    for section_name in ("tiny.TrainEnhancer", f"tiny.TrainEnhancer.{backbone}"):
+        build_env.set(section_name, "iterations", 3)
+        build_env.set(section_name, "ckpt_every", 2)
     build_env.set("EnhanceHR", "tile", 64)  # several tiles per image
     build_env.set("EnhanceHR", "overlap", 16)
     enhance, train = _stages(backbone, degradation)
@@ -273,9 +274,10 @@ def test_killed_stage_resumes_from_its_partial_folder(build_env, odd_corpus, tmp
     assert all(torch.equal(resumed[k], whole[k]) for k in whole)
 
 
-TRAIN_CHANGES = {"iterations": 7, "milestones": "[5]", "batch_size": 2, "crop": 32, "lr": 0.001,
+# values unlike the tiny preset's own
+TRAIN_CHANGES = {"iterations": 7, "milestones": "[5]", "batch_size": 2, "crop": 32, "lr": 0.002,
                  "discriminator": '{"n_feats": 8}', "losses": '{"l1": 1.0, "perceptual": 1.0, '
-                 '"gan": 0.0}', "perceptual_layers": '{"conv5_4": 1.0}'}
+                 '"gan": 0.05}', "perceptual_layers": '{"conv5_4": 1.0}'}
 
 
 @pytest.mark.parametrize("name,value", TRAIN_CHANGES.items())

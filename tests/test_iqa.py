@@ -6,6 +6,7 @@ import scipy.io
 import torch
 
 from pipeline import iqa
+from pipeline.conversions import to_tensor
 
 
 @pytest.fixture
@@ -68,8 +69,8 @@ def test_weights_put_where_the_error_says_are_loaded(empty_cache):
 
 def test_inputs_are_checked():
     with pytest.raises(ValueError, match="uint8"):
-        iqa.to_tensor(np.zeros((8, 8, 3), np.float32))
-    tensor = iqa.to_tensor(np.full((2, 4, 5, 3), 255, np.uint8))
+        to_tensor(np.zeros((8, 8, 3), np.float32))
+    tensor = to_tensor(np.full((2, 4, 5, 3), 255, np.uint8))
     assert tensor.shape == (2, 3, 4, 5) and float(tensor.max()) == 1.0
     with pytest.raises(ValueError, match="full-reference"):
         iqa.score_images("gmsd", np.zeros((1, 32, 32, 3), np.uint8))

@@ -331,11 +331,11 @@ def _as_version_1_0(out: Path) -> None:
             del f["vote_counts"]
             for name in ("format_minor_version", "provenance"):
                 del f.attrs[name]
-            for name in ("metric_lower_better", "metric_modes"):
+            for name in ("metric_lower_better", "metric_modes", "metric_margins"):
                 del f["scores"].attrs[name]
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("format_minor_version", "provenance", "metric_modes", "metric_lower_better",
-                "inputs"):
+                "metric_margins", "inputs"):
         del manifest[key]
     (out / "manifest.json").write_text(json.dumps(manifest))
     _rehash(out)

@@ -1,0 +1,128 @@
+"""Does the data help? Train one small SR network per target on a shard set's (lq, target)
+pairs and measure it on held-out photos against their clean references.
+
+Targets: "original" (the photographed GT), "hggt" (HGGT's rule: a random Positive candidate
+per draw, the original when there is none), any candidate name (e.g. "fused"), and "clean" (the
+clean reference itself, when references are given: the ceiling no GT enhancement can pass).
+Every target gets the same network, steps, batches and seeds; only the target images differ.
+Held-out photos (their samples never train) are degraded to LR with the shard set's own
+DegradeLR recipe, super-resolved whole and compared with their references (PSNR, SSIM).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from models.small_sr import SmallSR
+from pipeline import degrade
+from pipeline.conversions import to_images, to_tensor
+from pipeline.seeding import rng
+from pipeline.sr import sample_pairs
+
+
+@dataclass
+class Samples:
+    """In-memory training samples: lq (N,h,w,3), original (N,H,W,3), candidates (N,K,H,W,3),
+    labels (N,K), clean (N,H,W,3) or None; `names` the candidates."""
+
+    lq: np.ndarray
+    original: np.ndarray
+    candidates: np.ndarray
+    labels: np.ndarray
+    clean: np.ndarray | None
+    names: list[str]
+
+    def target(self, name: str, rows: np.ndarray, draw: np.random.Generator) -> np.ndarray:
+        """The `name` target of samples `rows`: uint8 (n,H,W,3)."""
+        if name == "original":
+            return self.original[rows]
+        if name == "clean":
+            if self.clean is None:
+                raise ValueError("target 'clean' needs clean references")
+            return self.clean[rows]
+        if name == "hggt":
+            out = self.original[rows].copy()
+            for i, r in enumerate(rows):
+                positives = np.flatnonzero(self.labels[r] == 1)
+                if len(positives):
+                    out[i] = self.candidates[r, positives[draw.integers(len(positives))]]
+            return out
+        if name not in self.names:
+            raise ValueError(f"unknown target {name!r}: original, hggt, clean or one of "
+                             f"{self.names}")
+        return self.candidates[rows, self.names.index(name)]
+
+
+def train(samples: Samples, target: str, seed: int, steps: int, scale: int,
+          batch: int = 16, crop: int = 24, lr: float = 1e-3,
+          device: torch.device | str = "cpu") -> SmallSR:
+    """A SmallSR trained with L1 towards `target` (AdamW, cosine schedule), seeded by `seed`
+    alone: the same seed gives the same initialisation and batches for every target."""
+    torch.manual_seed(seed)
+    model = SmallSR(scale=scale).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    for step in range(steps):
+        draw = rng(seed, "batch", step)
+
+        def pair(i: int, draw: np.random.Generator = draw) -> tuple[np.ndarray, np.ndarray]:
+            return samples.target(target, np.array([i]), draw)[0], samples.lq[i]
+
+        lq, hr = sample_pairs(draw, pair, len(samples.lq), batch, crop, scale)
+        loss = F.l1_loss(model(lq.to(device)), hr.to(device))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+    return model.eval()
+
+
+def heldout_lr(image: np.ndarray, recipe: degrade.Recipe, seed: object) -> np.ndarray:
+    """The LR input of a held-out photo: the shard set's DegradeLR recipe, seeded by `seed`."""
+    return degrade.degrade(image, recipe, rng("heldout", seed))
+
+
+@torch.no_grad()
+def measure(model: SmallSR, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+            device: torch.device | str = "cpu") -> dict[str, float]:
+    """Mean PSNR (dB) and SSIM of model(lr) against the clean reference over held-out
+    (lr, clean) pairs; the reference is cropped to the output size."""
+    psnr, ssim = [], []
+    for lr, clean in pairs:
+        out = to_images(model(to_tensor(lr, device))[0])
+        ref = clean[:out.shape[0], :out.shape[1]]
+        psnr.append(peak_signal_noise_ratio(ref, out, data_range=255))
+        ssim.append(structural_similarity(ref, out, channel_axis=2, data_range=255))
+    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+
+
+def compare(results: Mapping[str, Sequence[Mapping[str, float]]]) -> dict:
+    """Per target over seeds: mean and std of PSNR and SSIM; the gain over "original" (mean,
+    min and max over seeds, same seed paired); and the share of the "clean" ceiling's gain
+    that the target recovers (when both are present)."""
+    table = {}
+    base = results.get("original")
+    ceiling = results.get("clean")
+    for name, runs in results.items():
+        row = {}
+        for m in ("psnr", "ssim"):
+            values = np.array([r[m] for r in runs])
+            row[m] = {"mean": round(float(values.mean()), 4),
+                      "std": round(float(values.std()), 4)}
+            if base is not None and name != "original":
+                gain = values - np.array([r[m] for r in base])
+                row[m]["gain_over_original"] = {"mean": round(float(gain.mean()), 4),
+                                                "min": round(float(gain.min()), 4),
+                                                "max": round(float(gain.max()), 4)}
+                if ceiling is not None and name != "clean":
+                    top = np.array([r[m] for r in ceiling]) - np.array([r[m] for r in base])
+                    if top.mean() > 0:
+                        row[m]["share_of_ceiling"] = round(float(gain.mean() / top.mean()), 3)
+        table[name] = row
+    return table

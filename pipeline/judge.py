@@ -1,0 +1,311 @@
+"""gtforge's offline annotator: a pairwise judge learned from the corpus alone.
+
+The question a label answers is "is this candidate closer to the clean photo than the
+original?", and no clean photo exists. The judge learns it one level up, where the answer is
+known: a crop of the corpus, shrunk a little (area downscaling averages noise and blur away,
+so it is cleaner than the corpus itself), is the *base*; versions of it are made the ways the
+build makes candidates and originals (HGGT's Eq. 1 degradations, sharpening and smoothing, and
+the build's own trained enhancers and SR model applied to degraded and clean bases), and every
+pair of versions is labelled by how much closer one is to the base than the other. The
+network (models.judge.PairJudge) sees only the two versions, like an annotator.
+
+Three heads, three annotators (HGGT's three people): the distance to the base in PSNR, in SSIM
+(as dB: -10 log10(1 - SSIM)) and in PSNR of the gradient magnitude (edges). Each outputs, in dB
+of its distance, how much closer the second image is; a head votes Positive above its margin,
+Negative below minus it. Margins are calibrated on held-out pairs of the same kind, never on
+a benchmark. Images are uint8 RGB HWC; tensors float32 [0,1] NCHW.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.judge import PairJudge
+from pipeline import degrade
+from pipeline.conversions import to_images, to_tensor, to_uint8
+
+HEADS = ("psnr", "ssim", "edges")
+# Soft labels: P(b closer) = sigmoid(gain_dB / TEMPERATURE); the judge outputs that logit.
+TEMPERATURE = 0.25
+MAX_DB = 60.0
+# A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer, an SR variant).
+Generator = Callable[[np.ndarray], np.ndarray]
+
+
+# ---------------------------------------------------------------- distances
+
+def _ssim(x: np.ndarray, ref: np.ndarray) -> float:
+    """Mean SSIM of the luma (Gaussian window sigma 1.5, the usual constants), on 0-255."""
+    a = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    b = cv2.cvtColor(ref, cv2.COLOR_RGB2GRAY).astype(np.float64)
+    blur = lambda v: cv2.GaussianBlur(v, (0, 0), 1.5)  # noqa: E731
+    ma, mb = blur(a), blur(b)
+    va, vb, cov = blur(a * a) - ma * ma, blur(b * b) - mb * mb, blur(a * b) - ma * mb
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    return float(((2 * ma * mb + c1) * (2 * cov + c2) / ((ma * ma + mb * mb + c1) *
+                                                        (va + vb + c2))).mean())
+
+
+def _edges(x: np.ndarray) -> np.ndarray:
+    grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)
+    return cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+
+
+def _db(error: float, peak: float) -> float:
+    """10 log10(peak / error), at most MAX_DB (identical images)."""
+    return 10.0 * math.log10(peak / max(error, peak * 10 ** (-MAX_DB / 10)))
+
+
+def closeness(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """How close x is to ref under each head's distance, in dB (higher = closer): float64
+    (3,) = (PSNR, -10 log10(1 - SSIM), PSNR of the Sobel gradient magnitude)."""
+    mse = float(np.mean((x.astype(np.float64) - ref.astype(np.float64)) ** 2))
+    edge_mse = float(np.mean((_edges(x) - _edges(ref)) ** 2))
+    return np.array([_db(mse, 255.0 ** 2), _db(1.0 - _ssim(x, ref), 1.0),
+                     _db(edge_mse, (4 * 255.0) ** 2)])
+
+
+# ---------------------------------------------------------------- versions of a base
+
+@dataclass(frozen=True)
+class VersionRanges:
+    """How versions of a base are made (TrainJudge `versions`): a *degradation* applies each of
+    blur (Gaussian sigma, px), noise (Gaussian sigma on 0-255; grey one time in three) and
+    JPEG (quality) with probability `p`; a *classical version* is, 85% of the time, a
+    degradation, then 0-2 processing steps (those three again, sharpen, smooth, rescale)."""
+
+    blur: tuple[float, float] = (0.3, 2.0)
+    noise: tuple[float, float] = (1.0, 15.0)
+    jpeg: tuple[int, int] = (30, 95)
+    p: float = 0.6
+
+
+def blur(rgb: np.ndarray, sigma: float) -> np.ndarray:
+    return to_uint8(cv2.GaussianBlur(rgb.astype(np.float32), (0, 0), sigma))
+
+
+def add_noise(rgb: np.ndarray, sigma: float, grey: bool, rng: np.random.Generator) -> np.ndarray:
+    shape = rgb.shape[:2] + ((1,) if grey else (3,))
+    return to_uint8(rgb + rng.standard_normal(shape, dtype=np.float32) * np.float32(sigma))
+
+
+def sharpen(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Unsharp mask, sigma U[0.5, 2] px, amount U[0.2, 2]."""
+    x = rgb.astype(np.float32)
+    soft = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 2.0))
+    return to_uint8(x + rng.uniform(0.2, 2.0) * (x - soft))
+
+
+def smooth(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Edge-preserving smoothing (bilateral, 5 px, colour sigma U[10, 50])."""
+    return cv2.bilateralFilter(np.ascontiguousarray(rgb), 5, rng.uniform(10, 50),
+                               rng.uniform(1, 3))
+
+
+def rescale(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Down by U[0.5, 0.9] and back up (area/bilinear/bicubic down, bilinear/bicubic up)."""
+    h, w = rgb.shape[:2]
+    f = rng.uniform(0.5, 0.9)
+    down = (cv2.INTER_AREA, cv2.INTER_LINEAR, cv2.INTER_CUBIC)[rng.integers(3)]
+    small = cv2.resize(rgb, (max(1, int(w * f)), max(1, int(h * f))), interpolation=down)
+    return cv2.resize(small, (w, h), interpolation=(cv2.INTER_LINEAR, cv2.INTER_CUBIC)[
+        rng.integers(2)])
+
+
+def degraded(base: np.ndarray, ranges: VersionRanges, rng: np.random.Generator) -> np.ndarray:
+    """The base blurred, noised and JPEG-compressed, each with probability ranges.p."""
+    x = base
+    if rng.uniform() < ranges.p:
+        x = blur(x, rng.uniform(*ranges.blur))
+    if rng.uniform() < ranges.p:
+        x = add_noise(x, rng.uniform(*ranges.noise), rng.uniform() < 1 / 3, rng)
+    if rng.uniform() < ranges.p:
+        x = degrade.jpeg(x, int(rng.integers(ranges.jpeg[0], ranges.jpeg[1] + 1)))
+    return x
+
+
+def classical_version(base: np.ndarray, ranges: VersionRanges,
+                      rng: np.random.Generator) -> np.ndarray:
+    """A version of a base: 85% of the time `degraded`, then 0-2 random steps of blur, noise,
+    JPEG, sharpen, smooth or rescale."""
+    x = degraded(base, ranges, rng) if rng.uniform() < 0.85 else base
+    steps = (lambda v: blur(v, rng.uniform(*ranges.blur)),
+             lambda v: add_noise(v, rng.uniform(*ranges.noise), rng.uniform() < 1 / 3, rng),
+             lambda v: degrade.jpeg(v, int(rng.integers(ranges.jpeg[0], ranges.jpeg[1] + 1))),
+             lambda v: sharpen(v, rng), lambda v: smooth(v, rng), lambda v: rescale(v, rng))
+    for _ in range(rng.integers(0, 3)):
+        x = steps[rng.integers(len(steps))](x)
+    return x
+
+
+# ---------------------------------------------------------------- the training pool
+
+@dataclass
+class Pool:
+    """Bases (N,S,S,3) and versions (N,V,S,S,3) of each, uint8; closeness (N,V,3) of every
+    version to its base. Pairs are drawn within a base."""
+
+    bases: np.ndarray
+    versions: np.ndarray
+    closeness: np.ndarray
+
+    def pairs(self, rng: np.random.Generator, count: int,
+              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`count` random pairs (a, b) of distinct versions of one base (from `rows`, default
+        all): uint8 (count,S,S,3) each, and gain = closeness(b) - closeness(a), (count,3) dB."""
+        rows = np.arange(len(self.bases)) if rows is None else rows
+        n = rows[rng.integers(len(rows), size=count)]
+        v = self.versions.shape[1]
+        i = rng.integers(v, size=count)
+        j = (i + rng.integers(1, v, size=count)) % v
+        gain = self.closeness[n, j] - self.closeness[n, i]
+        return self.versions[n, i], self.versions[n, j], gain
+
+
+def crop_bases(images: Sequence[np.ndarray], count: int, side: int, shrink: tuple[float, float],
+               rng: np.random.Generator) -> np.ndarray:
+    """`count` random bases: a crop of side/f pixels of a random image, f ~ U[shrink], area-
+    downscaled to side x side (f < 1: cleaner than the image), flipped with probability 1/2.
+    uint8 (count, side, side, 3)."""
+    out = np.empty((count, side, side, 3), np.uint8)
+    for k in range(count):
+        img = images[rng.integers(len(images))]
+        big = min(int(round(side / rng.uniform(*shrink))), *img.shape[:2])
+        y, x = rng.integers(img.shape[0] - big + 1), rng.integers(img.shape[1] - big + 1)
+        crop = cv2.resize(img[y:y + big, x:x + big], (side, side), interpolation=cv2.INTER_AREA)
+        out[k] = crop[:, ::-1] if rng.uniform() < 0.5 else crop
+    return out
+
+
+def build_pool(bases: np.ndarray, ranges: VersionRanges, generators: Sequence[Generator],
+               border: int, rng: np.random.Generator) -> Pool:
+    """Versions of every base: two classical versions, an input (the base `degraded`, 70% of
+    the time, else the base itself) and every generator's output for that input. Everything
+    is kept and compared without a `border` of pixels on each side (where filters see the
+    edge)."""
+    inputs = np.stack([degraded(b, ranges, rng) if rng.uniform() < 0.7 else b for b in bases])
+    columns = [np.stack([classical_version(b, ranges, rng) for b in bases]) for _ in range(2)]
+    columns += [inputs, *(generate(inputs) for generate in generators)]
+    inner = slice(border, bases.shape[1] - border)
+    versions = np.stack(columns, axis=1)[:, :, inner, inner]
+    bases = bases[:, inner, inner]
+    near = np.array([[closeness(v, b) for v in vs] for vs, b in zip(versions, bases, strict=True)])
+    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near)
+
+
+def fresh_pairs(images: Sequence[np.ndarray], count: int, side: int, border: int,
+                shrink: tuple[float, float], ranges: VersionRanges,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`count` new pairs of classical versions of new bases (as Pool.pairs returns them):
+    unlimited data for what needs no generator."""
+    bases = crop_bases(images, count, side + 2 * border, shrink, rng)
+    inner = slice(border, border + side)
+    a, b = ([classical_version(x, ranges, rng)[inner, inner] for x in bases] for _ in range(2))
+    gain = np.array([closeness(y, x[inner, inner]) - closeness(w, x[inner, inner])
+                     for w, y, x in zip(a, b, bases, strict=True)])
+    return np.stack(a), np.stack(b), gain
+
+
+# ---------------------------------------------------------------- training and scoring
+
+def judge_loss(model: PairJudge, a: torch.Tensor, b: torch.Tensor,
+               gain: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the judge's outputs (logits) against soft labels
+    sigmoid(gain / TEMPERATURE): which of the two is closer, sure when the gain is large."""
+    return F.binary_cross_entropy_with_logits(model(a, b), torch.sigmoid(gain / TEMPERATURE))
+
+
+def in_db(logits: torch.Tensor) -> torch.Tensor:
+    """The judge's logits as the gain they stand for, in dB (logit = gain / TEMPERATURE)."""
+    return logits * TEMPERATURE
+
+
+def judge_step(model: PairJudge, optimizer: torch.optim.Optimizer, a: np.ndarray,
+               b: np.ndarray, gain: np.ndarray, device: torch.device | str = "cpu") -> float:
+    """One optimiser step on a batch of pairs (uint8 NHWC, gains (N,3) dB); returns the loss."""
+    model.train()
+    loss = judge_loss(model, to_tensor(a, device), to_tensor(b, device),
+                      torch.as_tensor(gain, dtype=torch.float32, device=device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def judge(model: PairJudge, originals: np.ndarray, candidates: np.ndarray,
+          device: torch.device | str = "cpu", batch: int = 32) -> np.ndarray:
+    """How much closer each candidate is than its original, per head, in dB: originals uint8
+    (N,H,W,3), candidates (N,K,H,W,3) -> float32 (N,K,3). The judge sees the whole patch."""
+    model.eval()
+    n, k = candidates.shape[:2]
+    flat_o = np.repeat(originals, k, axis=0)
+    flat_c = candidates.reshape(n * k, *candidates.shape[2:])
+    out = np.empty((n * k, len(HEADS)), np.float32)
+    for s in range(0, n * k, batch):
+        out[s:s + batch] = in_db(model(to_tensor(flat_o[s:s + batch], device),
+                                       to_tensor(flat_c[s:s + batch], device))).cpu().numpy()
+    return out.reshape(n, k, len(HEADS))
+
+
+def calibrate(predicted: np.ndarray, gain: np.ndarray, precision: float = 0.9,
+              floor: float = 0.1) -> np.ndarray:
+    """Per head, the smallest margin m >= floor (dB) at which held-out pairs called better
+    (prediction > m) are really better by more than `floor` in that head's distance at least
+    `precision` of the time, and likewise for worse (< -m); the larger of the two. predicted
+    and gain (N,3) dB. Returns (3,) margins; a head that never gets there gets the largest
+    prediction (it then never votes)."""
+    margins = []
+    for h in range(predicted.shape[1]):
+        need = [_margin(sign * predicted[:, h], sign * gain[:, h], precision, floor)
+                for sign in (1.0, -1.0)]
+        margins.append(max(floor, *need))
+    return np.asarray(margins)
+
+
+def _margin(p: np.ndarray, g: np.ndarray, precision: float, floor: float) -> float:
+    """The smallest m >= floor with mean(g[p > m] > floor) >= precision (p, g one sign)."""
+    order = np.argsort(-p)
+    p, right = p[order], (g[order] > floor).astype(np.float64)
+    called = p > floor
+    p, right = p[called], right[called]
+    share = np.cumsum(right) / np.arange(1, len(p) + 1)  # precision of "the top i+1 pairs"
+    # a margin just below p[i] calls the pairs 0..i; keep the largest such set that is precise
+    ok = np.flatnonzero(share >= precision)
+    if not len(ok):
+        return float(np.abs(p).max(initial=floor))
+    i = ok[-1]
+    return float(p[i + 1]) if i + 1 < len(p) else floor
+
+
+# ---------------------------------------------------------------- generators from models
+
+def network_generator(model: torch.nn.Module, device: torch.device | str = "cpu",
+                      batch: int = 64) -> Generator:
+    """A 1x network (an enhancer) as a version generator, `batch` crops at a time."""
+
+    @torch.no_grad()
+    def generate(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([to_images(model(to_tensor(images[s:s + batch], device)))
+                               for s in range(0, len(images), batch)])
+
+    return generate
+
+
+def sr_generator(super_resolve: Callable[[np.ndarray, int], np.ndarray],
+                 scales: Sequence[int], rng: np.random.Generator) -> Generator:
+    """SR variants as a version generator: each crop through `super_resolve(crop, scale)` at a
+    scale drawn from `scales`."""
+
+    def generate(images: np.ndarray) -> np.ndarray:
+        return np.stack([super_resolve(x, int(scales[rng.integers(len(scales))]))
+                         for x in images])
+
+    return generate

@@ -1,0 +1,154 @@
+"""MeasureTruth / EvaluateTargets: a build judged against clean references it never saw
+([gtforge] references; docs/QUALITY.md). Both are reached through the Report when a reference
+folder is set (EvaluateTargets only with [gtforge] evaluate = true), or by `gtforge evaluate`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import luigi
+import numpy as np
+import torch
+
+from pipeline import durable, truth
+from pipeline import evaluate as ev
+from pipeline.device import resolve_device
+from pipeline.imageio import image_path, read_rgb
+from pipeline.ingest import folder_fingerprint
+from pipeline.seeding import rng
+from pipeline.shards import ShardSet
+from tasks.base import Stage
+from tasks.config import gtforge
+from tasks.degrade import DegradeLR
+from tasks.ingest import IngestHR
+from tasks.write_shards import DATASET, WriteShards
+
+TRUTH_JSON = "truth.json"
+EVALUATION_JSON = "evaluation.json"
+
+
+class _WithReferences:
+    """The reference folder (its content enters the key) and the shard set it judges."""
+
+    @property
+    def references(self) -> dict[str, Path]:
+        folder = gtforge().references
+        if not folder:
+            raise ValueError(f"{self.get_task_family()} needs [gtforge] references: a folder "
+                             "of clean photos named like the input photos")
+        return truth.reference_index(Path(folder))
+
+    def fingerprint(self) -> dict:
+        return {"references": folder_fingerprint(Path(gtforge().references))}
+
+    def shard_set(self) -> ShardSet:
+        return ShardSet(self.input_dir("shards") / DATASET)
+
+
+class MeasureTruth(_WithReferences, Stage):
+    """truth.json: per candidate, its gain over the original in distance to the clean
+    reference (PSNR, SSIM, edge PSNR), the oracle labels (tau dB PSNR) against the build's
+    labels as a confusion matrix with Positive/Negative precision and recall, and the same
+    over every candidate."""
+
+    version = 1
+
+    def requires(self):
+        return {"shards": WriteShards()}
+
+    def build(self, out: Path) -> dict:
+        found = truth.measure_shards(self.shard_set(), self.references)
+        result = {"tau_db": truth.ORACLE_TAU_DB,
+                  "candidates": {n: t.summary() for n, t in found.items()},
+                  "overall": truth.overall(found)}
+        durable.write_json(out / TRUTH_JSON, result)
+        return {"overall": result["overall"]}
+
+
+class EvaluateTargets(_WithReferences, Stage):
+    """evaluation.json: a SmallSR trained per target (original, hggt, fused, clean, ...) and
+    seed on the samples of the training photos, PSNR/SSIM of each on the held-out photos
+    against their references, and the comparison (pipeline.evaluate.compare)."""
+
+    version = 1
+    heavy = True
+    global_settings = ("scale",)
+    targets = luigi.OptionalListParameter(default=None)
+    seeds = luigi.OptionalIntParameter(default=None)
+    steps = luigi.OptionalIntParameter(default=None)
+    holdout = luigi.OptionalFloatParameter(default=None)  # share of the photos held out
+
+    def requires(self):
+        return {"shards": WriteShards(), "hr": IngestHR(), "lr": DegradeLR()}
+
+    def split(self, shards: ShardSet) -> tuple[set[int], list[int]]:
+        """(training source indices, held-out source indices) among sources with a reference:
+        a seeded share `holdout` of them is held out (at least one)."""
+        sources = shards.manifest["sources"]
+        usable = [i for i, s in enumerate(sources) if truth.reference_for(s, self.references)]
+        order = rng(self.key, "split").permutation(usable).tolist()
+        held = max(1, int(round(self.settings["holdout"] * len(order))))
+        return set(order[held:]), sorted(order[:held])
+
+    def samples(self, shards: ShardSet, train: set[int]) -> ev.Samples:
+        """The training photos' samples in memory, with their clean crops."""
+        parts: dict[str, list] = {k: [] for k in ("lq", "original", "candidates", "labels",
+                                                   "clean")}
+        refs = {}
+        for s in range(len(shards.files)):
+            shard = shards.shard(s)
+            for n, meta in enumerate(shard.meta):
+                index = int(meta["source_index"])
+                if index not in train:
+                    continue
+                if index not in refs:
+                    refs[index] = read_rgb(truth.reference_for(shards.manifest["sources"][index],
+                                                               self.references))
+                x, y, original = int(meta["x"]), int(meta["y"]), shard.image("gt_original", n)
+                parts["lq"].append(shard.image("lq", n))
+                parts["original"].append(original)
+                parts["candidates"].append(np.stack([shard.image("gt_candidates", n, k) for k
+                                                     in range(len(shards.candidate_names))]))
+                parts["labels"].append(shard.labels[n])
+                parts["clean"].append(refs[index][y:y + original.shape[0],
+                                                  x:x + original.shape[1]])
+        return ev.Samples(*(np.stack(parts[k]) for k in ("lq", "original", "candidates",
+                                                          "labels", "clean")),
+                          names=list(shards.candidate_names))
+
+    def heldout(self, shards: ShardSet, held: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(LR, clean reference) of every held-out photo; the LR made from the imperfect GT
+        with the build's DegradeLR recipe."""
+        recipe = self.input_stages()["lr"].recipe_spec
+        images = {img.source: img for img in self.input_stages()["hr"].images()}
+        pairs = []
+        for index in held:
+            source = shards.manifest["sources"][index]
+            gt = read_rgb(image_path(self.input_dir("hr"), images[source].id))
+            pairs.append((ev.heldout_lr(gt, recipe, images[source].id),
+                          read_rgb(truth.reference_for(source, self.references))))
+        return pairs
+
+    def build(self, out: Path) -> dict:
+        s = self.settings
+        device = resolve_device(gtforge().device)
+        shards = self.shard_set()
+        train, held = self.split(shards)
+        samples, pairs = self.samples(shards, train), self.heldout(shards, held)
+        runs = [(t, seed) for seed in range(s["seeds"]) for t in s["targets"]]
+        results: dict[str, list[dict]] = {t: [] for t in s["targets"]}
+        for target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
+            torch.manual_seed(seed)
+            model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
+            results[target].append(ev.measure(model, pairs, device))
+        held_names = [Path(shards.manifest["sources"][i]).name for i in held]
+        report = {"training_samples": len(samples.lq), "heldout": held_names,
+                  "runs": results, "comparison": ev.compare(results)}
+        durable.write_json(out / EVALUATION_JSON, report)
+        return {"comparison": report["comparison"], "heldout": held_names}
+
+
+def read_json(stage: Stage, name: str) -> dict:
+    """A JSON file of a completed evaluation stage."""
+    return json.loads((stage.out_dir / name).read_text())

@@ -1,0 +1,108 @@
+"""Measuring against a known truth (pipeline.truth) and training towards targets
+(pipeline.evaluate)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline import evaluate as ev
+from pipeline import truth
+from pipeline.imageio import read_rgb, write_rgb
+from pipeline.judge import add_noise
+from pipeline.sample import make_quality_corpus
+from pipeline.shards import ShardSet, ShardWriter
+
+
+def test_oracle_confusion_and_rates():
+    labels = np.array([1, 1, 0, -1, -1, 0])
+    oracle = truth.oracle(np.array([0.5, -0.3, 0.1, -0.25, 0.3, 0.19]))
+    assert oracle.tolist() == [1, -1, 0, -1, 1, 0]
+    m = truth.confusion(labels, oracle)
+    assert m.tolist() == [[1, 0, 1], [0, 2, 0], [1, 0, 1]]
+    r = truth.rates(m)
+    assert r["positive_precision"] == 0.5 and r["negative_recall"] == 0.5
+    assert truth.rates(np.zeros((3, 3), int))["positive_recall"] is None
+
+
+def test_quality_corpus_has_clean_and_imperfect_of_each_kind(tmp_path):
+    kinds = make_quality_corpus(tmp_path)
+    assert set(kinds.values()) == {"blur", "noise"} and len(kinds) == 14
+    for name in kinds:
+        clean = read_rgb(tmp_path / "clean" / name)
+        made = read_rgb(tmp_path / "imperfect" / name)
+        assert clean.shape == made.shape
+        assert 25 < truth.distances(made, clean)["psnr"] < 45, name
+
+
+def _shards(tmp_path, references):
+    """A shard set of 4 patches of a reference photo, original = noisy, candidate 0 = the
+    clean crop itself (truly better), candidate 1 = the original with more noise (worse)."""
+    clean = references[:64, :64]
+    rng = np.random.default_rng(0)
+    with ShardWriter(tmp_path / "set", samples_per_shard=8, patch_size=32, scale=4,
+                     candidate_names=["better", "worse"], metric_names=[], compression=None,
+                     params={}, sources=["photos/ref.png"]) as w:
+        for y in (0, 32):
+            for x in (0, 32):
+                gt = clean[y:y + 32, x:x + 32]
+                noisy = add_noise(gt, 8, False, rng)
+                worse = add_noise(noisy, 10, False, rng)
+                w.add(noisy, np.stack([gt, worse]), np.array([1, 0], np.int8),
+                      np.zeros((3, 0), np.float32), noisy[::4, ::4], noisy[::4, ::4],
+                      "0" * 16, x, y, 0)
+    return ShardSet(tmp_path / "set")
+
+
+def test_measure_shards_finds_the_truly_better_and_worse(tmp_path, small_corpus):
+    reference = read_rgb(small_corpus / "astronaut.png")[100:164, 100:164]
+    (tmp_path / "refs").mkdir()
+    write_rgb(tmp_path / "refs" / "ref.png", np.ascontiguousarray(reference))
+    shards = _shards(tmp_path, reference)
+    found = truth.measure_shards(shards, truth.reference_index(tmp_path / "refs"))
+    better, worse = found["better"].summary(), found["worse"].summary()
+    assert better["patches"] == 4 and better["gain"]["psnr"]["closer"] == 4
+    assert worse["gain"]["psnr"]["mean"] < 0 and worse["confusion"][0][1] == 4  # N labelled S
+    assert better["positive_precision"] == 1.0 and worse["negative_recall"] == 0.0
+
+
+def _samples(n=6, k=2, seed=0):
+    rng = np.random.default_rng(seed)
+    hr = rng.integers(0, 256, (n, 32, 32, 3), np.uint8)
+    cands = rng.integers(0, 256, (n, k, 32, 32, 3), np.uint8)
+    labels = np.array([[1, 0], [0, 0], [1, 1], [-1, 0], [0, 1], [0, 0]], np.int8)[:n]
+    return ev.Samples(lq=hr[:, ::4, ::4].copy(), original=hr, candidates=cands, labels=labels,
+                      clean=255 - hr, names=["a", "b"])
+
+
+def test_targets_follow_hggt_and_the_names():
+    s = _samples()
+    rows = np.arange(6)
+    draw = np.random.default_rng(0)
+    hggt = s.target("hggt", rows, draw)
+    np.testing.assert_array_equal(hggt[1], s.original[1])            # no Positive: original
+    np.testing.assert_array_equal(hggt[0], s.candidates[0, 0])       # its only Positive
+    assert any((hggt[2] == s.candidates[2, j]).all() for j in (0, 1))
+    np.testing.assert_array_equal(s.target("b", rows, draw), s.candidates[:, 1])
+    np.testing.assert_array_equal(s.target("clean", rows, draw), 255 - s.original)
+    with pytest.raises(ValueError, match="unknown target"):
+        s.target("nope", rows, draw)
+
+
+def test_same_seed_same_network_whatever_the_target():
+    s = _samples()
+    a = ev.train(s, "original", seed=3, steps=2, scale=4, batch=2, crop=4)
+    b = ev.train(s, "original", seed=3, steps=2, scale=4, batch=2, crop=4)
+    for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True):
+        assert (x == y).all()
+
+
+def test_compare_reports_gains_spread_and_share_of_the_ceiling():
+    runs = {"original": [{"psnr": 20.0, "ssim": 0.5}, {"psnr": 21.0, "ssim": 0.6}],
+            "hggt": [{"psnr": 20.5, "ssim": 0.52}, {"psnr": 21.1, "ssim": 0.61}],
+            "clean": [{"psnr": 21.0, "ssim": 0.55}, {"psnr": 21.2, "ssim": 0.62}]}
+    table = ev.compare(runs)
+    gain = table["hggt"]["psnr"]["gain_over_original"]
+    assert gain == {"mean": 0.3, "min": 0.1, "max": 0.5}
+    assert table["hggt"]["psnr"]["share_of_ceiling"] == pytest.approx(0.3 / 0.6, abs=1e-3)
+    assert "gain_over_original" not in table["original"]["psnr"]
