@@ -9,7 +9,9 @@
    the clean ones; evaluate = true also runs EvaluateTargets).
 3. Prints markdown tables: per candidate, the distance to the clean reference against the
    original GT's (PSNR, SSIM, edge PSNR), overall and per kind of imperfection; the labels'
-   confusion matrix against the oracle; and the SR networks trained per target.
+   confusion matrix against the oracle; `fused` at c = 0, the configured c and 1 (mean
+   |fused − GT|, high-frequency energy against the GT's, PSNR gain towards the clean photo);
+   and the SR networks trained per target.
 Results are also in the build's report (data/quality/out/report/index.html).
 """
 
@@ -22,12 +24,20 @@ from pathlib import Path
 
 import luigi
 import luigi.configuration
+import numpy as np
+import torch
 
 import tasks  # noqa: F401  (registers the tasks, loads luigi.cfg)
 from pipeline import truth
+from pipeline.conversions import to_tensor
+from pipeline.fusion import high_frequency_energy
+from pipeline.imageio import image_path, read_rgb
+from pipeline.ingest import read_images
 from pipeline.sample import make_quality_corpus
 from pipeline.shards import ShardSet
 from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
+from tasks.fuse import FuseGT
+from tasks.ingest import IngestHR
 from tasks.publish import BuildDataset
 from tasks.write_shards import DATASET, WriteShards
 
@@ -74,6 +84,31 @@ def print_truth(shards: ShardSet, references: dict, kinds: dict[str, str]) -> No
             print(json.dumps({k: v for k, v in o.items() if k != "confusion"}))
 
 
+def fusion_row(fused_dir: Path, references: dict) -> str:
+    """Means over the photos of |fused − GT| (grey levels), the fused image's high-frequency
+    energy (above half Nyquist) over the GT's, and its PSNR gain (dB) towards the clean photo."""
+    mad, hf, gain = [], [], []
+    for img in read_images(IngestHR().out_dir):
+        gt, fused = read_rgb(image_path(IngestHR().out_dir, img.id)), read_rgb(
+            image_path(fused_dir, img.id))
+        clean = read_rgb(truth.reference_for(img.source, references))
+        mad.append(np.abs(fused.astype(np.float32) - gt).mean())
+        energy = [high_frequency_energy(to_tensor(x)).mean().item() for x in (fused, gt)]
+        hf.append(energy[0] / energy[1])
+        gain.append(truth.distances(fused, clean)["psnr"] - truth.distances(gt, clean)["psnr"])
+    return f"{np.mean(mad):.2f} | {np.mean(hf):.3f} | {np.mean(gain):+.2f}"
+
+
+def print_fusion_by_c(references: dict, workers: int) -> None:
+    stages = {c: FuseGT(c=c) for c in (0.0, FuseGT().settings["c"], 1.0)}
+    luigi.build(list(stages.values()), local_scheduler=True, workers=workers)
+    print("\nfused by c, whole photos (HF energy: above half Nyquist, over the GT's):\n\n"
+          "| c | mean abs diff to GT | HF energy / GT's | ΔPSNR to clean dB |\n|---|---|---|---|")
+    with torch.no_grad():
+        for c, stage in stages.items():
+            print(f"| {c} | {fusion_row(stage.out_dir, references)} |")
+
+
 def print_evaluation(result: dict) -> None:
     print(f"\nSR networks per target ({result['training_samples']} training samples; held out: "
           f"{', '.join(result['heldout'])}):\n")
@@ -105,7 +140,9 @@ def main() -> None:
         raise SystemExit(result.summary_text)
     print(f"build: {time.time() - start:.0f} s")
     shards = ShardSet(WriteShards().out_dir / DATASET)
-    print_truth(shards, truth.reference_index(args.dir / "clean"), kinds)
+    references = truth.reference_index(args.dir / "clean")
+    print_truth(shards, references, kinds)
+    print_fusion_by_c(references, args.workers)
     print("\nMeasureTruth:", json.dumps(read_json(MeasureTruth(), TRUTH_JSON)["overall"]))
     if not args.no_evaluate:
         print_evaluation(read_json(EvaluateTargets(), EVALUATION_JSON))

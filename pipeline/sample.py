@@ -11,7 +11,7 @@ import numpy as np
 
 from pipeline.conversions import to_uint8
 from pipeline.degrade import jpeg
-from pipeline.imageio import write_rgb
+from pipeline.imageio import read_rgb, write_rgb
 from pipeline.seeding import rng
 
 SAMPLE_FILES = (
@@ -52,10 +52,18 @@ def imperfect(clean: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndar
     return jpeg(to_uint8(x), spec["jpeg"])
 
 
+def write_unless_same(path: Path, rgb: np.ndarray) -> None:
+    """write_rgb, unless `path` already holds exactly these pixels."""
+    if not (path.exists() and np.array_equal(read_rgb(path), rgb)):
+        write_rgb(path, rgb)
+
+
 def make_quality_corpus(dest: Path, seed: int = 0) -> dict[str, str]:
     """The quality benchmark's set: dest/clean/<name>.png (the sample photographs, RGB) and
     dest/imperfect/<name>.png (each made imperfect, blur-led and noise-led in turn by name
-    order, seeded by `seed`). The build sees only dest/imperfect. Returns {name: kind}."""
+    order, seeded by `seed`). The build sees only dest/imperfect; a file already holding the
+    same pixels is left alone, so its mtime, and with it the build's cache keys, survive a
+    rerun. Returns {name: kind}."""
     from PIL import Image
 
     dest = Path(dest)
@@ -67,8 +75,8 @@ def make_quality_corpus(dest: Path, seed: int = 0) -> dict[str, str]:
         clean = np.asarray(Image.open(path).convert("RGB"))
         kind = ("blur", "noise")[i % 2]
         name = f"{path.stem}.png"
-        write_rgb(dest / "clean" / name, clean)
-        write_rgb(dest / "imperfect" / name, imperfect(clean, kind, rng(seed, path.name)))
+        write_unless_same(dest / "clean" / name, clean)
+        write_unless_same(dest / "imperfect" / name, imperfect(clean, kind, rng(seed, path.name)))
         kinds[name] = kind
     shutil.rmtree(dest / "photos")
     return kinds

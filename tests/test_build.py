@@ -14,6 +14,7 @@ import torch
 from pipeline import shards
 from pipeline.dataset import ShardDataset
 from pipeline.export import export_folder
+from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
 from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
 from tests.test_ingest import awkward_folder
@@ -57,6 +58,10 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
         shutil.copyfile(small_corpus / name, folder / name)
     build_env.set("gtforge", "input_dir", folder)
     build_env.set("gtforge", "candidates", ",".join(CANDIDATES))
+    build_env.set("gtforge", "references", small_corpus)  # the photos as their own truth
+    build_env.set("gtforge", "evaluate", "true")
+    for key, value in {"steps": 3, "seeds": 1, "targets": '["original", "hggt", "clean"]'}.items():
+        build_env.set("EvaluateTargets", key, value)
     for section, values in SHORT_TRAININGS.items():
         for key, value in values.items():
             build_env.set(section, key, value)
@@ -73,6 +78,13 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
         assert cafe in list(f["sources"][:])
     assert "caf\\xe9.png" in (out / "report" / "index.html").read_text()
     export_folder(out, tmp_path / "exported", kinds=["gt"])
+    page = (out / "report" / "index.html").read_text()
+    assert "Quality against the clean references" in page and "share of the clean ceiling" in page
+    truth = read_json(MeasureTruth(), TRUTH_JSON)
+    assert set(truth["candidates"]) == set(CANDIDATES) and truth["candidates"]["fused"]["patches"]
+    evaluation = read_json(EvaluateTargets(), EVALUATION_JSON)
+    assert set(evaluation["comparison"]) == {"original", "hggt", "clean"}
+    assert evaluation["heldout"] and evaluation["training_samples"] > 0
     recorded = subprocess.run([sys.executable, "-c", PROVENANCE_SCRIPT,
                                str(out / manifest["shards"][0]["file"])],
                               capture_output=True, text=True, check=True)

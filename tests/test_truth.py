@@ -33,6 +33,9 @@ def test_quality_corpus_has_clean_and_imperfect_of_each_kind(tmp_path):
         made = read_rgb(tmp_path / "imperfect" / name)
         assert clean.shape == made.shape
         assert 25 < truth.distances(made, clean)["psnr"] < 45, name
+    first = {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*.png")}
+    assert make_quality_corpus(tmp_path) == kinds  # a rerun keeps the files (and the keys)
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.glob("*/*.png")} == first
 
 
 def _shards(tmp_path, references):
