@@ -64,6 +64,9 @@ class TrainMaskGenerator(Stage):
     version = 2
     resumable = True
     heavy = True
+    # Luigi runs higher priorities (and their requirements) first: this training and what it
+    # needs are the build's longest chain, so the other workers fill in around it.
+    priority = 10
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
     crop = luigi.OptionalIntParameter(default=None)

@@ -50,6 +50,9 @@ class TrainJudge(Stage):
     version = 1
     resumable = True
     heavy = True
+    # Luigi runs higher priorities (and their requirements) first: this training and what it
+    # needs are the build's longest chain, so the other workers fill in around it.
+    priority = 10
     bases = luigi.OptionalIntParameter(default=None)  # crops in the pool
     crop = luigi.OptionalIntParameter(default=None)  # judged side, pixels
     shrink = luigi.OptionalListParameter(default=None)  # base = crop of side/f, f in [lo, hi]
