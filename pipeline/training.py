@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,26 @@ class NonFiniteLoss(RuntimeError):
 class TrainState:
     get: Callable[[], dict[str, Any]]
     set: Callable[[dict[str, Any]], None]
+
+    @classmethod
+    def of(cls, **parts: Any) -> TrainState:
+        """The state of objects with state_dict / load_state_dict (a model, an optimiser, a
+        schedule), saved under their keyword names."""
+        def load(state: dict[str, Any]) -> None:
+            for name, part in parts.items():
+                part.load_state_dict(state[name])
+
+        return cls(get=lambda: {name: part.state_dict() for name, part in parts.items()},
+                   set=load)
+
+
+def finish_training(out: Path, title: str | None) -> None:
+    """After `train_loop` into out/checkpoints: keep its curve as out/curve.csv (plotted as
+    out/curve.png under `title`, unless None) and remove the checkpoints."""
+    shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
+    shutil.rmtree(out / "checkpoints")
+    if title is not None:
+        plot_curve(out / CURVE_CSV, out / "curve.png", title)
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import luigi
@@ -17,10 +16,9 @@ from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
 from pipeline.seeding import rng
 from pipeline.training import (
-    CURVE_CSV,
     TrainState,
+    finish_training,
     load_checkpoint,
-    plot_curve,
     save_checkpoint,
     train_loop,
 )
@@ -113,18 +111,12 @@ class TrainMaskGenerator(Stage):
             return cfmg_train.cfmg_train_step(model, opt, sched, crops.to(device), c,
                                               perceptual, s["grad_clip"])
 
-        state = TrainState(
-            get=lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
-                         "sched": sched.state_dict()},
-            set=lambda st: (model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]),
-                            sched.load_state_dict(st["sched"])))
+        state = TrainState.of(model=model, opt=opt, sched=sched)
         rows = train_loop(step, state, s["iterations"], out / "checkpoints",
                           self.checkpoint_interval, s["seed"], desc="TrainMaskGenerator",
                           report=self.report, device=device)
         save_checkpoint(out / MODEL_FILE, {"state": {k: v.cpu() for k, v in
                                                       model.state_dict().items()},
                                             "config": dict(s["model"])})
-        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
-        shutil.rmtree(out / "checkpoints")
-        plot_curve(out / CURVE_CSV, out / "curve.png", "TrainMaskGenerator")
+        finish_training(out, "TrainMaskGenerator")
         return {"final": rows[-1] if rows else None, "sources": list(SOURCES)}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import shutil
 from pathlib import Path
 
 import luigi
@@ -22,10 +21,9 @@ from pipeline.ingest import read_images
 from pipeline.losses import LossWeights, PerceptualLoss, load_vgg19
 from pipeline.seeding import rng
 from pipeline.training import (
-    CURVE_CSV,
     TrainState,
+    finish_training,
     load_checkpoint,
-    plot_curve,
     save_checkpoint,
     train_loop,
 )
@@ -167,9 +165,7 @@ class TrainEnhancer(Stage):
                           self.seed_for("steps"), desc=name, report=self.report, device=device)
         save_checkpoint(out / GENERATOR_FILE, {k: v.detach().cpu() for k, v in
                                                training.generator.state_dict().items()})
-        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
-        shutil.rmtree(out / "checkpoints")
-        plot_curve(out / CURVE_CSV, out / "curve.png", name)
+        finish_training(out, name)
         return {"pairs": len(pairs), "final": rows[-1] if rows else None,
                 "parameters": sum(p.numel() for p in training.generator.parameters()),
                 "perceptual": str(self.vgg19_path) if perceptual is not None else None,

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import luigi
@@ -20,10 +19,9 @@ from pipeline.imageio import image_path, read_rgb
 from pipeline.seeding import rng
 from pipeline.sr import super_resolve
 from pipeline.training import (
-    CURVE_CSV,
     TrainState,
+    finish_training,
     load_checkpoint,
-    plot_curve,
     save_checkpoint,
     train_loop,
 )
@@ -141,11 +139,7 @@ class TrainJudge(Stage):
             sched.step()
             return {"bce": loss}
 
-        state = TrainState(get=lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
-                                        "sched": sched.state_dict()},
-                           set=lambda st: (model.load_state_dict(st["model"]),
-                                           opt.load_state_dict(st["opt"]),
-                                           sched.load_state_dict(st["sched"])))
+        state = TrainState.of(model=model, opt=opt, sched=sched)
         train_loop(step, state, s["iterations"], out / "checkpoints",
                    self.setting("ckpt_every"), self.seed_for("steps"), desc="TrainJudge",
                    report=self.report, device=device)
@@ -154,9 +148,7 @@ class TrainJudge(Stage):
                                                       model.state_dict().items()},
                                             "width": s["width"]})
         durable.write_json(out / CALIBRATION_JSON, calibration)
-        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
-        shutil.rmtree(out / "checkpoints")
-        plot_curve(out / CURVE_CSV, out / "curve.png", "TrainJudge")
+        finish_training(out, "TrainJudge")
         return {"pool": {"bases": len(pool.bases), "versions": pool.versions.shape[1]},
                 **calibration}
 

@@ -9,7 +9,6 @@ pipeline.sr.load_rrdb.
 from __future__ import annotations
 
 import functools
-import shutil
 from pathlib import Path
 
 import luigi
@@ -24,7 +23,7 @@ from pipeline.durable import sha256_file
 from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
 from pipeline.seeding import rng
-from pipeline.training import CURVE_CSV, TrainState, plot_curve, train_loop
+from pipeline.training import TrainState, finish_training, train_loop
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.degrade import DegradeLR, load_recipe
@@ -96,16 +95,12 @@ class TrainSR(_SRModel, Stage):
                                      lr_pass if second else None)
             return {"l1": sr.sr_train_step(model, opt, lr.to(device), hr.to(device))}
 
-        state = TrainState(get=lambda: {"model": model.state_dict(), "opt": opt.state_dict()},
-                           set=lambda st: (model.load_state_dict(st["model"]),
-                                           opt.load_state_dict(st["opt"])))
+        state = TrainState.of(model=model, opt=opt)
         rows = train_loop(step, state, s["iterations"], out / "checkpoints",
                           self.checkpoint_interval, s["seed"], desc="TrainSR",
                           report=self.report, device=device)
         sr.save_rrdb(out / MODEL_FILE, model)
-        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
-        shutil.rmtree(out / "checkpoints")
-        plot_curve(out / CURVE_CSV, out / "curve.png", "TrainSR (L1)")
+        finish_training(out, "TrainSR (L1)")
         return {"final_l1": rows[-1]["l1"] if rows else None,
                 "parameters": sum(p.numel() for p in model.parameters())}
 

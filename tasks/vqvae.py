@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import math
 import os
-import shutil
 from pathlib import Path
 
 import luigi
@@ -25,7 +24,13 @@ from pipeline.device import resolve_device
 from pipeline.imageio import image_path, read_rgb, write_rgb
 from pipeline.ingest import Rejected, decode_hr, folder_fingerprint, read_images, walk_inputs
 from pipeline.seeding import derive_seed, rng
-from pipeline.training import CURVE_CSV, TrainState, load_checkpoint, save_checkpoint, train_loop
+from pipeline.training import (
+    TrainState,
+    finish_training,
+    load_checkpoint,
+    save_checkpoint,
+    train_loop,
+)
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -136,8 +141,7 @@ class TrainVQVAE2(Stage):
         ckpt_every = self.setting("ckpt_every") or steps_per_epoch
         rows = train_loop(step, state, total, out / "checkpoints", ckpt_every, s["seed"],
                           desc="TrainVQVAE2", report=self.report, device=device)
-        shutil.move(out / "checkpoints" / CURVE_CSV, out / CURVE_CSV)
-        shutil.rmtree(out / "checkpoints")
+        finish_training(out, None)
         (out / "epochs.png").write_bytes(
             vq.epochs_png(epochs, f"TrainVQVAE2 ({s['max_epochs']} epochs)"))
         return {"images": len(loaders), "steps_per_epoch": steps_per_epoch, "steps": len(rows),
