@@ -18,16 +18,17 @@ Results are also in the build's report (data/quality/out/report/index.html).
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
+import cv2
 import luigi
 import luigi.configuration
 import numpy as np
 import torch
 
 import tasks  # noqa: F401  (registers the tasks, loads luigi.cfg)
+from pipeline import report as page
 from pipeline import truth
 from pipeline.conversions import to_tensor
 from pipeline.fusion import high_frequency_energy
@@ -35,6 +36,7 @@ from pipeline.imageio import image_path, read_rgb
 from pipeline.ingest import read_images
 from pipeline.sample import make_quality_corpus
 from pipeline.shards import ShardSet
+from tasks import report
 from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
@@ -51,51 +53,41 @@ def configure(root: Path, args: argparse.Namespace) -> None:
         cfg.set("gtforge", key, str(value))
 
 
-def candidate_rows(found: dict[str, truth.CandidateTruth]) -> list[str]:
-    rows = []
-    for name, t in found.items():
-        c = t.summary()
-        g = c["gain"]
-        rate = lambda v: "–" if v is None else f"{v:.2f}"  # noqa: E731
-        rows.append(f"| {name} | {c['patches']} | {g['psnr']['mean']:+.2f} | "
-                    f"{g['psnr']['closer']}/{c['patches']} | {g['ssim']['mean']:+.4f} | "
-                    f"{g['edges']['mean']:+.2f} | {c['mad']:.2f} | "
-                    f"{rate(c['positive_precision'])} | {rate(c['positive_recall'])} | "
-                    f"{rate(c['negative_recall'])} |")
-    return rows
+def markdown(table: page.Table) -> None:
+    """Print a report table as markdown, its title and caption above it."""
+    print(f"\n{table.title}" + (f" ({table.caption})" if table.caption else "") + ":\n")
+    print("| " + " | ".join(table.header) + " |\n" + "|---" * len(table.header) + "|")
+    for row in table.rows:
+        print("| " + " | ".join(map(str, row)) + " |")
 
 
 def print_truth(shards: ShardSet, references: dict, kinds: dict[str, str]) -> None:
-    header = ("| candidate | patches | ΔPSNR dB | closer | ΔSSIM | Δedge PSNR dB | "
-              "mean abs diff | P precision | P recall | N recall |\n|---|---|---|---|---|---|---|"
-              "---|---|---|")
-    for kind in (None, "blur", "noise"):
-        refs = {k: v for k, v in references.items()
-                if kind is None or kinds.get(f"{k}.png") == kind}
+    """MeasureTruth's tables (every GT), then the candidates' table per kind of imperfection."""
+    measured = read_json(MeasureTruth(), TRUTH_JSON)
+    for table in report.truth_tables(measured):
+        markdown(table)
+    for kind in ("blur", "noise"):
+        refs = {k: v for k, v in references.items() if kinds.get(f"{k}.png") == kind}
         found = truth.measure_shards(shards, refs)
-        print(f"\n{'All imperfect GTs' if kind is None else kind + '-led GTs'}:\n\n{header}")
-        print("\n".join(candidate_rows(found)))
-        if kind is None:
-            o = truth.overall(found)
-            print("\nLabels against the oracle (rows: oracle N/S/P; columns: labels N/S/P):")
-            for name, row in zip(("oracle Negative", "oracle Similar", "oracle Positive"),
-                                 o["confusion"], strict=True):
-                print(f"| {name} | " + " | ".join(map(str, row)) + " |")
-            print(json.dumps({k: v for k, v in o.items() if k != "confusion"}))
+        table = report.truth_tables({"candidates": {n: t.summary() for n, t in found.items()},
+                                     "overall": truth.overall(found),
+                                     "tau_db": measured["tau_db"]})[0]
+        table.title = f"{kind}-led GTs: {table.title}"
+        markdown(table)
 
 
 def fusion_row(fused_dir: Path, references: dict) -> str:
     """Means over the photos of |fused − GT| (grey levels), the fused image's high-frequency
     energy (above half Nyquist) over the GT's, and its PSNR gain (dB) towards the clean photo."""
     mad, hf, gain = [], [], []
-    for img in read_images(IngestHR().out_dir):
-        gt, fused = read_rgb(image_path(IngestHR().out_dir, img.id)), read_rgb(
-            image_path(fused_dir, img.id))
+    hr = IngestHR().out_dir
+    for img in read_images(hr):
+        gt, fused = read_rgb(image_path(hr, img.id)), read_rgb(image_path(fused_dir, img.id))
         clean = read_rgb(truth.reference_for(img.source, references))
         mad.append(np.abs(fused.astype(np.float32) - gt).mean())
         energy = [high_frequency_energy(to_tensor(x)).mean().item() for x in (fused, gt)]
         hf.append(energy[0] / energy[1])
-        gain.append(truth.distances(fused, clean)["psnr"] - truth.distances(gt, clean)["psnr"])
+        gain.append(cv2.PSNR(fused, clean) - cv2.PSNR(gt, clean))
     return f"{np.mean(mad):.2f} | {np.mean(hf):.3f} | {np.mean(gain):+.2f}"
 
 
@@ -107,19 +99,6 @@ def print_fusion_by_c(references: dict, workers: int) -> None:
     with torch.no_grad():
         for c, stage in stages.items():
             print(f"| {c} | {fusion_row(stage.out_dir, references)} |")
-
-
-def print_evaluation(result: dict) -> None:
-    print(f"\nSR networks per target ({result['training_samples']} training samples; held out: "
-          f"{', '.join(result['heldout'])}):\n")
-    print("| target | PSNR dB (mean ± std) | SSIM | ΔPSNR over original (min … max) | "
-          "share of ceiling |\n|---|---|---|---|---|")
-    for name, row in result["comparison"].items():
-        p, s = row["psnr"], row["ssim"]
-        g = p.get("gain_over_original")
-        gain = "–" if g is None else f"{g['mean']:+.3f} ({g['min']:+.3f} … {g['max']:+.3f})"
-        print(f"| {name} | {p['mean']:.3f} ± {p['std']:.3f} | {s['mean']:.4f} ± {s['std']:.4f} "
-              f"| {gain} | {p.get('share_of_ceiling', '–')} |")
 
 
 def main() -> None:
@@ -143,9 +122,8 @@ def main() -> None:
     references = truth.reference_index(args.dir / "clean")
     print_truth(shards, references, kinds)
     print_fusion_by_c(references, args.workers)
-    print("\nMeasureTruth:", json.dumps(read_json(MeasureTruth(), TRUTH_JSON)["overall"]))
     if not args.no_evaluate:
-        print_evaluation(read_json(EvaluateTargets(), EVALUATION_JSON))
+        markdown(report.evaluation_table(read_json(EvaluateTargets(), EVALUATION_JSON)))
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ further, else Similar; confusion matrices compare the build's labels with it.
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,30 +96,38 @@ class CandidateTruth:
                 "confusion": m.tolist(), **rates(m)}
 
 
-def measure_shards(shards, references: Mapping[str, Path],
-                   sources: Sequence[str] | None = None) -> dict[str, CandidateTruth]:
-    """Every candidate of every sample of a ShardSet whose source photo has a reference
-    (optionally only those `sources`): {candidate name: CandidateTruth}."""
-    names = shards.candidate_names
-    sources = list(shards.manifest["sources"]) if sources is None else list(sources)
-    found = {n: CandidateTruth(n) for n in names}
+def referenced_samples(shards, references: Mapping[str, Path], keep: Container[int] | None = None
+                       ) -> Iterator[tuple[object, int, np.ndarray]]:
+    """(shard, sample index in it, clean crop uint8 at the sample's GT position) for every
+    sample of a ShardSet whose source photo has a reference and, when `keep` is given, whose
+    source index is in it. Each reference is read once."""
+    sources, side = shards.manifest["sources"], int(shards.manifest["patch_size"])
     cache: dict[int, np.ndarray | None] = {}
     for s in range(len(shards.files)):
         shard = shards.shard(s)
         for n, meta in enumerate(shard.meta):
             index = int(meta["source_index"])
+            if keep is not None and index not in keep:
+                continue
             if index not in cache:
                 path = reference_for(sources[index], references)
                 cache[index] = read_rgb(path) if path is not None else None
-            ref_image = cache[index]
-            if ref_image is None:
+            if cache[index] is None:
                 continue
             x, y = int(meta["x"]), int(meta["y"])
-            original = shard.image("gt_original", n)
-            reference = ref_image[y:y + original.shape[0], x:x + original.shape[1]]
-            for k, name in enumerate(names):
-                found[name].add(original, shard.image("gt_candidates", n, k), reference,
-                                int(shard.labels[n, k]))
+            yield shard, n, cache[index][y:y + side, x:x + side]
+
+
+def measure_shards(shards, references: Mapping[str, Path]) -> dict[str, CandidateTruth]:
+    """Every candidate of every sample of a ShardSet whose source photo has a reference:
+    {candidate name: CandidateTruth}."""
+    names = shards.candidate_names
+    found = {n: CandidateTruth(n) for n in names}
+    for shard, n, reference in referenced_samples(shards, references):
+        original = shard.image("gt_original", n)
+        for k, name in enumerate(names):
+            found[name].add(original, shard.image("gt_candidates", n, k), reference,
+                            int(shard.labels[n, k]))
     return found
 
 

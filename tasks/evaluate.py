@@ -4,12 +4,12 @@ folder is set (EvaluateTargets only with [gtforge] evaluate = true), or by `gtfo
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
 import luigi
 import numpy as np
-import torch
 
 from pipeline import durable, truth
 from pipeline import evaluate as ev
@@ -31,7 +31,7 @@ EVALUATION_JSON = "evaluation.json"
 class _WithReferences:
     """The reference folder (its content enters the key) and the shard set it judges."""
 
-    @property
+    @functools.cached_property
     def references(self) -> dict[str, Path]:
         folder = gtforge().references
         if not folder:
@@ -95,24 +95,13 @@ class EvaluateTargets(_WithReferences, Stage):
         """The training photos' samples in memory, with their clean crops."""
         parts: dict[str, list] = {k: [] for k in ("lq", "original", "candidates", "labels",
                                                    "clean")}
-        refs = {}
-        for s in range(len(shards.files)):
-            shard = shards.shard(s)
-            for n, meta in enumerate(shard.meta):
-                index = int(meta["source_index"])
-                if index not in train:
-                    continue
-                if index not in refs:
-                    refs[index] = read_rgb(truth.reference_for(shards.manifest["sources"][index],
-                                                               self.references))
-                x, y, original = int(meta["x"]), int(meta["y"]), shard.image("gt_original", n)
-                parts["lq"].append(shard.image("lq", n))
-                parts["original"].append(original)
-                parts["candidates"].append(np.stack([shard.image("gt_candidates", n, k) for k
-                                                     in range(len(shards.candidate_names))]))
-                parts["labels"].append(shard.labels[n])
-                parts["clean"].append(refs[index][y:y + original.shape[0],
-                                                  x:x + original.shape[1]])
+        for shard, n, clean in truth.referenced_samples(shards, self.references, keep=train):
+            parts["lq"].append(shard.image("lq", n))
+            parts["original"].append(shard.image("gt_original", n))
+            parts["candidates"].append(np.stack([shard.image("gt_candidates", n, k) for k
+                                                 in range(len(shards.candidate_names))]))
+            parts["labels"].append(shard.labels[n])
+            parts["clean"].append(clean)
         return ev.Samples(*(np.stack(parts[k]) for k in ("lq", "original", "candidates",
                                                           "labels", "clean")),
                           names=list(shards.candidate_names))
@@ -139,7 +128,6 @@ class EvaluateTargets(_WithReferences, Stage):
         runs = [(t, seed) for seed in range(s["seeds"]) for t in s["targets"]]
         results: dict[str, list[dict]] = {t: [] for t in s["targets"]}
         for target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
-            torch.manual_seed(seed)
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
             results[target].append(ev.measure(model, pairs, device))
         held_names = [Path(shards.manifest["sources"][i]).name for i in held]

@@ -132,17 +132,18 @@ def truth_tables(result: dict) -> list[page.Table]:
     for name, c in result["candidates"].items():
         g = c["gain"]
         rows.append([name, c["patches"], f"{g['psnr']['mean']:+.2f}",
-                     f"{g['ssim']['mean']:+.4f}", f"{g['edges']['mean']:+.2f}", f"{c['mad']:.2f}",
+                     f"{g['psnr']['closer']}/{c['patches']}", f"{g['ssim']['mean']:+.4f}",
+                     f"{g['edges']['mean']:+.2f}", f"{c['mad']:.2f}",
                      _rate(c["positive_precision"]), _rate(c["positive_recall"]),
                      _rate(c["negative_recall"])])
     o = result["overall"]
-    rows.append(["all", "", "", "", "", "", _rate(o["positive_precision"]),
+    rows.append(["all", "", "", "", "", "", "", _rate(o["positive_precision"]),
                  _rate(o["positive_recall"]), _rate(o["negative_recall"])])
     matrix = [[truth_name, *o["confusion"][i]] for i, truth_name in
               enumerate(("oracle Negative", "oracle Similar", "oracle Positive"))]
     return [page.Table("Candidates: closer to the clean photo than the original GT?",
-                       ["candidate", "patches", "ΔPSNR dB", "ΔSSIM", "Δedge PSNR dB",
-                        "mean |cand − GT|", "P precision", "P recall", "N recall"], rows,
+                       ["candidate", "patches", "ΔPSNR dB", "closer", "ΔSSIM", "Δedge PSNR dB",
+                        "mean abs diff to GT", "P precision", "P recall", "N recall"], rows,
                        f"oracle: Positive when ≥ {result['tau_db']} dB PSNR closer, Negative when "
                        f"≥ {result['tau_db']} dB further"),
             page.Table("Labels against the oracle, every candidate",
