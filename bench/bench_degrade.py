@@ -1,11 +1,11 @@
-"""Degradation throughput: pipeline.degrade against BasicSR's per-operation functions.
+"""Degradation throughput: pipeline.image.degrade against BasicSR's per-operation functions.
 
     .venv/bin/python -m bench.bench_degrade [--repeats 3] [--passes 4] [--threads 1] [--breakdown]
 
-Images: the sample photographs (pipeline.sample.copy_sample_corpus into a temporary folder),
+Images: the sample photographs (pipeline.image.sample.copy_sample_corpus into a temporary folder),
 read as uint8 RGB. For each recipe in luigi.cfg ([degradation.noise|blur|sr]), both sides run
 the same chain on the same images and return uint8:
-- ours: `pipeline.degrade.degrade` (one numpy Generator per image);
+- ours: `pipeline.image.degrade.degrade` (one numpy Generator per image);
 - baseline: BasicSR's numpy/cv2 functions (`basicsr.data.degradations`, from the
   basicsr-fixed package) composed the way Real-ESRGAN's first-order chain composes them:
   float32 [0, 1] image, random_mixed_kernels(iso, aniso) or circular_lowpass_kernel, cv2
@@ -31,10 +31,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import degrade as D
-from pipeline.conversions import to_uint8
-from pipeline.imageio import read_rgb
-from pipeline.sample import copy_sample_corpus
+from pipeline.image import degrade as D
+from pipeline.image.conversions import to_uint8
+from pipeline.image.sample import copy_sample_corpus
+from pipeline.store.imageio import read_rgb
 from tasks.degrade import load_recipe
 
 RECIPES = ("noise", "blur", "sr")

@@ -2,13 +2,13 @@
 
     .venv/bin/python -m bench.bench_enhancer [--threads 1] [--repeats 3] [--paper-batch 1]
 
-1. Training steps per second (one generator + one discriminator update, pipeline.enhancer) for
+1. Training steps per second (one generator + one discriminator update, pipeline.train.enhancer) for
    RCAN and ELAN at the tiny and paper sizes of luigi.cfg ([tiny.TrainEnhancer] over
    [paper.TrainEnhancer]): tiny at its batch and crop, paper at its crop (96) but
    `--paper-batch` images (the paper's 16 would take minutes per step on a CPU). The tiny
    rows are also timed with the perceptual term on a VGG19 of torchvision's widths (random
    weights, same cost as the ImageNet file) to show what the perceptual loss costs.
-2. Tiled inference megapixels per second (pipeline.enhancer.enhance, [*.EnhanceHR] tile and
+2. Tiled inference megapixels per second (pipeline.train.enhancer.enhance, [*.EnhanceHR] tile and
    overlap): tiny models on a 512x512 photo, paper models on a 256x256 crop (one tile).
 3. Forward + backward (L1 against a target) of the paper-size RCAN against BasicSR's RCAN
    (basicsr.archs.rcan_arch.RCAN from basicsr-fixed) with upscale=1: its `Upsample(1)` is
@@ -36,9 +36,9 @@ from torchvision.models.vgg import cfgs, make_layers
 
 import tasks  # noqa: F401  (loads the packaged luigi.cfg)
 from models.rcan import RCAN
-from pipeline.enhancer import build_generator, build_training, enhance
-from pipeline.losses import LossWeights, PerceptualLoss, vgg19_features
-from pipeline.sample import copy_sample_corpus
+from pipeline.image.sample import copy_sample_corpus
+from pipeline.train.enhancer import build_generator, build_training, enhance
+from pipeline.train.losses import LossWeights, PerceptualLoss, vgg19_features
 from tasks.config import section
 
 
@@ -99,7 +99,7 @@ def training_rows(repeats: int, paper_batch: int, skip_paper: bool) -> list[list
 def inference_rows(repeats: int, skip_paper: bool) -> list[list[str]]:
     import tempfile
 
-    from pipeline.imageio import read_rgb
+    from pipeline.store.imageio import read_rgb
 
     with tempfile.TemporaryDirectory() as tmp:
         photo = read_rgb(next(p for p in copy_sample_corpus(tmp) if p.name == "astronaut.png"))

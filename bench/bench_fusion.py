@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from pipeline.fusion import _quarter_basis, fuse, fuse_logits, masks_from_logits
+from pipeline.image.fusion import _quarter_basis, fuse, fuse_logits, masks_from_logits
 
 
 def literal(sources: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

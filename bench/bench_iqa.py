@@ -25,11 +25,11 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline import annotate, iqa
-from pipeline.conversions import to_tensor
-from pipeline.imageio import read_rgb
-from pipeline.patches import texture_mask
-from pipeline.sample import copy_sample_corpus
+from pipeline.image.conversions import to_tensor
+from pipeline.image.patches import texture_mask
+from pipeline.image.sample import copy_sample_corpus
+from pipeline.quality import annotate, iqa
+from pipeline.store.imageio import read_rgb
 
 CORPUS = "/tmp/gtforge-bench-sample"
 

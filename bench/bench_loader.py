@@ -29,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from examples.photo_shards import candidates, patches, read_photos, scores
-from pipeline.dataset import (
+from pipeline.shards.dataset import (
     DTYPES,
     ShardBatchSampler,
     ShardDataset,
@@ -38,9 +38,9 @@ from pipeline.dataset import (
     to_float,
     to_tensor,
 )
-from pipeline.durable import sha256_file
-from pipeline.export import export_folder, export_lmdb
-from pipeline.shards import ShardWriter
+from pipeline.shards.export import export_folder, export_lmdb
+from pipeline.shards.writer import ShardWriter
+from pipeline.store.durable import sha256_file
 
 PATCH, SCALE, CROP, BATCH = 192, 4, 128, 16
 

@@ -5,7 +5,7 @@ and against the floor of one pass over the image.
 
 The image is the astronaut sample photo resized to size x size. Windows: the HGGT grid of
 the paper preset (crop 512, step 288) and of the tiny preset (crop 128, step 72). Rows:
-- vectorised: `pipeline.patches.window_stats` (integral images, all windows at once);
+- vectorised: `pipeline.image.patches.window_stats` (integral images, all windows at once);
 - per-crop: what the HGGT reference script does for each window (crop the RGB image, convert
   it to grey, std, variance of the Laplacian of the crop; for pyramid_std the band of the crop);
 - floor: as the issue words it, one pass over the whole image, no window read: greyscale
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import skimage.data
 
-from pipeline.patches import finest_band, grid_positions, luma, window_stats
+from pipeline.image.patches import finest_band, grid_positions, luma, window_stats
 
 GRIDS = {
     "paper (crop 512, step 288)": dict(crop=512, step=288, offset_max=[32, 64, 128],

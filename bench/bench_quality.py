@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_quality [--dir data/quality] [--preset tiny] [--workers 2]
                                             [--threads 1] [--no-evaluate] [--seed 0]
 
-1. Makes the benchmark set once (pipeline.sample.make_quality_corpus): the sample photographs
+1. Makes the benchmark set once (pipeline.image.sample.make_quality_corpus): the sample photographs
    as clean references, and an imperfect GT of each, blur-led and noise-led in turn.
 2. Builds the dataset from the imperfect GTs only ([gtforge] references points the report at
    the clean ones; evaluate = true also runs EvaluateTargets).
@@ -28,14 +28,14 @@ import numpy as np
 import torch
 
 import tasks  # noqa: F401  (registers the tasks, loads luigi.cfg)
-from pipeline import report as page
-from pipeline import truth
-from pipeline.conversions import to_tensor
-from pipeline.fusion import high_frequency_energy
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.sample import make_quality_corpus
-from pipeline.shards import ShardSet
+from pipeline.image.conversions import to_tensor
+from pipeline.image.fusion import high_frequency_energy
+from pipeline.image.ingest import read_images
+from pipeline.image.sample import make_quality_corpus
+from pipeline.quality import truth
+from pipeline.report import html as page
+from pipeline.shards.reader import ShardSet
+from pipeline.store.imageio import image_path, read_rgb
 from tasks import report
 from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
 from tasks.fuse import FuseGT

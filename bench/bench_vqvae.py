@@ -3,7 +3,7 @@
     .venv/bin/python -m bench.bench_vqvae [--paper-batch 4] [--tiny-batch 8] [--steps 3]
                                           [--threads 1]
 
-Runs TrainVQVAE2's step (crops from the sample photos held in memory, pipeline.vqvae.
+Runs TrainVQVAE2's step (crops from the sample photos held in memory, pipeline.train.vqvae.
 train_step, EpochStats logging) at the paper size (DESIGN model, 256x256 crops) and at the
 tiny size (luigi.cfg [tiny.TrainVQVAE2]) and reports training images per second. Then it
 profiles steps with torch.profiler: the share of step time inside convolution kernels
@@ -28,11 +28,11 @@ from torch.profiler import ProfilerActivity, profile, record_function
 
 import tasks  # noqa: F401  (loads luigi.cfg)
 from models.vqvae2 import VQVAE2, Quantize
-from pipeline import vqvae as vq
-from pipeline.cfmg_train import sample_crops
-from pipeline.ingest import decode_hr
-from pipeline.sample import copy_sample_corpus
-from pipeline.seeding import rng
+from pipeline.image.ingest import decode_hr
+from pipeline.image.sample import copy_sample_corpus
+from pipeline.store.seeding import rng
+from pipeline.train import vqvae as vq
+from pipeline.train.cfmg import sample_crops
 
 SCOPES = ("data", "quantise", "ema", "logging", "optimiser")
 

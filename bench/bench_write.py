@@ -29,8 +29,8 @@ from unittest import mock
 import h5py
 import numpy as np
 
-from pipeline import durable
-from pipeline.shards import ShardWriter
+from pipeline.shards.writer import ShardWriter
+from pipeline.store import durable
 
 PATCH, SCALE, K, M, PER_FILE = 192, 4, 3, 2, 64
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.shards import ShardWriter
+from pipeline.shards.writer import ShardWriter
 
 CANDIDATES = ("unsharp", "smooth", "noisy")
 METRICS = ("sharpness", "brightness")

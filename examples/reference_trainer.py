@@ -1,6 +1,6 @@
 """Reference trainer: what a downstream user does with gtforge shards, reading nothing else.
 
-Two small trainings, each a plain PyTorch loop over `pipeline.dataset.ShardDataset`:
+Two small trainings, each a plain PyTorch loop over `pipeline.shards.dataset.ShardDataset`:
 
 - `refine` (default): a light output-refinement network, a NAFNet-style U-Net taking an image
   and a condition c in [0,1], as in "Beyond the Ground Truth" (Ryou et al.). Here it learns to
@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader
 
 from models.nafblock import NAFBlock
 from models.small_sr import SmallSR
-from pipeline.dataset import ShardBatchSampler, ShardDataset, to_float
-from pipeline.device import resolve_device
-from pipeline.shards import ShardSet
+from pipeline.shards.dataset import ShardBatchSampler, ShardDataset, to_float
+from pipeline.shards.reader import ShardSet
+from pipeline.train.device import resolve_device
 
 
 class RefinerUNet(nn.Module):

@@ -1,6 +1,6 @@
 """The conditional frequency mask generator (CFMG) of Ryou et al. (2025): a NAFBlock encoder
 that looks at a GT image, its spectrum and a condition c, and predicts for each of `sources`
-images a weight per radial frequency ring. pipeline.fusion turns the weights into masks."""
+images a weight per radial frequency ring. pipeline.image.fusion turns the weights into masks."""
 
 from __future__ import annotations
 

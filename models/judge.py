@@ -9,7 +9,7 @@ from torch import nn
 
 class PairJudge(nn.Module):
     """(a, b) float [0,1] (B,3,H,W) each -> (B, heads): per head, the logit that b is closer
-    to the unseen clean image than a (pipeline.judge turns it into dB). Antisymmetric by
+    to the unseen clean image than a (pipeline.quality.judge turns it into dB). Antisymmetric by
     construction, J(a, b) = f(a, b) - f(b, a), so J(a, a) = 0.
 
     f: a 3x3 conv on [a, b, 4 (b - a)] (9 channels) to `width`, three stride-2 3x3 convs to

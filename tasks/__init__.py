@@ -15,7 +15,8 @@ from tasks.super_resolve import SuperResolveGT
 from tasks.train_enhancer import TrainEnhancer
 from tasks.train_judge import TrainJudge
 from tasks.train_sr import LoadSR, TrainSR
-from tasks.vqvae import TrainVQVAE2, VQVAEDegradeLR
+from tasks.train_vqvae import TrainVQVAE2
+from tasks.vqvae_degrade import VQVAEDegradeLR
 from tasks.write_shards import WriteShards
 
 __all__ = [

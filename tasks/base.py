@@ -11,9 +11,9 @@ from typing import Any, ClassVar
 
 import luigi
 
-from pipeline import cache
-from pipeline.progress import track
-from pipeline.seeding import derive_seed
+from pipeline.ops.progress import track
+from pipeline.store import cache
+from pipeline.store.seeding import derive_seed
 from tasks.config import gtforge, preset_setting
 
 
@@ -110,7 +110,7 @@ class Stage(luigi.Task):
 
     @property
     def partial_dir(self) -> Path:
-        return self.stage_root / f".partial-{self.key}"
+        return self.stage_root / f"{cache.PARTIAL_PREFIX}{self.key}"
 
     def output(self) -> StageTarget:
         return StageTarget(str(self.out_dir))

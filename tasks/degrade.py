@@ -12,10 +12,10 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline import durable
-from pipeline.degrade import Recipe, apply, draw
-from pipeline.imageio import image_path, read_rgb, write_rgb
-from pipeline.ingest import read_images
+from pipeline.image.degrade import Recipe, apply, draw
+from pipeline.image.ingest import read_images
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, read_rgb, write_rgb
 from tasks.base import Stage
 from tasks.config import section
 from tasks.ingest import IngestHR

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import luigi
 
-from pipeline.device import resolve_device
-from pipeline.enhancer import enhance
-from pipeline.imageio import image_path, read_rgb, write_rgb
-from pipeline.ingest import read_images
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb, write_rgb
+from pipeline.train.device import resolve_device
+from pipeline.train.enhancer import enhance
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -19,7 +19,7 @@ from tasks.train_enhancer import BACKBONES, DEGRADATIONS, TrainEnhancer
 
 class EnhanceHR(Stage):
     """images/<id>.png: uint8 RGB, the size of the HR image, from the TrainEnhancer generator
-    applied in overlapping tiles (`tile` pixels, `overlap`; pipeline.tiling.tiled_apply)."""
+    applied in overlapping tiles (`tile` pixels, `overlap`; pipeline.image.tiling.tiled_apply)."""
 
     version = 1
     heavy = True

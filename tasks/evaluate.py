@@ -11,13 +11,14 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline import durable, truth
-from pipeline import evaluate as ev
-from pipeline.device import resolve_device
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import folder_fingerprint
-from pipeline.seeding import rng
-from pipeline.shards import ShardSet
+from pipeline.image.ingest import folder_fingerprint
+from pipeline.quality import truth
+from pipeline.shards.reader import ShardSet
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import evaluate as ev
+from pipeline.train.device import resolve_device
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.degrade import DegradeLR
@@ -69,7 +70,7 @@ class MeasureTruth(_WithReferences, Stage):
 class EvaluateTargets(_WithReferences, Stage):
     """evaluation.json: a SmallSR trained per target (original, hggt, fused, clean, ...) and
     seed on the samples of the training photos, PSNR/SSIM of each on the held-out photos
-    against their references, and the comparison (pipeline.evaluate.compare)."""
+    against their references, and the comparison (pipeline.train.evaluate.compare)."""
 
     version = 1
     heavy = True

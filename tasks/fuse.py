@@ -10,12 +10,13 @@ import luigi
 import numpy as np
 import torch
 
-from pipeline import cfmg_train, durable
-from pipeline.conversions import to_images, to_tensor
-from pipeline.device import resolve_device
-from pipeline.fusion import fuse_logits, mask_profile, ring_centres
-from pipeline.imageio import image_path, write_rgb
-from pipeline.ingest import read_images
+from pipeline.image.conversions import to_images, to_tensor
+from pipeline.image.fusion import fuse_logits, mask_profile, ring_centres
+from pipeline.image.ingest import read_images
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, write_rgb
+from pipeline.train import cfmg
+from pipeline.train.device import resolve_device
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.mask_generator import (
@@ -58,7 +59,7 @@ class FuseGT(Stage):
         for img in self.progress(images, len(images), f"FuseGT c={c}"):
             sources = torch.stack([to_tensor(x, device)[0] for x in read_sources(self, img.id)])
             with torch.no_grad():
-                lg = cfmg_train.predict_logits(model, sources[None, 0], c)
+                lg = cfmg.predict_logits(model, sources[None, 0], c)
                 fused = fuse_logits(sources[None], lg)
             write_rgb(image_path(out, img.id), to_images(fused[0]))
             ids.append(img.id)

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import durable, ingest
-from pipeline.imageio import image_path, write_rgb
+from pipeline.image import ingest
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, write_rgb
 from tasks.base import Stage
 from tasks.config import gtforge
 

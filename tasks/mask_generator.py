@@ -10,12 +10,12 @@ import numpy as np
 import torch
 
 from models.cfmg import CFMG
-from pipeline import cfmg_train
-from pipeline.device import resolve_device
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.seeding import rng
-from pipeline.training import (
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import cfmg
+from pipeline.train.device import resolve_device
+from pipeline.train.loop import (
     TrainState,
     finish_training,
     load_checkpoint,
@@ -55,7 +55,7 @@ def load_cfmg(path: Path, device: torch.device | str = "cpu") -> CFMG:
 
 
 class TrainMaskGenerator(Stage):
-    """AdamW + warm-up/cosine + gradient clipping on (1-c^2) MSE - c^2 P (pipeline.cfmg_train);
+    """AdamW + warm-up/cosine + gradient clipping on (1-c^2) MSE - c^2 P (pipeline.train.cfmg);
     `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
     Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
@@ -89,7 +89,7 @@ class TrainMaskGenerator(Stage):
         return deps
 
     def build(self, out: Path) -> dict:
-        from pipeline.iqa import create_metric  # lazy: pyiqa is slow to import
+        from pipeline.quality.iqa import create_metric  # lazy: pyiqa is slow to import
 
         s = self.settings
         device = resolve_device(gtforge().device)
@@ -98,17 +98,17 @@ class TrainMaskGenerator(Stage):
             lambda i: read_sources(self, ids[i]))
         judge = (self.input_stages()["judge"].load_model(device)
                  if "judge" in s["metrics"] else None)
-        perceptual = cfmg_train.Perceptual(s["metrics"], device, create_metric, judge)
+        perceptual = cfmg.Perceptual(s["metrics"], device, create_metric, judge)
         torch.manual_seed(self.seed_for("init"))  # same weights on every clean build
         model = CFMG(sources=len(SOURCES), **s["model"]).to(device)
         opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-        sched = cfmg_train.warmup_cosine(opt, s["warmup"], s["iterations"])
+        sched = cfmg.warmup_cosine(opt, s["warmup"], s["iterations"])
 
         def step(i: int) -> dict[str, float]:
             r = rng(self.key, "batch", i)
             c = float(r.uniform(0, 1))
-            crops = cfmg_train.sample_crops(r, stack, len(ids), s["batch_size"], s["crop"])
-            return cfmg_train.cfmg_train_step(model, opt, sched, crops.to(device), c,
+            crops = cfmg.sample_crops(r, stack, len(ids), s["batch_size"], s["crop"])
+            return cfmg.train_step(model, opt, sched, crops.to(device), c,
                                               perceptual, s["grad_clip"])
 
         state = TrainState.of(model=model, opt=opt, sched=sched)

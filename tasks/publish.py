@@ -9,7 +9,7 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import durable
+from pipeline.store import durable
 from tasks.config import gtforge
 from tasks.report import Report
 from tasks.write_shards import DATASET, WriteShards

@@ -5,7 +5,7 @@ DAG (requires()) and takes what each completed stage folder holds, by file name:
 
     shard-*.h5            sample patches: LR, VQ-VAE LR, original and candidates with labels
     scores.npz            score histograms per metric and the label counts per candidate
-    curve.csv             training curves (pipeline.training writes one per training); a
+    curve.csv             training curves (pipeline.train.loop writes one per training); a
                           curve.png beside it is shown as it is, else the curve is drawn
     *.png, figures/*.png  pictures a stage draws (FuseGT's band weights, masks, ...); the
                           images/ folders (the stages' per-image outputs) are not shown
@@ -32,10 +32,10 @@ import h5py
 import luigi
 import numpy as np
 
-from pipeline import cache
-from pipeline import report as page
-from pipeline.ingest import display_path
-from pipeline.training import plot_curve
+from pipeline.image.ingest import display_path
+from pipeline.report import html as page
+from pipeline.store import cache
+from pipeline.train.loop import plot_curve
 from tasks import graph
 from tasks.base import Stage
 from tasks.config import gtforge
@@ -298,7 +298,7 @@ def score_figures(upstream: list[Done]) -> list[page.Figure]:
 
 def curve_figures(upstream: list[Done], tmp: Path) -> list[page.Figure]:
     """Every training curve (curve.csv): the stage's own curve.png beside it, or drawn with
-    pipeline.training.plot_curve."""
+    pipeline.train.loop.plot_curve."""
     figs = []
     for n, (stage, path) in enumerate(_files(upstream, "curve.csv")):
         png = path.with_suffix(".png")
@@ -438,5 +438,5 @@ def stage_rows(upstream: list[Done], since: float | None) -> list[page.StageRow]
             family=graph.label(stage), key=stage.key, seconds=manifest.get("seconds"),
             published=manifest.get("published"),
             reused=False if since is None else published < since,
-            bytes=graph.folder_bytes(folder), settings=manifest.get("params", {})))
+            bytes=cache.folder_bytes(folder), settings=manifest.get("params", {})))
     return rows

@@ -9,10 +9,11 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline import annotate, durable
-from pipeline.device import resolve_device
-from pipeline.imageio import image_path, read_rgb
-from pipeline.judge import judge
+from pipeline.quality import annotate
+from pipeline.quality.judge import judge
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.train.device import resolve_device
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.config import gtforge
@@ -27,9 +28,9 @@ ROLES = ("patches", "hr")
 
 
 class ScorePatches(Stage):
-    """scores.npz: a pipeline.annotate.ScoreTable over the SelectPatches order (`table()`
+    """scores.npz: a pipeline.quality.annotate.ScoreTable over the SelectPatches order (`table()`
     reads it); difference.npz: difference (N,K) float32 and the measure used;
-    label_stats.json: label counts (pipeline.annotate.label_stats) and filters. Annotators:
+    label_stats.json: label counts (pipeline.quality.annotate.label_stats) and filters. Annotators:
     the `metrics` (pyiqa names, and "judge" for the three heads of TrainJudge)."""
 
     version = 2

@@ -8,16 +8,16 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline import durable
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.patches import (
+from pipeline.image.ingest import read_images
+from pipeline.image.patches import (
     HF_MEASURES,
     grid_positions,
     load_patches,
     save_patches,
     texture_mask,
 )
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, read_rgb
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.ingest import IngestHR
@@ -28,7 +28,7 @@ ORIGINAL = "original"
 
 
 class SelectPatches(Stage):
-    """patches.npz (pipeline.patches.save_patches) over the HR images in images.json order,
+    """patches.npz (pipeline.image.patches.save_patches) over the HR images in images.json order,
     grid positions row-major; patch_stats.json counts per image the grid positions, those
     each version passes, and those kept (any version passes)."""
 
@@ -47,7 +47,7 @@ class SelectPatches(Stage):
         return {"hr": IngestHR(), **candidate_stages()}
 
     def patches(self) -> dict:
-        """The selected patches (pipeline.patches.load_patches)."""
+        """The selected patches (pipeline.image.patches.load_patches)."""
         return load_patches(self.out_dir / PATCHES)
 
     def stats(self) -> dict:

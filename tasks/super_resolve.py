@@ -6,10 +6,10 @@ from pathlib import Path
 
 import luigi
 
-from pipeline import sr
-from pipeline.device import resolve_device
-from pipeline.imageio import image_path, read_rgb, write_rgb
-from pipeline.ingest import read_images
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb, write_rgb
+from pipeline.train import sr
+from pipeline.train.device import resolve_device
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -21,7 +21,7 @@ SR_SCALES = (2, 3, 4)
 class SuperResolveGT(Stage):
     """images/<id>.png: uint8 RGB at the GT size. The SR model runs on the GT resized to
     scale/m of its size (m = the model's scale), tiled (`tile` input pixels, `overlap`), and
-    its output is resized back with cv2.INTER_AREA (pipeline.sr.super_resolve)."""
+    its output is resized back with cv2.INTER_AREA (pipeline.train.sr.super_resolve)."""
 
     version = 2
     heavy = True

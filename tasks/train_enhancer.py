@@ -13,20 +13,20 @@ from pathlib import Path
 import luigi
 import torch
 
-from pipeline import enhancer
-from pipeline.device import resolve_device
-from pipeline.durable import sha256_file
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.losses import LossWeights, PerceptualLoss, load_vgg19
-from pipeline.seeding import rng
-from pipeline.training import (
+from pipeline.image.ingest import read_images
+from pipeline.store.durable import sha256_file
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import enhancer
+from pipeline.train.device import resolve_device
+from pipeline.train.loop import (
     TrainState,
     finish_training,
     load_checkpoint,
     save_checkpoint,
     train_loop,
 )
+from pipeline.train.losses import LossWeights, PerceptualLoss, load_vgg19
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.degrade import DegradeForEnhancer

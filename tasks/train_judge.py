@@ -1,5 +1,5 @@
 """TrainJudge: the pairwise quality judge that labels candidates and guides the CFMG
-(pipeline.judge, docs/ANNOTATION.md), learned from the corpus and the build's own models."""
+(pipeline.quality.judge, docs/ANNOTATION.md), learned from the corpus and the build's own models."""
 
 from __future__ import annotations
 
@@ -11,20 +11,20 @@ import numpy as np
 import torch
 
 from models.judge import PairJudge
-from pipeline import durable
-from pipeline import judge as J
-from pipeline.cfmg_train import warmup_cosine
-from pipeline.device import resolve_device
-from pipeline.imageio import image_path, read_rgb
-from pipeline.seeding import rng
-from pipeline.sr import super_resolve
-from pipeline.training import (
+from pipeline.quality import judge as J
+from pipeline.store import durable
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train.cfmg import warmup_cosine
+from pipeline.train.device import resolve_device
+from pipeline.train.loop import (
     TrainState,
     finish_training,
     load_checkpoint,
     save_checkpoint,
     train_loop,
 )
+from pipeline.train.sr import super_resolve
 from tasks.base import Stage
 from tasks.candidates import ENHANCER_CANDIDATES, FUSED
 from tasks.config import gtforge
@@ -54,7 +54,7 @@ class TrainJudge(Stage):
     bases = luigi.OptionalIntParameter(default=None)  # crops in the pool
     crop = luigi.OptionalIntParameter(default=None)  # judged side, pixels
     shrink = luigi.OptionalListParameter(default=None)  # base = crop of side/f, f in [lo, hi]
-    versions = luigi.OptionalDictParameter(default=None)  # pipeline.judge.VersionRanges
+    versions = luigi.OptionalDictParameter(default=None)  # pipeline.quality.judge.VersionRanges
     generators = luigi.OptionalListParameter(default=None)  # enhancer candidates, "sr"
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)

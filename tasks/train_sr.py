@@ -3,7 +3,7 @@
 `[paper.SuperResolveGT] sr_checkpoint` chooses: empty -> TrainSR (offline: a small RRDBNet
 trained on the DegradeLR / IngestHR pairs); a path -> LoadSR (a Real-ESRGAN-format file, e.g.
 RealESRGAN_x4plus.pth). Both write model.pt ({'params': state dict}), read by
-pipeline.sr.load_rrdb.
+pipeline.train.sr.load_rrdb.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import numpy as np
 import torch
 
 from models.rrdb import RRDBNet
-from pipeline import sr
-from pipeline.degrade import degrade
-from pipeline.device import resolve_device
-from pipeline.durable import sha256_file
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.seeding import rng
-from pipeline.training import TrainState, finish_training, train_loop
+from pipeline.image.degrade import degrade
+from pipeline.image.ingest import read_images
+from pipeline.store.durable import sha256_file
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import sr
+from pipeline.train.device import resolve_device
+from pipeline.train.loop import TrainState, finish_training, train_loop
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.degrade import DegradeLR, load_recipe

@@ -8,8 +8,8 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline.imageio import image_path, read_rgb
-from pipeline.shards import ShardWriter
+from pipeline.shards.writer import ShardWriter
+from pipeline.store.imageio import image_path, read_rgb
 from tasks import graph
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
@@ -17,7 +17,7 @@ from tasks.degrade import DegradeLR
 from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
 from tasks.select_patches import SelectPatches
-from tasks.vqvae import VQVAEDegradeLR
+from tasks.vqvae_degrade import VQVAEDegradeLR
 
 DATASET = "dataset"
 

@@ -12,7 +12,7 @@ import pytest
 from luigi.task_register import Register
 
 import tasks  # noqa: F401  (loads the packaged luigi.cfg)
-from pipeline.sample import copy_sample_corpus
+from pipeline.image.sample import copy_sample_corpus
 
 SMALL_CORPUS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
 

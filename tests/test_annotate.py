@@ -5,10 +5,10 @@ import luigi
 import numpy as np
 import pytest
 
-from pipeline import annotate, iqa
-from pipeline.imageio import image_path, read_rgb, write_rgb
-from pipeline.ingest import read_images
-from pipeline.patches import texture_mask
+from pipeline.image.ingest import read_images
+from pipeline.image.patches import texture_mask
+from pipeline.quality import annotate, iqa
+from pipeline.store.imageio import image_path, read_rgb, write_rgb
 from tasks import score_patches, select_patches
 from tasks.base import Stage
 from tasks.ingest import IngestHR

@@ -17,7 +17,7 @@ basicsr = pytest.importorskip("basicsr")
 
 from basicsr.data import build_dataset  # noqa: E402
 
-from pipeline.basicsr_dataset import GTForgeShardDataset, main  # noqa: E402
+from pipeline.shards.basicsr import GTForgeShardDataset, main  # noqa: E402
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "basicsr_train_shards.yml"
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import shards
-from pipeline.dataset import ShardDataset
-from pipeline.export import export_folder
+from pipeline.shards.dataset import ShardDataset
+from pipeline.shards.export import export_folder
+from pipeline.shards.reader import summary
+from pipeline.shards.verify import verify
 from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
 from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
@@ -68,7 +69,7 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     run_tasks(BuildDataset())
     out = tmp_path / "out"
 
-    shards.verify(out)
+    verify(out)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["inputs"]["entries"] == entries + 2
     assert manifest["inputs"]["built"] + manifest["inputs"]["rejected"] == entries + 2
@@ -92,7 +93,7 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     assert made["c"] == 0.3 and made["lr_recipe"]["resize_probs"] == [0.1, 0.85, 0.05]
     assert {m["name"] for m in made["metrics"]} == set(manifest["metric_names"])
     assert all(m["margin"] > 0 and m["mode"] == "pairwise" for m in made["metrics"])
-    assert shards.summary(out)["samples"] == sum(s["samples"] for s in manifest["shards"]) > 10
+    assert summary(out)["samples"] == sum(s["samples"] for s in manifest["shards"]) > 10
     assert (out / "report" / "index.html").stat().st_size > 1000
     with h5py.File(out / manifest["shards"][0]["file"], "r") as f:
         names = [n.decode() for n in f["gt_candidates"].attrs["candidate_names"]]

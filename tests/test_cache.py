@@ -7,7 +7,7 @@ from pathlib import Path
 import luigi
 import pytest
 
-from pipeline import cache, durable
+from pipeline.store import cache, durable
 from tasks.base import Stage
 from tests.conftest import run_tasks
 

@@ -6,10 +6,11 @@ from pathlib import Path
 import luigi
 import pytest
 
-from pipeline import cli
-from tasks import graph
+from pipeline.store import cache
+from tasks import cli, graph, stage_folders
 from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
 
 RUNS: list[str] = []
@@ -170,7 +171,7 @@ def test_gc_deletes_only_unreferenced_keys_after_a_dry_run(runs, build_env, caps
     assert not any(p.exists() for p in expected)
     assert not (workdir / "OldStage").exists()  # emptied stage roots go too
     assert notes.read_text() == "mine" and all(p.exists() for p in current)
-    assert graph.unreferenced(ToyPublish()) == []
+    assert stage_folders.unreferenced(ToyPublish()) == []
     runs.clear()
     run_tasks(ToyPublish())
     assert runs == []  # the current configuration lost nothing
@@ -180,11 +181,11 @@ def test_verify_finds_extra_changed_and_missing_files(runs, capsys):
     run_tasks(ToyPublish())
     assert ops("cache", "verify") == 0
     right = ToyRight().out_dir
-    assert graph.verify_output(right) == []
+    assert cache.verify_output(right) == []
     (right / ".left-over.tmp").write_bytes(b"half")
     (right / "nested" / "right.bin").write_bytes(b"X" * 500)  # same size, other bytes
     (ToyLeft().out_dir / "left.bin").unlink()
-    problems = graph.verify_output(right) + graph.verify_output(ToyLeft().out_dir)
+    problems = cache.verify_output(right) + cache.verify_output(ToyLeft().out_dir)
     assert any(".left-over.tmp is not in the manifest" in p for p in problems)
     assert any("nested/right.bin differs" in p for p in problems)
     assert any("left.bin is missing" in p for p in problems)
@@ -201,23 +202,23 @@ def test_remove_folder_makes_an_output_incomplete_before_deleting(runs, monkeypa
         seen.append((sink.complete(), Path(path).name))
         return real(path, *a, **k)
 
-    real = graph.shutil.rmtree
-    monkeypatch.setattr(graph.shutil, "rmtree", watch)
-    graph.remove_folder(sink.out_dir)
-    assert seen and seen[0][0] is False and seen[0][1].startswith(graph.TRASH_PREFIX)
+    real = cache.shutil.rmtree
+    monkeypatch.setattr(cache.shutil, "rmtree", watch)
+    cache.remove_folder(sink.out_dir)
+    assert seen and seen[0][0] is False and seen[0][1].startswith(cache.TRASH_PREFIX)
 
 
 def test_the_build_dag_is_found_by_walking_it(build_env):
     """The real DAG, as configured: nothing built, no stage named in tasks/graph.py."""
     build_env.set("gtforge", "candidates", "rcan_noise,elan_blur,fused")
-    root = graph.build_root()
+    root = BuildDataset()
     order = graph.walk(root)
     assert order[-1] is root and root.get_task_family() == "BuildDataset"
     assert graph.downstream(root, "IngestHR") == order  # everything starts from the photos
     after_shards = {t.get_task_family() for t in graph.downstream(root, "WriteShards")}
     assert after_shards == {"WriteShards", "Report", "PublishDataset", "BuildDataset"}
-    rows = graph.stage_folders(root)
+    rows = stage_folders.stage_folders(root)
     assert len({r.key for r in rows}) == len({r.path for r in rows}) == len(rows)
     assert {"IngestHR", "SelectPatches", "ScorePatches", "WriteShards", "Report"} <= \
         {r.family for r in rows}
-    assert graph.unreferenced(root) == []
+    assert stage_folders.unreferenced(root) == []

@@ -7,13 +7,13 @@ import torch
 
 from models.cfmg import CFMG, cfmg_input
 from models.nafblock import NAFBlock
-from pipeline import cfmg_train
-from pipeline.conversions import to_tensor
-from pipeline.fusion import fuse_logits, high_frequency_energy
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.iqa import MissingWeightsError, create_metric
-from pipeline.seeding import rng
+from pipeline.image.conversions import to_tensor
+from pipeline.image.fusion import fuse_logits, high_frequency_energy
+from pipeline.image.ingest import read_images
+from pipeline.quality.iqa import MissingWeightsError, create_metric
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import cfmg
 from tests.conftest import run_tasks
 
 STEPS = 12
@@ -66,7 +66,7 @@ def test_nafblock_starts_as_identity_and_keeps_shape():
 
 def test_warmup_cosine_schedule():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = cfmg_train.warmup_cosine(opt, warmup=4, total=12)
+    sched = cfmg.warmup_cosine(opt, warmup=4, total=12)
     lrs = []
     for _ in range(12):
         lrs.append(opt.param_groups[0]["lr"])
@@ -78,10 +78,10 @@ def test_warmup_cosine_schedule():
 
 def test_perceptual_checks_directions_and_missing_weights(monkeypatch, tmp_path):
     with pytest.raises(ValueError, match="lower-better.*negative"):
-        cfmg_train.Perceptual({"niqe": 0.1}, "cpu", create_metric)
+        cfmg.Perceptual({"niqe": 0.1}, "cpu", create_metric)
     monkeypatch.setenv("GTFORGE_IQA_WEIGHTS", str(tmp_path))
     with pytest.raises(MissingWeightsError, match="musiq"):
-        cfmg_train.Perceptual({"musiq": 0.001}, "cpu", create_metric)
+        cfmg.Perceptual({"musiq": 0.001}, "cpu", create_metric)
 
 
 def _sources(photo: np.ndarray) -> list[np.ndarray]:
@@ -115,20 +115,20 @@ def test_condition_trades_fidelity_for_detail(sample_corpus):
     photos = [cv2.cvtColor(cv2.imread(str(sample_corpus / n)), cv2.COLOR_BGR2RGB)
               for n in ("chelsea.png", "astronaut.png")]
     stacks = [_sources(p[:288, :288]) for p in photos]
-    perceptual = cfmg_train.Perceptual({"niqe": -0.002}, "cpu", create_metric)
+    perceptual = cfmg.Perceptual({"niqe": -0.002}, "cpu", create_metric)
     full = torch.stack([torch.stack([to_tensor(s)[0] for s in st]) for st in stacks])
     gt = full[:, 0]
     fused = {}
     for c in (0.0, 1.0):
         model = FreeWeights()
         opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
-        sched = cfmg_train.warmup_cosine(opt, warmup=2, total=STEPS)
+        sched = cfmg.warmup_cosine(opt, warmup=2, total=STEPS)
         for step in range(STEPS):
-            crops = cfmg_train.sample_crops(rng("test", step), lambda i: stacks[i],
+            crops = cfmg.sample_crops(rng("test", step), lambda i: stacks[i],
                                             len(stacks), 2, 192)
-            logs = cfmg_train.cfmg_train_step(model, opt, sched, crops, c, perceptual, 1.0)
+            logs = cfmg.train_step(model, opt, sched, crops, c, perceptual, 1.0)
             assert np.isfinite(logs["loss"]) and logs["c"] == c
-        fused[c] = fuse_logits(full, cfmg_train.predict_logits(model, gt, c))
+        fused[c] = fuse_logits(full, cfmg.predict_logits(model, gt, c))
     mse = {c: torch.mean((f - gt) ** 2).item() for c, f in fused.items()}
     assert mse[0.0] < mse[1.0]  # PSNR at c = 0 is higher
     assert high_frequency_energy(fused[1.0]).mean() > 1.2 * high_frequency_energy(gt).mean()

@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.dataset import ShardBatchSampler, ShardDataset, augment, to_float
-from pipeline.shards import ShardWriter
+from pipeline.shards.dataset import ShardBatchSampler, ShardDataset, augment, to_float
+from pipeline.shards.writer import ShardWriter
 
 PATCH, SCALE = 32, 4
 

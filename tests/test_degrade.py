@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pipeline import degrade as D
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
+from pipeline.image import degrade as D
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb
 from tasks.config import section
 from tasks.degrade import DRAWS_JSON, DegradeForEnhancer, DegradeLR, load_recipe
 from tests.conftest import run_tasks

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from models.elan import ELAN, GMSA, shift_channels
 from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
-from pipeline.enhancer import build_generator
+from pipeline.train.enhancer import build_generator
 from tasks.config import section
 
 

@@ -10,20 +10,12 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision.models.vgg import cfgs, make_layers
 
-from pipeline.enhancer import EnhancerTraining, build_generator, build_training, learning_rate
-from pipeline.enhancer import sample_batch as enhancer_batch
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.losses import (
-    LossWeights,
-    MissingVGGWeights,
-    PerceptualLoss,
-    gan_loss,
-    load_vgg19,
-    vgg19_features,
-)
-from pipeline.seeding import rng
-from pipeline.training import (
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train.enhancer import EnhancerTraining, build_generator, build_training, learning_rate
+from pipeline.train.enhancer import sample_batch as enhancer_batch
+from pipeline.train.loop import (
     CURVE_CSV,
     NonFiniteLoss,
     TrainState,
@@ -31,6 +23,14 @@ from pipeline.training import (
     load_checkpoint,
     read_curve,
     train_loop,
+)
+from pipeline.train.losses import (
+    LossWeights,
+    MissingVGGWeights,
+    PerceptualLoss,
+    gan_loss,
+    load_vgg19,
+    vgg19_features,
 )
 from tasks.config import section
 from tests.conftest import SMALL_CORPUS, run_tasks

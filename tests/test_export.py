@@ -10,7 +10,7 @@ import lmdb
 import numpy as np
 import pytest
 
-from pipeline.export import export_folder, export_lmdb
+from pipeline.shards.export import export_folder, export_lmdb
 from tests.test_shards import PATCH, SCALE, make_shards
 
 KINDS = ["gt", "gt_cand0", "gt_cand1", "lq", "lq_vqvae"]

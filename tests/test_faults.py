@@ -17,12 +17,15 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import cache, cli, ingest, shards
-from pipeline.imageio import image_path, read_rgb
-from pipeline.seeding import rng
-from pipeline.shards import ShardWriter
-from pipeline.training import TrainState, latest_checkpoint, load_checkpoint, train_loop
-from tasks import graph
+from pipeline.image import ingest
+from pipeline.shards.spec import ShardError
+from pipeline.shards.verify import verify
+from pipeline.shards.writer import ShardWriter
+from pipeline.store import cache
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train.loop import TrainState, latest_checkpoint, load_checkpoint, train_loop
+from tasks import cli, stage_folders
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -33,7 +36,7 @@ STEPS, CKPT_EVERY, SHARDS, PER_SHARD, PATCH = 16, 4, 4, 5, 32
 
 
 class FaultTrain(Stage):
-    """A small resumable training through pipeline.training.train_loop (as real trainings do):
+    """A small resumable training through pipeline.train.loop.train_loop (as real trainings do):
     a linear model fitted to batches drawn from rng(seed, step), Adam, checkpoints."""
 
     resumable = True
@@ -68,7 +71,7 @@ class FaultTrain(Stage):
 
 
 class FaultShards(Stage):
-    """Writes a shard set with pipeline.shards.ShardWriter (as WriteShards does), slowly
+    """Writes a shard set with pipeline.shards.writer.ShardWriter (as WriteShards does), slowly
     enough to be killed half-way; the scores carry the trained weights."""
 
     def requires(self):
@@ -151,12 +154,12 @@ def test_sigkill_at_several_points_then_rerun_completes(many_photos, tmp_path, b
     starts = [r["event"] for r in read_runs() if r["family"] == "FaultTrain"]
     assert starts[0] == "start@0" and starts[1] != "start@0"  # resumed from its checkpoint
     root = FaultShards()
-    for folder in graph.stage_folders(root):
+    for folder in stage_folders.stage_folders(root):
         assert folder.state == "done" and not folder.partial_path.exists()
-        assert graph.verify_output(folder.path) == [], folder  # exactly what was published
+        assert cache.verify_output(folder.path) == [], folder  # exactly what was published
         files = [row["path"] for row in cache.read_manifest(folder.path)["files"]]
         assert not [f for f in files if f.endswith(".tmp")], f"temporaries published: {files}"
-    shards.verify(root.out_dir / "dataset")  # every shard against the shard manifest
+    verify(root.out_dir / "dataset")  # every shard against the shard manifest
     assert len(list((root.out_dir / "dataset").glob("shard-*.h5"))) == SHARDS
 
     # Same keys in a fresh workdir, never interrupted: the same training result and shards.
@@ -203,11 +206,11 @@ def test_a_corrupted_shard_is_named_by_verify_and_the_reader(tmp_path, capsys):
     shard.write_bytes(bytes(data[:2000]))  # truncated: HDF5 cannot open it any more
     assert cli.main(["verify", str(out)]) == 1
     assert "shard-00001.h5" in capsys.readouterr().err
-    from pipeline.dataset import ShardDataset
+    from pipeline.shards.dataset import ShardDataset
 
     reader = ShardDataset(out)  # what a trainer uses
     assert reader[0]["gt"].shape[-1] == PATCH  # the good shards still read
-    with pytest.raises(shards.ShardError, match="shard-00001.h5"):
+    with pytest.raises(ShardError, match="shard-00001.h5"):
         reader[2]
 
 
@@ -308,7 +311,7 @@ def test_bad_inputs_are_listed_and_good_ones_processed(build_env, tmp_path):
     manifest = json.loads((task.out_dir / cache.MANIFEST).read_text())
     assert {k: manifest["info"][k] for k in ("accepted", "rejected", "entries")} == \
         {"accepted": len(good), "rejected": len(bad), "entries": len(good) + len(bad)}
-    assert graph.verify_output(task.out_dir) == []
+    assert cache.verify_output(task.out_dir) == []
 
 
 def test_an_all_bad_corpus_fails_naming_every_file(build_env, tmp_path):

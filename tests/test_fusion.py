@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.fusion import (
+from pipeline.image.fusion import (
     fuse,
     fuse_half,
     fuse_logits,
@@ -131,7 +131,7 @@ def test_high_frequency_energy_sees_detail():
 
 
 def test_logits_path_without_the_basis_cache(monkeypatch):
-    import pipeline.fusion as fusion
+    import pipeline.image.fusion as fusion
 
     src = _sources(b=1, h=17, w=10)
     logits = torch.randn(1, 4, 25, dtype=torch.float64)

@@ -6,7 +6,7 @@ import pytest
 from luigi.task_register import Register
 from PIL import Image, ImageCms
 
-from pipeline import ingest
+from pipeline.image import ingest
 from tasks.ingest import IngestHR
 from tests.conftest import run_tasks
 from tests.icc import rgb_profile

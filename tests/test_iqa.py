@@ -5,8 +5,8 @@ import pytest
 import scipy.io
 import torch
 
-from pipeline import iqa
-from pipeline.conversions import to_tensor
+from pipeline.image.conversions import to_tensor
+from pipeline.quality import iqa
 
 
 @pytest.fixture

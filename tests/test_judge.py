@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from models.judge import PairJudge
-from pipeline import judge as J
-from pipeline.imageio import read_rgb
+from pipeline.quality import judge as J
+from pipeline.store.imageio import read_rgb
 
 
 @pytest.fixture(scope="module")

@@ -7,9 +7,8 @@ import pytest
 from luigi.task_register import Register
 from PIL import Image
 
-from pipeline.imageio import image_path, read_rgb, write_rgb
-from pipeline.ingest import read_images
-from pipeline.patches import (
+from pipeline.image.ingest import read_images
+from pipeline.image.patches import (
     block_size,
     finest_band,
     grid_positions,
@@ -19,6 +18,7 @@ from pipeline.patches import (
     texture_mask,
     window_stats,
 )
+from pipeline.store.imageio import image_path, read_rgb, write_rgb
 from tasks import select_patches
 from tasks.base import Stage
 from tasks.ingest import IngestHR

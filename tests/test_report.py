@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import report as page
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.training import TrainState, train_loop
+from pipeline.image.ingest import read_images
+from pipeline.report import html as page
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.train.loop import TrainState, train_loop
 from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.report import Report
@@ -31,7 +31,7 @@ SCALE, PATCH = 4, 64
 
 
 class ReportTrain(Stage):
-    """A stand-in training stage: writes ckpt/curve.csv through pipeline.training.train_loop."""
+    """A stand-in training stage: writes ckpt/curve.csv through pipeline.train.loop.train_loop."""
 
     resumable = True
 

@@ -7,6 +7,7 @@ import luigi.configuration
 
 from tasks import graph
 from tasks.base import Stage
+from tasks.publish import BuildDataset
 from tests.test_scheduler import overlaps, read_runs, record
 
 
@@ -47,11 +48,11 @@ def test_training_stages_hold_the_gpu(build_env):
     """Resumable stages are the trainings: each stage of the build DAG that is one must hold
     `gpu` on a CUDA device, so that luigid never runs two at once, and `cpu` on the CPU."""
     build_env.set("gtforge", "candidates", "rcan_noise,elan_blur,fused")
-    trainings = [s for s in graph.stages(graph.build_root()) if s.resumable]
+    trainings = [s for s in graph.stages(BuildDataset()) if s.resumable]
     assert trainings
     for stage in trainings:
         assert stage.process_resources() == {"cpu": 1}, stage.get_task_family()
     build_env.set("gtforge", "device", "cuda")
-    for stage in graph.stages(graph.build_root()):
+    for stage in graph.stages(BuildDataset()):
         assert stage.process_resources() == ({"gpu": 1} if stage.heavy else {}), \
             f"{stage.get_task_family()} should hold the gpu resource"

@@ -14,8 +14,9 @@ import luigi
 import luigi.configuration
 import pytest
 
-from pipeline import cli, scheduler
-from tasks import graph
+from pipeline.ops import scheduler
+from pipeline.store import cache
+from tasks import cli, stage_folders
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -149,9 +150,9 @@ def _wait(procs: list[subprocess.Popen], timeout: float, logs: list[Path]) -> li
 
 
 def _check_outputs(root: Stage) -> None:
-    for folder in graph.stage_folders(root):
+    for folder in stage_folders.stage_folders(root):
         assert folder.state == "done", folder
-        assert graph.verify_output(folder.path) == []
+        assert cache.verify_output(folder.path) == []
     lines = (root.out_dir / "all.txt").read_text().splitlines()
     assert lines == sorted(f"{b}:{i}" for b in range(BRANCHES) for i in range(5))
 

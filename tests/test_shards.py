@@ -11,8 +11,11 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import durable, shards
-from pipeline.shards import ShardError, ShardSet, ShardWriter
+from pipeline.shards.reader import ShardSet, summary
+from pipeline.shards.spec import ShardError, read_manifest
+from pipeline.shards.verify import verify
+from pipeline.shards.writer import ShardWriter
+from pipeline.store import durable
 
 PATCH, SCALE = 16, 4
 
@@ -68,7 +71,7 @@ def read_plain(out: Path) -> dict[str, np.ndarray]:
 @pytest.mark.parametrize("compression", [None, "lzf", "gzip"])
 def test_round_trip_through_plain_h5py(tmp_path, compression):
     data = make_shards(tmp_path, compression=compression)
-    shards.verify(tmp_path)
+    verify(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.h5" for i in range(3)]
@@ -122,27 +125,27 @@ def test_last_partial_shard_holds_no_empty_chunks(tmp_path):
 
 def test_no_candidates_and_no_metrics(tmp_path):
     data = make_shards(tmp_path, n=4, k=0, m=0, per_shard=4)
-    shards.verify(tmp_path)
+    verify(tmp_path)
     with h5py.File(tmp_path / "shard-00000.h5", "r") as f:
         assert f["gt_candidates"].shape == (4, 0, PATCH, PATCH, 3)
         assert f["labels"].shape == (4, 0) and f["scores"].shape == (4, 1, 0)
         assert len(f["gt_candidates"].attrs["candidate_names"]) == 0
         np.testing.assert_array_equal(f["gt_original"][:], data["gt_original"])
-    info = shards.summary(tmp_path)
+    info = summary(tmp_path)
     assert info["candidates"] == [] and info["samples"] == 4 and info["shards"] == 1
 
 
 def test_empty_set_has_a_manifest_and_no_shards(tmp_path):
     make_shards(tmp_path, n=0)
-    shards.verify(tmp_path)
-    assert shards.summary(tmp_path)["samples"] == 0 and not list(tmp_path.glob("*.h5"))
+    verify(tmp_path)
+    assert summary(tmp_path)["samples"] == 0 and not list(tmp_path.glob("*.h5"))
 
 
 def test_same_samples_give_byte_identical_shards(tmp_path):
     make_shards(tmp_path / "a")
     make_shards(tmp_path / "b")
     make_shards(tmp_path / "c", seed=1)
-    digest = {d: [s["sha256"] for s in shards.read_manifest(tmp_path / d)["shards"]]
+    digest = {d: [s["sha256"] for s in read_manifest(tmp_path / d)["shards"]]
               for d in "abc"}
     assert digest["a"] == digest["b"] != digest["c"]
     assert digest["a"][0] == durable.sha256_file(tmp_path / "a" / "shard-00000.h5")
@@ -150,7 +153,7 @@ def test_same_samples_give_byte_identical_shards(tmp_path):
 
 def test_summary_reports_the_set(tmp_path):
     make_shards(tmp_path)
-    info = shards.summary(tmp_path)
+    info = summary(tmp_path)
     assert info["shards"] == 3 and info["samples"] == 7
     assert info["gt_size"] == [PATCH, PATCH] and info["lq_size"] == [PATCH // SCALE] * 2
     assert info["candidates"] == ["cand0", "cand1"] and len(info["metrics"]) == 3
@@ -217,7 +220,7 @@ def test_verify_names_the_first_bad_shard(tmp_path, damage, message):
     make_shards(tmp_path)
     damage(tmp_path)
     with pytest.raises(ShardError, match=message.replace("(", r"\(").replace("[", r"\[")):
-        shards.verify(tmp_path)
+        verify(tmp_path)
 
 
 def test_verify_rejects_another_format_version(tmp_path):
@@ -226,7 +229,7 @@ def test_verify_rejects_another_format_version(tmp_path):
     manifest["format_version"] = 2
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ShardError, match="format_version 2"):
-        shards.verify(tmp_path)
+        verify(tmp_path)
 
 
 @pytest.mark.parametrize("change, message", [
@@ -255,7 +258,7 @@ def test_writer_rejects_bad_samples_and_leaves_no_set(tmp_path, change, message)
 def test_writer_clears_a_previous_set(tmp_path):
     make_shards(tmp_path, n=7, per_shard=2)
     make_shards(tmp_path, n=3, per_shard=3)
-    shards.verify(tmp_path)
+    verify(tmp_path)
     assert len(list(tmp_path.glob("shard-*.h5"))) == 1
 
 
@@ -317,10 +320,10 @@ def test_the_plain_h5py_example_in_the_docs_runs(tmp_path):
 def test_a_source_name_that_is_not_utf8_keeps_its_bytes(tmp_path):
     odd = os.fsdecode(b"photos/caf\xe9.png")  # written by a Latin-1 system
     make_shards(tmp_path, sources=[odd, "plain.png"])
-    shards.verify(tmp_path)
+    verify(tmp_path)
     with h5py.File(tmp_path / "shard-00000.h5", "r") as f:
         assert f["sources"][0] == b"photos/caf\xe9.png"
-    assert os.fsencode(shards.read_manifest(tmp_path)["sources"][0]) == b"photos/caf\xe9.png"
+    assert os.fsencode(read_manifest(tmp_path)["sources"][0]) == b"photos/caf\xe9.png"
 
 
 def _as_version_1_0(out: Path) -> None:
@@ -342,12 +345,12 @@ def _as_version_1_0(out: Path) -> None:
 
 
 def test_readers_of_1_1_read_a_1_0_set(tmp_path):
-    from pipeline.dataset import ShardDataset
+    from pipeline.shards.dataset import ShardDataset
 
     data = make_shards(tmp_path)
     _as_version_1_0(tmp_path)
-    shards.verify(tmp_path)
-    assert shards.summary(tmp_path)["format_version"] == "1.0"
+    verify(tmp_path)
+    assert summary(tmp_path)["format_version"] == "1.0"
     reader = ShardSet(tmp_path)
     assert reader.shard(0).vote_counts is None
     np.testing.assert_array_equal(reader.shard(1).labels, data["labels"][3:6])

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 from models.rrdb import RRDBNet
-from pipeline import sr
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.seeding import rng
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import sr
 from tasks.super_resolve import SuperResolveGT
 from tasks.train_sr import LoadSR, TrainSR
 from tests.conftest import run_tasks

@@ -1,7 +1,7 @@
 import torch
 import torch.nn.functional as F
 
-from pipeline.tiling import tiled_apply
+from pipeline.image.tiling import tiled_apply
 
 
 def _conv_net():

@@ -1,17 +1,18 @@
-"""Measuring against a known truth (pipeline.truth) and training towards targets
-(pipeline.evaluate)."""
+"""Measuring against a known truth (pipeline.quality.truth) and training towards targets
+(pipeline.train.evaluate)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from pipeline import evaluate as ev
-from pipeline import truth
-from pipeline.imageio import read_rgb, write_rgb
-from pipeline.judge import add_noise
-from pipeline.sample import make_quality_corpus
-from pipeline.shards import ShardSet, ShardWriter
+from pipeline.image.sample import make_quality_corpus
+from pipeline.quality import truth
+from pipeline.quality.judge import add_noise
+from pipeline.shards.reader import ShardSet
+from pipeline.shards.writer import ShardWriter
+from pipeline.store.imageio import read_rgb, write_rgb
+from pipeline.train import evaluate as ev
 
 
 def test_oracle_confusion_and_rates():

@@ -6,14 +6,15 @@ import skimage.data
 import torch
 
 from models.vqvae2 import VQVAE2, Quantize
-from pipeline import vqvae as vq
-from pipeline.cfmg_train import sample_crops
-from pipeline.imageio import image_path, read_rgb
-from pipeline.ingest import read_images
-from pipeline.seeding import rng
-from pipeline.training import load_checkpoint
+from pipeline.image.ingest import read_images
+from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.seeding import rng
+from pipeline.train import vqvae as vq
+from pipeline.train.cfmg import sample_crops
+from pipeline.train.loop import load_checkpoint
 from tasks.ingest import IngestHR
-from tasks.vqvae import TrainVQVAE2, VQVAEDegradeLR
+from tasks.train_vqvae import TrainVQVAE2
+from tasks.vqvae_degrade import VQVAEDegradeLR
 from tests.conftest import run_tasks
 
 MICRO = {"channel": 16, "n_res_block": 1, "n_res_channel": 8, "embed_dim": 8, "n_embed": 16,

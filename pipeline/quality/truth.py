@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from skimage.metrics import structural_similarity
 
-from pipeline.imageio import read_rgb
-from pipeline.judge import closeness
+from pipeline.quality.judge import closeness
+from pipeline.store.imageio import read_rgb
 
 ORACLE_TAU_DB = 0.2
 MEASURES = ("psnr", "ssim", "edges")

@@ -19,7 +19,7 @@ from PIL import Image
 from skimage import color, metrics
 
 from models.vqvae2 import VQVAE2
-from pipeline.patches import luma
+from pipeline.image.patches import luma
 
 EPOCHS_CSV = "epochs.csv"
 STAT_NAMES = ("psnr", "ssim", "delta_e", "lowfreq_de", "noise_sigma", "sharpness_ratio")
@@ -101,7 +101,7 @@ class EpochStats:
 
 def epochs_png(rows: Sequence[Mapping[str, float]], title: str) -> bytes:
     """Per-epoch curves: MSE, commitment, perplexity and dead codes per level. PNG bytes."""
-    from pipeline.report import _figure, _png
+    from pipeline.report.html import _figure, _png
 
     epochs = [r["epoch"] for r in rows]
     panels = {"reconstruction MSE": ["mse"], "commitment": ["commitment"],
@@ -256,7 +256,7 @@ def summarise(rows: Sequence[Mapping], threshold: float) -> dict:
 def stats_png(rows: Sequence[Mapping]) -> bytes:
     """Histograms over the images of PSNR, SSIM, ΔE (before and after colour correction when
     it was applied), the noise estimate and log2 sharpness ratio. PNG bytes."""
-    from pipeline.report import histograms_png
+    from pipeline.report.html import histograms_png
 
     def col(name: str) -> list[float]:
         return [float("nan") if r[name] is None else r[name] for r in rows]
@@ -276,7 +276,7 @@ def examples_png(examples: Sequence[tuple[str, Sequence[np.ndarray]]],
                  columns: Sequence[str], side: int = 96) -> bytes:
     """A grid: one row per (title, images) with the centre `side`-pixel crop of each image
     (uint8 RGB HWC), columns titled by `columns`. PNG bytes."""
-    from pipeline.report import _figure, _png, display_tile
+    from pipeline.report.html import _figure, _png, display_tile
 
     fig = _figure(2.0 * len(columns), 2.0 * max(len(examples), 1))
     for r, (title, images) in enumerate(examples):

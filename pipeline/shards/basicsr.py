@@ -4,7 +4,7 @@ Importing this module registers the class in BasicSR's DATASET_REGISTRY. BasicSR
 `basicsr/train.py` only imports BasicSR's datasets, so train through this module's entry point,
 which registers the dataset and then runs BasicSR's unchanged training pipeline:
 
-    python -m pipeline.basicsr_dataset -opt examples/basicsr_train_shards.yml
+    python -m pipeline.shards.basicsr -opt examples/basicsr_train_shards.yml
 
 Each item is what BasicSR's PairedImageDataset returns: `lq` and `gt` as float32 RGB CHW in
 [0,1], `lq_path` and `gt_path` as strings naming the shard, the sample and the image
@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch.utils import data
 
-from pipeline.dataset import ShardDataset, to_tensor
+from pipeline.shards.dataset import ShardDataset, to_tensor
 
 
 class GTForgeShardDataset(data.Dataset):

@@ -7,18 +7,22 @@ import json
 import sys
 from pathlib import Path
 
-# [gtforge] settings that `gtforge build` accepts as flags (passed to luigi as --gtforge-<name>).
-BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "threads", "candidates",
-                  "references")
+from luigi.retcodes import run_with_retcodes
+
+from pipeline.image.sample import copy_sample_corpus
+from pipeline.shards.export import export_folder, export_lmdb
+from pipeline.shards.reader import summary
+from pipeline.shards.spec import ShardError
+from pipeline.shards.verify import verify
+from tasks.cli_args import BUILD_SETTINGS, add_build_settings
+from tasks.cli_ops import add_ops_commands
+from tasks.config import gtforge
+from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
 
 
 def _run_luigi(root: str, args: argparse.Namespace) -> int:
     """Run task `root` through luigi's own entry point (so retcodes from luigi.cfg apply) with
     the build flags of `args`; returns the exit code."""
-    from luigi.retcodes import run_with_retcodes
-
-    import tasks  # noqa: F401  (registers the tasks and the packaged luigi.cfg)
-
     argv = ["--module", "tasks", root, "--workers", str(args.workers)]
     if args.local_scheduler:
         argv.append("--local-scheduler")
@@ -39,8 +43,6 @@ def _run_luigi(root: str, args: argparse.Namespace) -> int:
 
 def _build(args: argparse.Namespace) -> int:
     """Build the dataset (BuildDataset) and print where it is."""
-    from tasks.config import gtforge
-
     code = _run_luigi("BuildDataset", args)
     if code == 0:
         out = Path(args.out_dir or gtforge().out_dir)
@@ -52,8 +54,6 @@ def _build(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Measure the build against clean references and train an SR network per target."""
-    from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
-
     code = _run_luigi("EvaluateTargets", args) or _run_luigi("MeasureTruth", args)
     if code == 0:
         print(json.dumps({"truth": read_json(MeasureTruth(), TRUTH_JSON)["overall"],
@@ -63,15 +63,11 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _print_summary(out: Path) -> None:
-    from pipeline.shards import summary
-
     info = summary(out)
     print(json.dumps(info, indent=1))
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from pipeline.shards import ShardError, verify
-
     try:
         verify(Path(args.out_dir))
     except ShardError as e:
@@ -87,16 +83,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from pipeline.export import export_folder, export_lmdb
-
     export = export_folder if args.format == "folder" else export_lmdb
     print(export(Path(args.out_dir), Path(args.dest)))
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
-    from pipeline.sample import copy_sample_corpus
-
     copies = copy_sample_corpus(Path(args.dest))
     print(f"{len(copies)} sample photographs in {Path(args.dest).resolve()}")
     return 0
@@ -116,8 +108,7 @@ def parser() -> argparse.ArgumentParser:
         where.add_argument("--scheduler-host", help="luigid host (default from luigi.cfg)")
         b.add_argument("--scheduler-port", type=int, default=8082)
         b.add_argument("--workers", type=int, default=1)
-        for setting in BUILD_SETTINGS:
-            b.add_argument(f"--{setting.replace('_', '-')}", help=f"[gtforge] {setting}")
+        add_build_settings(b)
         b.add_argument("luigi_args", nargs=argparse.REMAINDER,
                        help="further luigi arguments, e.g. --SelectPatches-crop-size 256")
         b.set_defaults(func=func)
@@ -137,8 +128,6 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("sample", help="copy the sample photographs (from scikit-image)")
     s.add_argument("dest", nargs="?", default="data/sample")
     s.set_defaults(func=_sample)
-
-    from pipeline.cli_ops import add_ops_commands
 
     add_ops_commands(sub)
     return p

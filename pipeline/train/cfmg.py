@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models.cfmg import CFMG
-from pipeline.fusion import fuse_logits
+from pipeline.image.fusion import fuse_logits
 
 MetricFactory = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
 
@@ -62,7 +62,7 @@ def sample_crops(rng: np.random.Generator, stack: Callable[[int], list[np.ndarra
 class Perceptual:
     """P(fused, gt) = sum_m weight_m * score_m, a differentiable quality prior (higher is
     better). A pyiqa metric is created by `factory(name, device, as_loss=True)`
-    (pipeline.iqa.create_metric) and scores the fused image alone; "judge" is gtforge's
+    (pipeline.quality.iqa.create_metric) and scores the fused image alone; "judge" is gtforge's
     pairwise judge (`judge`, a models.judge.PairJudge), scoring how many dB closer the fused
     image is than the GT (mean over its heads). A lower-better metric (NIQE) needs a negative
     weight, a higher-better one a positive weight, so that a larger P is always better."""
@@ -100,7 +100,7 @@ class Perceptual:
 
 
 def _judge_term(judge: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    from pipeline.judge import in_db
+    from pipeline.quality.judge import in_db
 
     judge.eval()
     return lambda images, reference: in_db(judge(reference, images)).mean(dim=1)
@@ -123,7 +123,7 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
                   "P": float(p.detach()), "c": c, **raw}
 
 
-def cfmg_train_step(model: CFMG, optimizer: torch.optim.Optimizer,
+def train_step(model: CFMG, optimizer: torch.optim.Optimizer,
                     scheduler: torch.optim.lr_scheduler.LRScheduler, sources: torch.Tensor,
                     c: float, perceptual, grad_clip: float) -> dict[str, float]:
     """One optimiser step on `cfmg_loss` with gradient-norm clipping; returns the logged values."""

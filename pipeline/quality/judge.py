@@ -28,8 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from models.judge import PairJudge
-from pipeline import degrade
-from pipeline.conversions import to_images, to_tensor, to_uint8
+from pipeline.image import degrade
+from pipeline.image.conversions import to_images, to_tensor, to_uint8
 
 HEADS = ("psnr", "ssim", "edges")
 # Soft labels: P(b closer) = sigmoid(gain_dB / TEMPERATURE); the judge outputs that logit.

@@ -21,10 +21,10 @@ from torch import nn
 from models.elan import ELAN
 from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
-from pipeline.conversions import to_images, to_tensor
-from pipeline.losses import LossWeights, PerceptualLoss, gan_loss
-from pipeline.sr import sample_pairs
-from pipeline.tiling import tiled_apply
+from pipeline.image.conversions import to_images, to_tensor
+from pipeline.image.tiling import tiled_apply
+from pipeline.train.losses import LossWeights, PerceptualLoss, gan_loss
+from pipeline.train.sr import sample_pairs
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {"rcan": RCAN, "elan": ELAN}
 
@@ -131,6 +131,7 @@ def build_training(backbone: str, generator_config: Mapping[str, Any],
 def enhance(model: nn.Module, rgb: np.ndarray, tile: int, overlap: int,
             device: torch.device | str = "cpu") -> np.ndarray:
     """Apply a 1x generator to uint8 RGB HWC `rgb` in overlapping tiles of `tile` pixels
-    (pipeline.tiling.tiled_apply). Returns uint8 RGB HWC of the same size (clipped, rounded)."""
+    (pipeline.image.tiling.tiled_apply). Returns uint8 RGB HWC of the same size (clipped,
+    rounded)."""
     out = tiled_apply(model.eval(), to_tensor(rgb, device), tile, overlap)
     return to_images(out[0])

@@ -25,8 +25,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import durable
-from pipeline.shards import ShardSet
+from pipeline.shards.reader import ShardSet
+from pipeline.store import durable
 
 PNG_LEVEL = 1
 

@@ -26,10 +26,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import durable, iqa
+from pipeline.quality import iqa
+from pipeline.store import durable
 
 POSITIVE, SIMILAR, NEGATIVE = 1, 0, -1
-# In `metrics`, "judge" stands for the three heads of gtforge's learned judge (pipeline.judge).
+# In `metrics`, "judge" stands for the three heads of gtforge's learned judge
+# (pipeline.quality.judge).
 JUDGE = "judge"
 LABEL_NAMES = {POSITIVE: "positive", SIMILAR: "similar", NEGATIVE: "negative"}
 FR_POLICIES = ("vote", "veto", "ignore")
@@ -39,7 +41,7 @@ DIFFERENCE_MEASURES = ("mean_diff", "mad", "ssim")
 def annotator_names(metrics: Sequence[str]) -> list[str]:
     """The annotators of a `metrics` setting: a pyiqa name is one, "judge" is the judge's
     three heads (judge_psnr, judge_ssim, judge_edges)."""
-    from pipeline.judge import HEADS
+    from pipeline.quality.judge import HEADS
 
     return [n for m in metrics for n in ([f"{JUDGE}_{h}" for h in HEADS] if m == JUDGE else [m])]
 

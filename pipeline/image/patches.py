@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from pipeline import durable
+from pipeline.store import durable
 
 # ITU-R BT.601 luma weights (R, G, B); cv2's RGB2GRAY uses the same numbers.
 LUMA_601 = (0.299, 0.587, 0.114)

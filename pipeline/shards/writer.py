@@ -1,28 +1,5 @@
-"""Shard format v1 (DESIGN §3, docs/SHARDS.md): writer, manifest, verification, summary and
-a low-level lazy reader.
-
-A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest.json`
-(written last). Every shard holds N samples of:
-
-    gt_original    (N,H,W,3)       uint8 RGB   the HR crop as photographed
-    gt_candidates  (N,K,H,W,3)     uint8 RGB   enhanced versions, attr candidate_names (K)
-    labels         (N,K)           int8        +1 Positive, 0 Similar, -1 Negative
-    vote_counts    (N,K,3)         uint8       annotators voting -1, 0, +1 (format 1.1)
-    scores         (N,K+1,M)       float32     index 0 = original, attrs metric_names (M),
-                                               metric_lower_better, metric_modes and
-                                               metric_margins (1.1)
-    lq             (N,H/s,W/s,3)   uint8 RGB   degraded LR input (s = scale)
-    lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
-    meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
-    sources        (S,)            bytes       UTF-8 source paths, indexed by meta.source_index
-
-Image arrays are chunked one image per chunk (`gt_candidates` one candidate of one sample per
-chunk), so a random read touches one chunk. No object, variable-length or pickled types: every
-string is fixed-length UTF-8 bytes. Root attributes `format_minor_version` (1: vote_counts, the
-metric attributes and `provenance`, the JSON of every upstream stage's settings) — a reader of
-version 1.0 ignores them and a 1.x reader reads 1.0 sets. Every file is fsync'd before the
-rename that makes it visible, and the folder after it.
-"""
+"""Writing a shard set: ShardWriter fills shards sample by sample and publishes the manifest
+last (pipeline.shards.spec)."""
 
 from __future__ import annotations
 
@@ -31,8 +8,6 @@ import itertools
 import json
 import mmap
 import os
-import zlib
-from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -40,81 +15,29 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pipeline import durable
+from pipeline.shards.spec import (
+    COMPRESSIONS,
+    FORMAT,
+    FORMAT_MINOR_VERSION,
+    FORMAT_VERSION,
+    IMAGE_ID_BYTES,
+    IMAGES,
+    MANIFEST,
+    METRIC_MODES,
+    SHARD_GLOB,
+    TABLES,
+    VOTE_COLUMNS,
+    ShardError,
+    fixed_string,
+    fixed_strings,
+    sample_layout,
+    shard_name,
+)
+from pipeline.store import durable
 
-FORMAT = "gtforge-shards"
-FORMAT_VERSION = 1
-FORMAT_MINOR_VERSION = 1
-MANIFEST = "manifest.json"
-SHARD_GLOB = "shard-*.h5"
-IMAGE_ID_BYTES = 16
-META_DTYPE = np.dtype([("image_id", f"S{IMAGE_ID_BYTES}"), ("x", "<i4"), ("y", "<i4"),
-                       ("source_index", "<i4")])
-IMAGES = ("gt_original", "gt_candidates", "lq", "lq_vqvae")
-TABLES = ("labels", "vote_counts", "scores", "meta")
-VOTE_COLUMNS = ("negative", "similar", "positive")
-# NR: scored alone; FR: a distortion against the original (can only say worse); pairwise: a
-# judgement of candidate against original (0 for the original itself, either sign).
-METRIC_MODES = ("NR", "FR", "pairwise")
-# Datasets a reader of minor version 0 did not have.
-ADDED_IN_MINOR = {"vote_counts": 1}
-COMPRESSIONS = (None, "lzf", "gzip")
 # Compressed shards: images are buffered and written through HDF5 in slabs of at most this size.
 SLAB_BYTES = 256 << 20
 IOV_MAX = 1024
-
-
-class ShardError(RuntimeError):
-    """A shard set that does not match its manifest or the format; the message names the file."""
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.h5"
-
-
-def sample_layout(patch_size: int, scale: int, k: int, m: int,
-                  minor: int = FORMAT_MINOR_VERSION) -> dict[str, tuple[tuple, np.dtype]]:
-    """Per-sample (shape, dtype) of every dataset of format 1.`minor`, in file order."""
-    if patch_size % scale:
-        raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
-    h, lr = patch_size, patch_size // scale
-    u8 = np.dtype(np.uint8)
-    layout = {"gt_original": ((h, h, 3), u8), "gt_candidates": ((k, h, h, 3), u8),
-              "labels": ((k,), np.dtype(np.int8)), "vote_counts": ((k, 3), u8),
-              "scores": ((k + 1, m), np.dtype("<f4")), "lq": ((lr, lr, 3), u8),
-              "lq_vqvae": ((lr, lr, 3), u8), "meta": ((), META_DTYPE)}
-    return {name: spec for name, spec in layout.items() if ADDED_IN_MINOR.get(name, 0) <= minor}
-
-
-def minor_version(attrs_or_manifest) -> int:
-    """The format's minor version of a shard (its root attributes) or a manifest: 0 when
-    absent (sets written before minor versions existed)."""
-    return int(attrs_or_manifest.get("format_minor_version", 0))
-
-
-def fixed_strings(values: list[str]) -> np.ndarray:
-    """A list of str as fixed-length UTF-8 bytes (the only string type in the format). Surrogate
-    escapes (os.fsdecode of a file name that is not UTF-8) become their original bytes."""
-    encoded = [v.encode("utf-8", "surrogateescape") for v in values]
-    width = max([len(e) for e in encoded] + [1])
-    return np.array(encoded, dtype=h5py.string_dtype("utf-8", width)).reshape(len(encoded))
-
-
-def fixed_string(value: str) -> np.ndarray:
-    """A scalar str as a fixed-length UTF-8 attribute value."""
-    return np.array(value.encode(), dtype=h5py.string_dtype("utf-8", max(len(value.encode()), 1)))
-
-
-def text(value: Any) -> str:
-    """An attribute value read back by h5py (bytes, numpy bytes or str) as str."""
-    if isinstance(value, np.ndarray) and value.shape == ():
-        value = value[()]
-    return value.decode() if isinstance(value, bytes | np.bytes_) else str(value)
-
-
-def texts(value: Any) -> list[str]:
-    """An attribute holding a list of strings, as list[str]."""
-    return [text(v) for v in np.atleast_1d(value)]
 
 
 def _chunks(name: str, per_sample: tuple, samples: int) -> tuple | None:
@@ -451,247 +374,3 @@ def _sync_and_rename(path: Path, final: Path) -> None:
     before the manifest)."""
     durable.fsync_file(path)
     os.replace(path, final)
-
-
-# -- manifest, verification, summary ----------------------------------------------------------
-def read_manifest(out_dir: Path) -> dict:
-    """manifest.json of a shard set; ShardError when missing, unreadable or of another format."""
-    path = Path(out_dir) / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ShardError(f"{path}: no manifest (not a shard set, or an unfinished one)") from None
-    except (OSError, ValueError) as e:
-        raise ShardError(f"{path}: unreadable manifest: {e}") from None
-    if manifest.get("format") != FORMAT:
-        raise ShardError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise ShardError(f"{path}: format_version {manifest.get('format_version')} is not "
-                         f"supported by this reader (version {FORMAT_VERSION})")
-    return manifest
-
-
-def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
-    """Raise ShardError (without the file name) when `f` does not match format v1 and the
-    manifest's sizes, names and sample count."""
-    if text(f.attrs.get("format", "")) != FORMAT:
-        raise ShardError(f"root attribute format is {text(f.attrs.get('format', ''))!r}")
-    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
-        raise ShardError(f"root attribute format_version is {f.attrs.get('format_version')}")
-    if int(f.attrs.get("scale", -1)) != manifest["scale"]:
-        raise ShardError(f"scale {f.attrs.get('scale')} differs from the manifest's "
-                         f"{manifest['scale']}")
-    minor = minor_version(f.attrs)
-    if minor != minor_version(manifest):
-        raise ShardError(f"format_minor_version {minor} differs from the manifest's "
-                         f"{minor_version(manifest)}")
-    layout = sample_layout(manifest["patch_size"], manifest["scale"],
-                           len(manifest["candidate_names"]), len(manifest["metric_names"]), minor)
-    for name, (shape, dtype) in layout.items():
-        if name not in f:
-            raise ShardError(f"dataset {name} is missing")
-        ds = f[name]
-        if ds.shape != (samples, *shape):
-            raise ShardError(f"{name} has shape {ds.shape}, expected {(samples, *shape)}")
-        if ds.dtype != dtype:
-            raise ShardError(f"{name} has dtype {ds.dtype}, expected {dtype}")
-    if texts(f["gt_candidates"].attrs.get("candidate_names", [])) != manifest["candidate_names"]:
-        raise ShardError("gt_candidates.attrs['candidate_names'] differs from the manifest")
-    if texts(f["scores"].attrs.get("metric_names", [])) != manifest["metric_names"]:
-        raise ShardError("scores.attrs['metric_names'] differs from the manifest")
-    labels = f["labels"][:]
-    if labels.size and not np.isin(labels, (-1, 0, 1)).all():
-        raise ShardError(f"labels hold values other than -1, 0, +1: {np.unique(labels)}")
-    if minor >= 1 and texts(f["scores"].attrs.get("metric_modes", [])) != \
-            manifest["metric_modes"]:
-        raise ShardError("scores.attrs['metric_modes'] differs from the manifest")
-    sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
-    if sources.size and (sources.min() < 0 or sources.max() >= len(manifest["sources"])):
-        raise ShardError("meta.source_index points outside the manifest's sources")
-
-
-def verify(out_dir: Path) -> None:
-    """Check every shard against manifest.json: present, sha256, schema, sample counts, and no
-    shard file the manifest does not list. Raises ShardError naming the first bad shard."""
-    out_dir = Path(out_dir)
-    manifest = read_manifest(out_dir)
-    listed = [s["file"] for s in manifest["shards"]]
-    for entry in manifest["shards"]:
-        path = out_dir / entry["file"]
-        if not path.is_file():
-            raise ShardError(f"{path}: missing (listed in the manifest)")
-        digest = durable.sha256_file(path)
-        if digest != entry["sha256"]:
-            raise ShardError(f"{path}: sha256 {digest} does not match the manifest's "
-                             f"{entry['sha256']} (file changed or corrupt)")
-        try:
-            with h5py.File(path, "r") as f:
-                check_shard_schema(f, manifest, entry["samples"])
-        except ShardError as e:
-            raise ShardError(f"{path}: {e}") from None
-        except (OSError, KeyError, ValueError) as e:
-            raise ShardError(f"{path}: not a readable format v1 shard: {e}") from None
-    extra = sorted(p.name for p in out_dir.glob(SHARD_GLOB) if p.name not in listed)
-    if extra:
-        raise ShardError(f"{out_dir / extra[0]}: shard file not listed in the manifest")
-    total = sum(s["samples"] for s in manifest["shards"])
-    if total != manifest["samples"]:
-        raise ShardError(f"{out_dir / MANIFEST}: samples {manifest['samples']} is not the sum "
-                         f"over its shards ({total})")
-
-
-def summary(out_dir: Path) -> dict:
-    """What `gtforge inspect` prints: shards, samples, candidates, label counts per candidate,
-    image sizes, metrics, bytes. Read from the manifest (no shard is opened)."""
-    m = read_manifest(out_dir)
-    info = {"path": str(Path(out_dir).resolve()),
-            "format_version": f"{m['format_version']}.{minor_version(m)}",
-            "shards": len(m["shards"]), "samples": m["samples"],
-            "gt_size": [m["patch_size"], m["patch_size"]], "lq_size": [m["lq_size"]] * 2,
-            "scale": m["scale"], "candidates": m["candidate_names"],
-            "label_counts": m["label_counts"], "metrics": m["metric_names"],
-            "compression": m["compression"], "sources": len(m["sources"]), "bytes": m["bytes"]}
-    if "inputs" in m:  # the input folder's entries: built, or listed with a reason
-        info["inputs"] = {k: m["inputs"][k] for k in ("entries", "built", "rejected")}
-    return info
-
-
-# -- reading ------------------------------------------------------------------------------------
-class ShardSet:
-    """Read-only access to a shard set by global sample index.
-
-    Only manifest.json is read on construction. HDF5 files are opened on first use in the
-    process that reads (never inherited across fork: handles are reopened when the process id
-    changes) and at most `max_open` stay open. Uncompressed images are memory-mapped views,
-    gzip chunks are read directly (see _OpenShard), without HDF5's selection machinery.
-    """
-
-    def __init__(self, out_dir: Path, max_open: int = 32):
-        self.out_dir = Path(out_dir)
-        self.manifest = read_manifest(self.out_dir)
-        m = self.manifest
-        self.files = [self.out_dir / s["file"] for s in m["shards"]]
-        self.counts = np.array([s["samples"] for s in m["shards"]], np.int64)
-        self.starts = np.concatenate([[0], np.cumsum(self.counts)])
-        self.scale, self.patch_size = int(m["scale"]), int(m["patch_size"])
-        self.candidate_names, self.metric_names = m["candidate_names"], m["metric_names"]
-        self.minor = minor_version(m)
-        self.layout = sample_layout(self.patch_size, self.scale, len(self.candidate_names),
-                                    len(self.metric_names), self.minor)
-        self.max_open = max_open
-        self._pid: int | None = None
-        self._open: OrderedDict[int, _OpenShard] = OrderedDict()
-
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
-    def __getstate__(self) -> dict:
-        state = self.__dict__.copy()
-        state["_open"], state["_pid"] = OrderedDict(), None
-        return state
-
-    def locate(self, index: int) -> tuple[int, int]:
-        """(shard number, index within the shard) of global sample `index`."""
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample {index} outside 0..{len(self) - 1}")
-        shard = int(np.searchsorted(self.starts, index, side="right") - 1)
-        return shard, int(index - self.starts[shard])
-
-    def shard(self, number: int) -> _OpenShard:
-        """The open shard `number` (opened now if needed, in this process)."""
-        if self._pid != os.getpid():
-            self._open = OrderedDict()     # inherited handles are never used (nor closed)
-            self._pid = os.getpid()
-        entry = self._open.get(number)
-        if entry is None:
-            entry = _OpenShard(self.files[number], self.layout, int(self.counts[number]))
-            self._open[number] = entry
-            while len(self._open) > self.max_open:
-                self._open.popitem(last=False)[1].close()
-        else:
-            self._open.move_to_end(number)
-        return entry
-
-    def close(self) -> None:
-        if self._pid == os.getpid():
-            for entry in self._open.values():
-                entry.close()
-        self._open = OrderedDict()
-
-
-class _OpenShard:
-    """One open shard: its small tables in memory, images read on demand.
-
-    Uncompressed image chunks (one image each) are read through a read-only memory map of the
-    file at the byte offsets HDF5 reports for them, so an image is a zero-copy view and a crop
-    touches only its own rows; gzip chunks are read with one direct chunk read and inflated;
-    anything else goes through h5py."""
-
-    def __init__(self, path: Path, layout: dict, samples: int):
-        self.path = path
-        try:
-            self.file = h5py.File(path, "r")
-        except OSError as e:
-            raise ShardError(f"{path}: cannot open: {e}") from None
-        if self.file["gt_original"].shape[0] != samples:
-            raise ShardError(f"{path}: holds {self.file['gt_original'].shape[0]} samples, "
-                             f"the manifest says {samples}")
-        self.labels = self.file["labels"][:]
-        # annotator vote counts (N,K,3) from format 1.1 on; None in a 1.0 set
-        self.vote_counts = self.file["vote_counts"][:] if "vote_counts" in self.file else None
-        self.scores = self.file["scores"][:]
-        self.meta = self.file["meta"][:]
-        self.datasets = {n: self.file[n] for n in IMAGES}
-        self.direct = {n: _direct_mode(ds) for n, ds in self.datasets.items()}
-        self.shapes = {n: layout[n][0][1:] if n == "gt_candidates" else layout[n][0]
-                       for n in IMAGES}
-        self.offsets: dict[str, np.ndarray] = {}
-        for name, ds in self.datasets.items():
-            if self.direct[name] == "raw":
-                found = np.full(ds.shape[:2] if name == "gt_candidates" else ds.shape[:1], -1,
-                                np.int64)
-                ds.id.chunk_iter(lambda info, found=found: found.__setitem__(
-                    info.chunk_offset[:found.ndim],
-                    info.byte_offset if info.filter_mask == 0 else -1))
-                if (found >= 0).all():
-                    self.offsets[name] = found
-        self.sizes = {n: int(np.prod(shape)) for n, shape in self.shapes.items()}
-        self.map = None
-        if self.offsets:    # a plain ndarray over a read-only mmap (np.memmap adds overhead)
-            with open(path, "rb") as f:
-                self.map = np.frombuffer(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ),
-                                         np.uint8)
-
-    def image(self, name: str, n: int, k: int | None = None) -> np.ndarray:
-        """Image `name` of sample `n` (candidate `k` for gt_candidates): uint8 RGB HWC,
-        read-only (a view of the file when the shard is uncompressed)."""
-        shape = self.shapes[name]
-        offsets = self.offsets.get(name)
-        if offsets is not None:
-            start = int(offsets[n] if k is None else offsets[n, k])
-            return self.map[start:start + self.sizes[name]].reshape(shape)
-        ds = self.datasets[name]
-        if self.direct[name] == "gzip":
-            mask, raw = ds.id.read_direct_chunk((n, 0, 0, 0) if k is None else (n, k, 0, 0, 0))
-            if not mask:
-                return np.frombuffer(zlib.decompress(raw), np.uint8).reshape(shape)
-        return ds[n] if k is None else ds[n, k]
-
-    def close(self) -> None:
-        self.map = None
-        try:
-            self.file.close()
-        except Exception:  # noqa: BLE001 - closing a handle must never mask the real error
-            pass
-
-
-def _direct_mode(ds: h5py.Dataset) -> str | None:
-    """'raw' or 'gzip' when one chunk is one image that we can decode ourselves, else None."""
-    if ds.chunks is None or ds.size == 0:
-        return None
-    per_image = (1, 1, *ds.shape[2:]) if ds.ndim == 5 else (1, *ds.shape[1:])
-    if ds.chunks != per_image or ds.shuffle or ds.fletcher32 or ds.scaleoffset:
-        return None
-    if ds.compression is None:
-        return "raw"
-    return "gzip" if ds.compression == "gzip" else None

@@ -3,7 +3,7 @@
 A stage supplies `step(step_index) -> {loss_name: float}` and a `TrainState` (how to get
 and set everything that must survive a kill: model, optimiser and schedule state dicts).
 Each step seeds torch from (seed, step), and data sampling should draw from
-`pipeline.seeding.rng(seed, step)`, so a resumed run repeats exactly what an uninterrupted
+`pipeline.store.seeding.rng(seed, step)`, so a resumed run repeats exactly what an uninterrupted
 one would have done.
 """
 
@@ -20,9 +20,9 @@ from typing import Any
 
 import torch
 
-from pipeline import durable
-from pipeline.progress import Reporter, track
-from pipeline.seeding import derive_seed
+from pipeline.ops.progress import Reporter, track
+from pipeline.store import durable
+from pipeline.store.seeding import derive_seed
 
 CURVE_CSV = "curve.csv"
 
@@ -58,7 +58,7 @@ def finish_training(out: Path, title: str | None) -> None:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """torch.save, written durably (pipeline.durable): a kill or a power cut never leaves
+    """torch.save, written durably (pipeline.store.durable): a kill or a power cut never leaves
     half a checkpoint under its name."""
     buffer = io.BytesIO()
     torch.save(payload, buffer)

@@ -7,7 +7,7 @@ worker on few shards at a time.
                         num_workers=2, persistent_workers=True)
 
 HDF5 files are opened lazily in the process that reads them (each worker opens its own), never
-before a fork; see pipeline.shards.ShardSet.
+before a fork; see pipeline.shards.reader.ShardSet.
 
 With `dtype="uint8"` the workers hand over uint8 images (a quarter of the bytes through the
 DataLoader's shared memory, which is what limits a multi-worker loader) and `to_float` makes
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from pipeline.seeding import rng
-from pipeline.shards import ShardSet
+from pipeline.shards.reader import ShardSet
+from pipeline.store.seeding import rng
 
 TARGETS = ("hggt", "original")
 LQ_SOURCES = ("lq", "lq_vqvae", "random")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.conversions import to_uint8
+from pipeline.image.conversions import to_uint8
 
 INTERPOLATION = {"area": cv2.INTER_AREA, "bilinear": cv2.INTER_LINEAR,
                  "bicubic": cv2.INTER_CUBIC}

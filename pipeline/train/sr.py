@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 
 from models.rrdb import RRDBNet
-from pipeline.conversions import to_tensor, to_uint8
-from pipeline.tiling import tiled_apply
-from pipeline.training import load_checkpoint, save_checkpoint
+from pipeline.image.conversions import to_tensor, to_uint8
+from pipeline.image.tiling import tiled_apply
+from pipeline.train.loop import load_checkpoint, save_checkpoint
 
 WRAPPERS = ("params_ema", "params")
 
@@ -122,7 +122,7 @@ def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap
                   device: torch.device | str = "cpu", keep_low: float = 0.0) -> np.ndarray:
     """Variant `scale` of `gt` (uint8 RGB HWC): the model applied to the GT at `scale` times its
     resolution (see the module docstring), resized back to the GT size. Tiled: `tile` input
-    pixels per side with `overlap` (pipeline.tiling.tiled_apply). With `keep_low` > 0 the
+    pixels per side with `overlap` (pipeline.image.tiling.tiled_apply). With `keep_low` > 0 the
     variant's Gaussian low-pass (sigma `keep_low` px) is replaced by the GT's: an SR model's
     drift in tone or colour stays out, its detail stays in. Returns uint8 RGB HWC, GT size.
     """

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.conversions import to_uint8
-from pipeline.degrade import jpeg
-from pipeline.imageio import read_rgb, write_rgb
-from pipeline.seeding import rng
+from pipeline.image.conversions import to_uint8
+from pipeline.image.degrade import jpeg
+from pipeline.store.imageio import read_rgb, write_rgb
+from pipeline.store.seeding import rng
 
 SAMPLE_FILES = (
     "astronaut.png", "brick.png", "camera.png", "chelsea.png", "clock_motion.png", "coffee.png",

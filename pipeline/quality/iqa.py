@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.conversions import to_tensor
+from pipeline.image.conversions import to_tensor
 
 NIQE_FILE = "niqe_modelparameters.mat"
 # Patches per forward pass that scored fastest on 2 CPU cores (bench/bench_iqa.py); others: 8.

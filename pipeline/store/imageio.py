@@ -7,7 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline import durable
+from pipeline.store import durable
 
 
 def read_rgb(path: Path) -> np.ndarray:

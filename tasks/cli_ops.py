@@ -1,7 +1,6 @@
 """`gtforge scheduler start|stop|status` and `gtforge cache list|invalidate|gc|verify`.
 
-`pipeline/cli.py` calls `add_ops_commands(subparsers)`. Luigi and the tasks are imported only
-inside the commands, so `gtforge --help` stays fast.
+`tasks/cli.py` calls `add_ops_commands(subparsers)`.
 """
 
 from __future__ import annotations
@@ -11,33 +10,30 @@ import json
 import sys
 from pathlib import Path
 
+import luigi.configuration
+from luigi.task_register import Register
+
+from pipeline.ops.scheduler import Luigid, SchedulerError, start, status, stop
+from pipeline.report.html import human_size
+from pipeline.store import cache
+from tasks import graph, stage_folders
+from tasks.cli_args import BUILD_SETTINGS, add_build_settings
+from tasks.publish import BuildDataset
+
 LUIGID_SECTION = "luigid"
-
-
-def _config():
-    """luigi's configuration with the packaged luigi.cfg loaded (lowest priority)."""
-    import luigi.configuration
-
-    import tasks.config  # noqa: F401  (puts the packaged luigi.cfg on luigi's search path)
-
-    return luigi.configuration.get_config()
 
 
 # ---------------------------------------------------------------- scheduler
 
 def _server(args: argparse.Namespace):
-    from pipeline.scheduler import Luigid
-
-    cfg = _config()
+    cfg = luigi.configuration.get_config()
     return Luigid(Path(args.dir or cfg.get(LUIGID_SECTION, "state_dir", "data/luigid")),
                   args.address or cfg.get(LUIGID_SECTION, "address", "127.0.0.1"),
                   int(args.port or cfg.get(LUIGID_SECTION, "port", 8082)))
 
 
 def _scheduler_start(args: argparse.Namespace) -> int:
-    from pipeline.scheduler import SchedulerError, start
-
-    cfg, server = _config(), _server(args)
+    cfg, server = luigi.configuration.get_config(), _server(args)
     scheduler = dict(cfg.items("scheduler")) if cfg.has_section("scheduler") else {}
     resources = {k: int(v) for k, v in cfg.items("resources")} if cfg.has_section("resources") \
         else {}
@@ -54,8 +50,6 @@ def _scheduler_start(args: argparse.Namespace) -> int:
 
 
 def _scheduler_stop(args: argparse.Namespace) -> int:
-    from pipeline.scheduler import stop
-
     server = _server(args)
     if stop(server):
         print(f"luigid stopped; its state is saved in {server.state_file}")
@@ -65,8 +59,6 @@ def _scheduler_stop(args: argparse.Namespace) -> int:
 
 
 def _scheduler_status(args: argparse.Namespace) -> int:
-    from pipeline.scheduler import status
-
     info = status(_server(args))
     if args.json:
         print(json.dumps(info, indent=1))
@@ -84,12 +76,7 @@ def _scheduler_status(args: argparse.Namespace) -> int:
 
 def _root(args: argparse.Namespace):
     """The DAG root for the cache commands, after applying the [gtforge] flags."""
-    from luigi.task_register import Register
-
-    from pipeline.cli import BUILD_SETTINGS
-    from tasks import graph
-
-    cfg = _config()
+    cfg = luigi.configuration.get_config()
     for name in BUILD_SETTINGS:
         value = getattr(args, name, None)
         if value is not None:
@@ -97,17 +84,14 @@ def _root(args: argparse.Namespace):
     Register.clear_instance_cache()
     if args.root:
         return graph.task_by_name(args.root, args.module)
-    return graph.build_root()
+    return BuildDataset()
 
 
 def _cache_list(args: argparse.Namespace) -> int:
-    from pipeline.report import human_size as _human
-    from tasks import graph
-
     root = _root(args)
-    rows = graph.stage_folders(root)
-    extra = graph.unreferenced(root)
-    extra_bytes = sum(graph.folder_bytes(p) for p in extra)
+    rows = stage_folders.stage_folders(root)
+    extra = stage_folders.unreferenced(root)
+    extra_bytes = sum(cache.folder_bytes(p) for p in extra)
     if args.json:
         print(json.dumps({"stages": [{**r.__dict__, "path": str(r.path)} for r in rows],
                           "unreferenced": [str(p) for p in extra],
@@ -116,18 +100,17 @@ def _cache_list(args: argparse.Namespace) -> int:
     width = max([len(r.name) for r in rows] + [5])
     print(f"{'stage':<{width}}  {'key':<16}  {'state':<7}  {'size':>9}  path")
     for r in rows:
-        print(f"{r.name:<{width}}  {r.key}  {r.state:<7}  {_human(r.bytes):>9}  {r.path}")
+        print(f"{r.name:<{width}}  {r.key}  {r.state:<7}  {human_size(r.bytes):>9}  {r.path}")
     done = [r for r in rows if r.state == "done"]
-    print(f"\n{len(rows)} stages, {len(done)} done, {_human(sum(r.bytes for r in rows))} in use; "
-          f"{len(extra)} unreferenced folders, {_human(extra_bytes)} (`gtforge cache gc`)")
+    in_use = human_size(sum(r.bytes for r in rows))
+    print(f"\n{len(rows)} stages, {len(done)} done, {in_use} in use; "
+          f"{len(extra)} unreferenced folders, {human_size(extra_bytes)} (`gtforge cache gc`)")
     return 0
 
 
 def _cache_invalidate(args: argparse.Namespace) -> int:
-    from tasks import graph
-
     root = _root(args)
-    removed = graph.invalidate(root, args.stage, dry_run=args.dry_run)
+    removed = stage_folders.invalidate(root, args.stage, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for path in removed:
         print(f"{verb} {path}")
@@ -137,17 +120,14 @@ def _cache_invalidate(args: argparse.Namespace) -> int:
 
 
 def _cache_gc(args: argparse.Namespace) -> int:
-    from pipeline.report import human_size as _human
-    from tasks import graph
-
     root = _root(args)
-    found = graph.unreferenced(root)
-    sizes = {p: graph.folder_bytes(p) for p in found}
+    found = stage_folders.unreferenced(root)
+    sizes = {p: cache.folder_bytes(p) for p in found}
     for path in found:
-        print(f"{'delete' if args.yes else 'would delete'} {path}  ({_human(sizes[path])})")
+        print(f"{'delete' if args.yes else 'would delete'} {path}  ({human_size(sizes[path])})")
         if args.yes:
-            graph.remove_folder(path)
-    total = _human(sum(sizes.values()))
+            cache.remove_folder(path)
+    total = human_size(sum(sizes.values()))
     if args.yes:
         print(f"deleted {len(found)} folders, {total}")
     else:
@@ -157,10 +137,9 @@ def _cache_gc(args: argparse.Namespace) -> int:
 
 
 def _cache_verify(args: argparse.Namespace) -> int:
-    from tasks import graph
 
-    rows = [r for r in graph.stage_folders(_root(args)) if r.state == "done"]
-    problems = [p for r in rows for p in graph.verify_output(r.path)]
+    rows = [r for r in stage_folders.stage_folders(_root(args)) if r.state == "done"]
+    problems = [p for r in rows for p in cache.verify_output(r.path)]
     for p in problems:
         print(p, file=sys.stderr)
     print(f"{len(rows)} stage outputs checked: "
@@ -182,10 +161,7 @@ def _guarded(func):
 
 
 def _add_dag_options(p: argparse.ArgumentParser) -> None:
-    from pipeline.cli import BUILD_SETTINGS
-
-    for name in BUILD_SETTINGS:
-        p.add_argument(f"--{name.replace('_', '-')}", help=f"[gtforge] {name}")
+    add_build_settings(p)
     p.add_argument("--root", help="task family at the root of the DAG (default BuildDataset)")
     p.add_argument("--module", default="tasks", help="module that defines --root (default tasks)")
 

@@ -20,10 +20,10 @@ import torch.nn.functional as F
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from models.small_sr import SmallSR
-from pipeline import degrade
-from pipeline.conversions import to_images, to_tensor
-from pipeline.seeding import rng
-from pipeline.sr import sample_pairs
+from pipeline.image import degrade
+from pipeline.image.conversions import to_images, to_tensor
+from pipeline.store.seeding import rng
+from pipeline.train.sr import sample_pairs
 
 
 @dataclass

@@ -1,0 +1,1 @@
+"""Image operations: ingest, degradation, patches, tiles, fusion, conversions, sample corpora."""

@@ -1,0 +1,1 @@
+"""Running builds: progress on a terminal or under luigid, and a luigid on this host."""

@@ -1,0 +1,1 @@
+"""The shard format: writing, verifying and reading shard sets; datasets and export."""

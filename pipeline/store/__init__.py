@@ -1,0 +1,1 @@
+"""What stages keep on disk: content keys, atomic publishing, image files, seeds."""

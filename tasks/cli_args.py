@@ -1,0 +1,16 @@
+"""The [gtforge] settings that the `gtforge` commands accept as flags."""
+
+from __future__ import annotations
+
+import argparse
+
+# Passed to luigi as --gtforge-<name> by `gtforge build` and `evaluate`, set in the config by
+# the cache commands.
+BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "threads", "candidates",
+                  "references")
+
+
+def add_build_settings(parser: argparse.ArgumentParser) -> None:
+    """One --<setting> flag per BUILD_SETTINGS entry."""
+    for name in BUILD_SETTINGS:
+        parser.add_argument(f"--{name.replace('_', '-')}", help=f"[gtforge] {name}")
