@@ -38,7 +38,8 @@ import tasks  # noqa: F401  (loads the packaged luigi.cfg)
 from models.rcan import RCAN
 from pipeline.image.sample import copy_sample_corpus
 from pipeline.train.enhancer import build_generator, build_training, enhance
-from pipeline.train.losses import LossWeights, PerceptualLoss, vgg19_features
+from pipeline.train.loss_settings import LossWeights
+from pipeline.train.losses import PerceptualLoss, vgg19_features
 from tasks.config import section
 
 

@@ -28,7 +28,7 @@ import torch
 from pipeline.image.conversions import to_tensor
 from pipeline.image.patches import texture_mask
 from pipeline.image.sample import copy_sample_corpus
-from pipeline.quality import annotate, iqa
+from pipeline.quality import annotate, iqa, voting
 from pipeline.store.imageio import read_rgb
 
 CORPUS = "/tmp/gtforge-bench-sample"
@@ -152,8 +152,8 @@ def calibrate(args) -> None:
     cands = np.stack(list(versions.values()), axis=1)
     scores = annotate.score_patches(original, cands, metrics)
     fr = [i.full_reference for i in infos]
-    votes = annotate.vote(scores, margins, [i.lower_better for i in infos], fr)
-    labels = annotate.label(votes, fr, settings["fr_policy"])
+    votes = voting.vote(scores, margins, [i.lower_better for i in infos], fr)
+    labels = voting.label(votes, fr, settings["fr_policy"])
     print(f"{len(original)} textured {args.size}x{args.size} patches of the sample corpus; "
           f"metrics {metrics}, margins {margins}, fr_policy {settings['fr_policy']}")
     print(f"{'candidate':10s} {'P':>6s} {'S':>6s} {'N':>6s}   improvement per metric "
@@ -167,8 +167,8 @@ def calibrate(args) -> None:
                            for j, m in enumerate(metrics))
         print(f"{name:10s} {rates[0]:6.1%} {rates[1]:6.1%} {rates[2]:6.1%}   {spread}")
     print("Negative / Positive rate under each fr_policy:")
-    for policy in annotate.FR_POLICIES:
-        other = annotate.label(votes, fr, policy)
+    for policy in voting.FR_POLICIES:
+        other = voting.label(votes, fr, policy)
         print(f"  {policy:7s} " + "  ".join(
             f"{name} {(other[:, k] == -1).mean():.1%}/{(other[:, k] == 1).mean():.1%}"
             for k, name in enumerate(versions)))

@@ -32,12 +32,12 @@ from pipeline.image.conversions import to_tensor
 from pipeline.image.fusion import high_frequency_energy
 from pipeline.image.ingest import read_images
 from pipeline.image.sample import make_quality_corpus
-from pipeline.quality import truth
+from pipeline.quality import results, truth
 from pipeline.report import html as page
+from pipeline.report import tables as report_tables
 from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
-from tasks import report
-from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
+from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
 from tasks.publish import BuildDataset
@@ -63,15 +63,15 @@ def markdown(table: page.Table) -> None:
 
 def print_truth(shards: ShardSet, references: dict, kinds: dict[str, str]) -> None:
     """MeasureTruth's tables (every GT), then the candidates' table per kind of imperfection."""
-    measured = read_json(MeasureTruth(), TRUTH_JSON)
-    for table in report.truth_tables(measured):
+    measured = results.load_truth(MeasureTruth().out_dir)
+    for table in report_tables.truth_tables(measured):
         markdown(table)
     for kind in ("blur", "noise"):
         refs = {k: v for k, v in references.items() if kinds.get(f"{k}.png") == kind}
         found = truth.measure_shards(shards, refs)
-        table = report.truth_tables({"candidates": {n: t.summary() for n, t in found.items()},
-                                     "overall": truth.overall(found),
-                                     "tau_db": measured["tau_db"]})[0]
+        result = {"candidates": {n: t.summary() for n, t in found.items()},
+                  "overall": truth.overall(found), "tau_db": measured["tau_db"]}
+        table = report_tables.truth_tables(result)[0]
         table.title = f"{kind}-led GTs: {table.title}"
         markdown(table)
 
@@ -123,7 +123,7 @@ def main() -> None:
     print_truth(shards, references, kinds)
     print_fusion_by_c(references, args.workers)
     if not args.no_evaluate:
-        markdown(report.evaluation_table(read_json(EvaluateTargets(), EVALUATION_JSON)))
+        markdown(report_tables.evaluation_table(results.load_evaluation(EvaluateTargets().out_dir)))
 
 
 if __name__ == "__main__":

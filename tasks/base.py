@@ -134,10 +134,7 @@ class Stage(luigi.Task):
 
     def run(self) -> None:
         started = time.time()
-        if self.heavy and gtforge().threads:
-            import torch  # only stages that run a network need it
-
-            torch.set_num_threads(gtforge().threads)
+        self.set_up_runtime()
         if self.partial_dir.exists() and not self.resumable:
             shutil.rmtree(self.partial_dir)
         self.partial_dir.mkdir(parents=True, exist_ok=True)
@@ -149,6 +146,19 @@ class Stage(luigi.Task):
                        for n, s in self.input_stages().items()},
             "seconds": round(time.time() - started, 3), "info": info,
         })
+
+    def set_up_runtime(self) -> None:
+        """Process-wide settings of a stage that runs networks: torch threads, and the IQA
+        weights folder ([gtforge] threads, iqa_weights). torch is imported only then."""
+        config = gtforge()
+        if self.heavy and config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
+        if config.iqa_weights:
+            from pipeline.quality import iqa
+
+            iqa.use_weights_dir(Path(config.iqa_weights))
 
     def build(self, out: Path) -> dict[str, Any] | None:
         raise NotImplementedError

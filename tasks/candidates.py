@@ -3,22 +3,17 @@
 from __future__ import annotations
 
 from tasks.base import Stage
-from tasks.config import gtforge
-
-ENHANCER_CANDIDATES = ("rcan_noise", "rcan_blur", "elan_noise", "elan_blur")
-FUSED = "fused"
+from tasks.config import ENHANCER_CANDIDATES, FUSED, gtforge
+from tasks.enhance import EnhanceHR
+from tasks.fuse import FuseGT
 
 
 def candidate_stage(name: str) -> Stage:
     """The stage producing candidate `name`: same-size images at images/<image_id>.png."""
     if name in ENHANCER_CANDIDATES:
-        from tasks.enhance import EnhanceHR
-
         backbone, degradation = name.split("_")
         return EnhanceHR(backbone=backbone, degradation=degradation)
     if name == FUSED:
-        from tasks.fuse import FuseGT
-
         return FuseGT()
     known = ", ".join((*ENHANCER_CANDIDATES, FUSED))
     raise ValueError(f"unknown candidate {name!r} in [gtforge] candidates (known: {known})")

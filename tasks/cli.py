@@ -7,9 +7,11 @@ import json
 import sys
 from pathlib import Path
 
+import luigi.configuration
 from luigi.retcodes import run_with_retcodes
 
 from pipeline.image.sample import copy_sample_corpus
+from pipeline.quality import results
 from pipeline.shards.export import export_folder, export_lmdb
 from pipeline.shards.reader import summary
 from pipeline.shards.spec import ShardError
@@ -17,7 +19,7 @@ from pipeline.shards.verify import verify
 from tasks.cli_args import BUILD_SETTINGS, add_build_settings
 from tasks.cli_ops import add_ops_commands
 from tasks.config import gtforge
-from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
+from tasks.evaluate import EvaluateTargets, MeasureTruth
 
 
 def _run_luigi(root: str, args: argparse.Namespace) -> int:
@@ -27,8 +29,8 @@ def _run_luigi(root: str, args: argparse.Namespace) -> int:
     if args.local_scheduler:
         argv.append("--local-scheduler")
     elif args.scheduler_host:
-        argv += ["--scheduler-host", args.scheduler_host,
-                 "--scheduler-port", str(args.scheduler_port)]
+        port = args.scheduler_port or luigi.configuration.get_config().get("luigid", "port")
+        argv += ["--scheduler-host", args.scheduler_host, "--scheduler-port", str(port)]
     for name in BUILD_SETTINGS:
         value = getattr(args, name)
         if value is not None:
@@ -56,8 +58,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     """Measure the build against clean references and train an SR network per target."""
     code = _run_luigi("EvaluateTargets", args) or _run_luigi("MeasureTruth", args)
     if code == 0:
-        print(json.dumps({"truth": read_json(MeasureTruth(), TRUTH_JSON)["overall"],
-                          "evaluation": read_json(EvaluateTargets(), EVALUATION_JSON)},
+        print(json.dumps({"truth": results.load_truth(MeasureTruth().out_dir)["overall"],
+                          "evaluation": results.load_evaluation(EvaluateTargets().out_dir)},
                          indent=1))
     return code
 
@@ -106,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
         where = b.add_mutually_exclusive_group()
         where.add_argument("--local-scheduler", action="store_true", help="no luigid")
         where.add_argument("--scheduler-host", help="luigid host (default from luigi.cfg)")
-        b.add_argument("--scheduler-port", type=int, default=8082)
+        b.add_argument("--scheduler-port", type=int, help="luigid port (default [luigid] port)")
         b.add_argument("--workers", type=int, default=1)
         add_build_settings(b)
         b.add_argument("luigi_args", nargs=argparse.REMAINDER,

@@ -27,9 +27,9 @@ LUIGID_SECTION = "luigid"
 
 def _server(args: argparse.Namespace):
     cfg = luigi.configuration.get_config()
-    return Luigid(Path(args.dir or cfg.get(LUIGID_SECTION, "state_dir", "data/luigid")),
-                  args.address or cfg.get(LUIGID_SECTION, "address", "127.0.0.1"),
-                  int(args.port or cfg.get(LUIGID_SECTION, "port", 8082)))
+    return Luigid(Path(args.dir or cfg.get(LUIGID_SECTION, "state_dir")),
+                  int(args.port or cfg.get(LUIGID_SECTION, "port")),
+                  args.address or cfg.get(LUIGID_SECTION, "address"))
 
 
 def _scheduler_start(args: argparse.Namespace) -> int:

@@ -8,6 +8,9 @@ import luigi
 import luigi.configuration
 
 DEFAULTS = Path(__file__).resolve().parents[1] / "luigi.cfg"
+# The names [gtforge] candidates accepts (tasks/candidates.py maps them to their stages).
+ENHANCER_CANDIDATES = ("rcan_noise", "rcan_blur", "elan_noise", "elan_blur")
+FUSED = "fused"
 
 
 def _load_packaged_defaults() -> None:
@@ -34,6 +37,7 @@ class gtforge(luigi.Config):  # noqa: N801  (the section name users write in lui
     candidates = luigi.Parameter()
     references = luigi.Parameter(significant=False)  # clean photos: the build is measured
     evaluate = luigi.BoolParameter(significant=False)  # and SR networks trained on its targets
+    iqa_weights = luigi.Parameter(significant=False)  # pyiqa weight files; empty: its cache
 
     def candidate_names(self) -> list[str]:
         return [c.strip() for c in self.candidates.split(",") if c.strip()]

@@ -9,8 +9,6 @@ import luigi
 
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from pipeline.train.device import resolve_device
-from pipeline.train.enhancer import enhance
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -33,6 +31,9 @@ class EnhanceHR(Stage):
                 "model": TrainEnhancer(backbone=self.backbone, degradation=self.degradation)}
 
     def build(self, out: Path) -> dict:
+        from pipeline.train.device import resolve_device
+        from pipeline.train.enhancer import enhance
+
         s = self.settings
         device = resolve_device(gtforge().device)
         model = self.input_stages()["model"].load_generator(device)

@@ -5,28 +5,25 @@ folder is set (EvaluateTargets only with [gtforge] evaluate = true), or by `gtfo
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 import numpy as np
 
 from pipeline.image.ingest import folder_fingerprint
-from pipeline.quality import truth
+from pipeline.quality import results, truth
 from pipeline.shards.reader import ShardSet
-from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from pipeline.train import evaluate as ev
-from pipeline.train.device import resolve_device
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.degrade import DegradeLR
 from tasks.ingest import IngestHR
 from tasks.write_shards import DATASET, WriteShards
 
-TRUTH_JSON = "truth.json"
-EVALUATION_JSON = "evaluation.json"
+if TYPE_CHECKING:
+    from pipeline.train import evaluate as ev
 
 
 class _WithReferences:
@@ -63,7 +60,7 @@ class MeasureTruth(_WithReferences, Stage):
         result = {"tau_db": truth.ORACLE_TAU_DB,
                   "candidates": {n: t.summary() for n, t in found.items()},
                   "overall": truth.overall(found)}
-        durable.write_json(out / TRUTH_JSON, result)
+        results.save_truth(out, result)
         return {"overall": result["overall"]}
 
 
@@ -94,6 +91,8 @@ class EvaluateTargets(_WithReferences, Stage):
 
     def samples(self, shards: ShardSet, train: set[int]) -> ev.Samples:
         """The training photos' samples in memory, with their clean crops."""
+        from pipeline.train import evaluate as ev
+
         parts: dict[str, list] = {k: [] for k in ("lq", "original", "candidates", "labels",
                                                    "clean")}
         for shard, n, clean in truth.referenced_samples(shards, self.references, keep=train):
@@ -110,6 +109,8 @@ class EvaluateTargets(_WithReferences, Stage):
     def heldout(self, shards: ShardSet, held: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(LR, clean reference) of every held-out photo; the LR made from the imperfect GT
         with the build's DegradeLR recipe."""
+        from pipeline.train import evaluate as ev
+
         recipe = self.input_stages()["lr"].recipe_spec
         images = {img.source: img for img in self.input_stages()["hr"].images()}
         pairs = []
@@ -121,23 +122,22 @@ class EvaluateTargets(_WithReferences, Stage):
         return pairs
 
     def build(self, out: Path) -> dict:
+        from pipeline.train import evaluate as ev
+        from pipeline.train.device import resolve_device
+
         s = self.settings
         device = resolve_device(gtforge().device)
         shards = self.shard_set()
         train, held = self.split(shards)
         samples, pairs = self.samples(shards, train), self.heldout(shards, held)
         runs = [(t, seed) for seed in range(s["seeds"]) for t in s["targets"]]
-        results: dict[str, list[dict]] = {t: [] for t in s["targets"]}
+        measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
         for target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
-            results[target].append(ev.measure(model, pairs, device))
+            measured[target].append(ev.measure(model, pairs, device))
         held_names = [Path(shards.manifest["sources"][i]).name for i in held]
         report = {"training_samples": len(samples.lq), "heldout": held_names,
-                  "runs": results, "comparison": ev.compare(results)}
-        durable.write_json(out / EVALUATION_JSON, report)
+                  "runs": measured, "comparison": ev.compare(measured)}
+        results.save_evaluation(out, report)
         return {"comparison": report["comparison"], "heldout": held_names}
 
-
-def read_json(stage: Stage, name: str) -> dict:
-    """A JSON file of a completed evaluation stage."""
-    return json.loads((stage.out_dir / name).read_text())

@@ -4,29 +4,24 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 import numpy as np
-import torch
 
-from models.cfmg import CFMG
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from pipeline.train import cfmg
-from pipeline.train.device import resolve_device
-from pipeline.train.loop import (
-    TrainState,
-    finish_training,
-    load_checkpoint,
-    save_checkpoint,
-    train_loop,
-)
 from tasks.base import Stage
-from tasks.config import gtforge
 from tasks.ingest import IngestHR
 from tasks.super_resolve import SR_SCALES, SuperResolveGT
 from tasks.train_judge import TrainJudge
+from tasks.training import TrainingStage
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.cfmg import CFMG
 
 MODEL_FILE = "cfmg.pt"
 SOURCES = ("gt", *(f"sr_x{s}" for s in SR_SCALES))
@@ -48,20 +43,21 @@ def read_sources(stage: Stage, image_id: str) -> list[np.ndarray]:
 
 def load_cfmg(path: Path, device: torch.device | str = "cpu") -> CFMG:
     """The trained CFMG from a TrainMaskGenerator output (weights_only load), in eval mode."""
+    from models.cfmg import CFMG
+    from pipeline.train.loop import load_checkpoint
+
     payload = load_checkpoint(path, "cpu")
     model = CFMG(sources=len(SOURCES), **payload["config"])
     model.load_state_dict(payload["state"])
     return model.to(device).eval()
 
 
-class TrainMaskGenerator(Stage):
+class TrainMaskGenerator(TrainingStage):
     """AdamW + warm-up/cosine + gradient clipping on (1-c^2) MSE - c^2 P (pipeline.train.cfmg);
     `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
     Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
     version = 2
-    resumable = True
-    heavy = True
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -78,10 +74,6 @@ class TrainMaskGenerator(Stage):
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
     cached_images = luigi.IntParameter(default=32, significant=False)
 
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.setting("ckpt_every")
-
     def requires(self):
         deps = source_stages()
         if "judge" in self.settings["metrics"]:
@@ -90,33 +82,31 @@ class TrainMaskGenerator(Stage):
 
     def build(self, out: Path) -> dict:
         from pipeline.quality.iqa import create_metric  # lazy: pyiqa is slow to import
+        from pipeline.train import cfmg
+        from pipeline.train.loop import cpu_state, save_checkpoint
 
-        s = self.settings
-        device = resolve_device(gtforge().device)
+        s, device = self.settings, self.device
         ids = [img.id for img in read_images(self.input_dir("gt"))]
         stack = functools.lru_cache(maxsize=self.cached_images)(
             lambda i: read_sources(self, ids[i]))
         judge = (self.input_stages()["judge"].load_model(device)
                  if "judge" in s["metrics"] else None)
         perceptual = cfmg.Perceptual(s["metrics"], device, create_metric, judge)
-        torch.manual_seed(self.seed_for("init"))  # same weights on every clean build
-        model = CFMG(sources=len(SOURCES), **s["model"]).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=s["lr"], weight_decay=s["weight_decay"])
-        sched = cfmg.warmup_cosine(opt, s["warmup"], s["iterations"])
+        training = cfmg.build_training(
+            len(SOURCES), s["model"], perceptual, lr=s["lr"], weight_decay=s["weight_decay"],
+            warmup=s["warmup"], total=s["iterations"], grad_clip=s["grad_clip"],
+            seed=self.seed_for("init"), device=device)
 
         def step(i: int) -> dict[str, float]:
             r = rng(self.key, "batch", i)
             c = float(r.uniform(0, 1))
             crops = cfmg.sample_crops(r, stack, len(ids), s["batch_size"], s["crop"])
-            return cfmg.train_step(model, opt, sched, crops.to(device), c,
-                                              perceptual, s["grad_clip"])
+            return training.step(i, crops.to(device), c)
 
-        state = TrainState.of(model=model, opt=opt, sched=sched)
-        rows = train_loop(step, state, s["iterations"], out / "checkpoints",
-                          self.checkpoint_interval, s["seed"], desc="TrainMaskGenerator",
-                          report=self.report, device=device)
-        save_checkpoint(out / MODEL_FILE, {"state": {k: v.cpu() for k, v in
-                                                      model.state_dict().items()},
-                                            "config": dict(s["model"])})
-        finish_training(out, "TrainMaskGenerator")
+        def save() -> None:
+            save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),
+                                               "config": dict(s["model"])})
+
+        rows = self.train(out, training, step, s["iterations"], save, "TrainMaskGenerator",
+                          step_seed=s["seed"])  # the bare seed, as ever
         return {"final": rows[-1] if rows else None, "sources": list(SOURCES)}

@@ -53,19 +53,11 @@ class PublishDataset(luigi.Task):
         return luigi.LocalTarget(str(self.out_dir / BUILD_JSON))
 
     def run(self) -> None:
-        staging = self.out_dir.with_name(f".{self.out_dir.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
+        staging = durable.staging_dir(self.out_dir)
         _link_tree(self.requires()["shards"].out_dir / DATASET, staging)
         _link_tree(self.requires()["report"].out_dir / "report", staging / "report")
         durable.write_json(staging / BUILD_JSON, self._build_record(), sync=False)
-        durable.fsync_tree(staging)
-        old = self.out_dir.with_name(f".{self.out_dir.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if self.out_dir.exists():
-            os.rename(self.out_dir, old)
-        durable.rename(staging, self.out_dir)
-        shutil.rmtree(old, ignore_errors=True)
+        durable.publish_dir(staging, self.out_dir)
 
 
 class BuildDataset(luigi.WrapperTask):

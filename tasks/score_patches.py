@@ -9,11 +9,10 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline.quality import annotate
-from pipeline.quality.judge import judge
+from pipeline.quality import scores as score_table
+from pipeline.quality import voting
 from pipeline.store import durable
-from pipeline.store.imageio import image_path, read_rgb
-from pipeline.train.device import resolve_device
+from pipeline.store.imageio import image_path, read_rgb, read_rgb_sized
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.config import gtforge
@@ -21,49 +20,48 @@ from tasks.ingest import IngestHR
 from tasks.select_patches import SelectPatches
 from tasks.train_judge import TrainJudge
 
-SCORES = "scores.npz"
 DIFFERENCE = "difference.npz"
 LABEL_STATS = "label_stats.json"
 ROLES = ("patches", "hr")
 
 
 class ScorePatches(Stage):
-    """scores.npz: a pipeline.quality.annotate.ScoreTable over the SelectPatches order (`table()`
+    """scores.npz: a pipeline.quality.scores.ScoreTable over the SelectPatches order (`table()`
     reads it); difference.npz: difference (N,K) float32 and the measure used;
-    label_stats.json: label counts (pipeline.quality.annotate.label_stats) and filters. Annotators:
+    label_stats.json: label counts (pipeline.quality.voting.label_stats) and filters. Annotators:
     the `metrics` (pyiqa names, and "judge" for the three heads of TrainJudge)."""
 
     version = 2
     metrics = luigi.OptionalListParameter(default=None)
     margins = luigi.OptionalDictParameter(default=None)
-    fr_policy = luigi.OptionalChoiceParameter(choices=list(annotate.FR_POLICIES), default=None)
+    fr_policy = luigi.OptionalChoiceParameter(choices=list(voting.FR_POLICIES), default=None)
     difference_measure = luigi.OptionalChoiceParameter(
-        choices=list(annotate.DIFFERENCE_MEASURES), default=None)
+        choices=list(voting.DIFFERENCE_MEASURES), default=None)
     difference_threshold = luigi.OptionalFloatParameter(default=None)
     drop_all_similar = luigi.OptionalBoolParameter(default=None)
-    chunk = luigi.IntParameter(default=64, significant=False)
+    chunk = luigi.OptionalIntParameter(default=None, significant=False)  # patches per batch
 
     def requires(self):
         deps = {"patches": SelectPatches(), "hr": IngestHR(), **candidate_stages()}
-        if annotate.JUDGE in self.settings["metrics"]:
-            deps[annotate.JUDGE] = TrainJudge()
+        if voting.JUDGE in self.settings["metrics"]:
+            deps[voting.JUDGE] = TrainJudge()
         return deps
 
-    def table(self) -> annotate.ScoreTable:
+    def table(self) -> score_table.ScoreTable:
         """The scores and labels this stage wrote."""
-        return annotate.load_scores(self.out_dir / SCORES)
+        return score_table.load(self.out_dir)
 
     @property
     def candidate_dirs(self) -> dict[str, Path]:
         return {name: stage.out_dir for name, stage in self.input_stages().items()
-                if name not in (*ROLES, annotate.JUDGE)}
+                if name not in (*ROLES, voting.JUDGE)}
 
     def _margins(self, names: list[str]) -> list[float]:
         """Each annotator's margin: `margins`, else (judge heads) TrainJudge's calibration."""
         margins = dict(self.settings["margins"])
-        if annotate.JUDGE in self.input_stages():
-            calibrated = self.input_stages()[annotate.JUDGE].margins()
-            margins = {**{f"{annotate.JUDGE}_{h}": v for h, v in calibrated.items()}, **margins}
+        if voting.JUDGE in self.input_stages():
+            calibrated = self.input_stages()[voting.JUDGE].margins()
+            margins = {**{f"{voting.JUDGE}_{h}": v for h, v in calibrated.items()}, **margins}
         missing = [m for m in names if m not in margins]
         if missing:
             raise ValueError(f"[ScorePatches] margins has no value for {missing} "
@@ -72,13 +70,16 @@ class ScorePatches(Stage):
 
     def _scorer(self, device):
         """scores(original (n,H,W,3), candidates (n,K,H,W,3)) -> (n,K+1,M), every annotator."""
+        from pipeline.quality import annotate
+        from pipeline.quality.judge import judge
+
         metrics = [str(m) for m in self.settings["metrics"]]
-        model = (self.input_stages()[annotate.JUDGE].load_model(device)
-                 if annotate.JUDGE in metrics else None)
+        model = (self.input_stages()[voting.JUDGE].load_model(device)
+                 if voting.JUDGE in metrics else None)
 
         def scores(original: np.ndarray, candidates: np.ndarray) -> np.ndarray:
             parts = [annotate.pairwise_scores(judge(model, original, candidates, device))
-                     if m == annotate.JUDGE else
+                     if m == voting.JUDGE else
                      annotate.score_patches(original, candidates, [m], device) for m in metrics]
             return np.concatenate(parts, axis=2)
 
@@ -101,7 +102,7 @@ class ScorePatches(Stage):
                                        f"passes the border of the {stack.shape[2]}x"
                                        f"{stack.shape[1]} HR image")
                 pending.append((i, crop))
-            if len(pending) >= self.chunk or image_id == next(reversed(by_image)):
+            if len(pending) >= self.setting("chunk") or image_id == next(reversed(by_image)):
                 yield (np.array([p[0] for p in pending]), np.stack([p[1][0] for p in pending]),
                        np.stack([p[1][1:] for p in pending]))
                 pending = []
@@ -110,16 +111,15 @@ class ScorePatches(Stage):
         """The original and every candidate of one image: uint8 (1+K,H,W,3)."""
         original = read_rgb(image_path(self.input_dir("hr"), image_id))
         versions = [original]
-        for name, folder in self.candidate_dirs.items():
-            path = image_path(folder, image_id)
-            rgb = read_rgb(path)
-            if rgb.shape != original.shape:
-                raise RuntimeError(f"{path}: candidate {name} is {rgb.shape[1]}x{rgb.shape[0]},"
-                                   f" the HR image is {original.shape[1]}x{original.shape[0]}")
-            versions.append(rgb)
+        for folder in self.candidate_dirs.values():
+            versions.append(read_rgb_sized(image_path(folder, image_id), original.shape,
+                                           "the HR image"))
         return np.stack(versions)
 
     def build(self, out: Path) -> dict:
+        from pipeline.quality import annotate
+        from pipeline.train.device import resolve_device
+
         s = self.settings
         names = annotate.annotator_names(s["metrics"])
         infos = [annotate.annotator_info(m) for m in names]
@@ -135,7 +135,7 @@ class ScorePatches(Stage):
             differences[idx] = annotate.difference(original, candidates,
                                                    s["difference_measure"], device)
         table = self._label(scores, differences, infos, margins, names)
-        annotate.save_scores(out / SCORES, table)
+        score_table.save(out, table)
         np.savez(out / DIFFERENCE, difference=differences,
                  measure=np.array(s["difference_measure"]))
         stats = self._stats(table, differences, infos, margins)
@@ -145,33 +145,33 @@ class ScorePatches(Stage):
                 "labels": stats["all_candidates"]}
 
     def _label(self, scores: np.ndarray, differences: np.ndarray, infos: list, margins: list,
-               names: list[str]) -> annotate.ScoreTable:
+               names: list[str]) -> score_table.ScoreTable:
         s = self.settings
         full_reference = [info.full_reference for info in infos]
-        votes = annotate.vote(scores, margins, [info.lower_better for info in infos],
+        votes = voting.vote(scores, margins, [info.lower_better for info in infos],
                               full_reference)
-        labels = annotate.label(votes, full_reference, s["fr_policy"])
-        counts = annotate.vote_counts(votes[..., annotate.voters(full_reference, s["fr_policy"])])
-        keep = annotate.difference_keep(differences, s["difference_threshold"])
+        labels = voting.label(votes, full_reference, s["fr_policy"])
+        counts = voting.vote_counts(votes[..., voting.voters(full_reference, s["fr_policy"])])
+        keep = voting.difference_keep(differences, s["difference_threshold"])
         if s["drop_all_similar"]:
-            keep &= annotate.informative(labels)
-        return annotate.ScoreTable(
+            keep &= voting.informative(labels)
+        return score_table.ScoreTable(
             keep=keep, labels=labels, vote_counts=counts, scores=scores, votes=votes,
             candidate_names=list(self.candidate_dirs), metric_names=names,
             lower_better=[info.lower_better for info in infos],
             modes=[info.mode for info in infos], margins=list(margins))
 
-    def _stats(self, table: annotate.ScoreTable, differences: np.ndarray, infos: list,
+    def _stats(self, table: score_table.ScoreTable, differences: np.ndarray, infos: list,
                margins: list) -> dict:
         s, k = self.settings, len(table.candidate_names)
-        stats = annotate.label_stats(table.labels, table.votes, table.keep,
+        stats = voting.label_stats(table.labels, table.votes, table.keep,
                                      table.candidate_names, table.metric_names)
         stats["metrics"] = [{"name": info.name, "mode": info.mode,
                              "lower_better": info.lower_better, "score_range": info.score_range,
                              "margin": margin} for info, margin in zip(infos, margins, strict=True)]
         stats["fr_policy"] = s["fr_policy"]
-        differs = annotate.difference_keep(differences, s["difference_threshold"])
-        informative = annotate.informative(table.labels)
+        differs = voting.difference_keep(differences, s["difference_threshold"])
+        informative = voting.informative(table.labels)
         stats["difference_filter"] = {
             "measure": s["difference_measure"], "threshold": s["difference_threshold"],
             "applied": k > 0, "dropped": int((~differs).sum())}

@@ -11,6 +11,7 @@ import numpy as np
 from pipeline.image.ingest import read_images
 from pipeline.image.patches import (
     HF_MEASURES,
+    PATCHES_NPZ,
     grid_positions,
     load_patches,
     save_patches,
@@ -22,7 +23,6 @@ from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.ingest import IngestHR
 
-PATCHES = "patches.npz"
 STATS = "patch_stats.json"
 ORIGINAL = "original"
 
@@ -48,7 +48,7 @@ class SelectPatches(Stage):
 
     def patches(self) -> dict:
         """The selected patches (pipeline.image.patches.load_patches)."""
-        return load_patches(self.out_dir / PATCHES)
+        return load_patches(self.out_dir / PATCHES_NPZ)
 
     def stats(self) -> dict:
         """patch_stats.json: per image id, grid positions, passed per version, kept."""
@@ -90,7 +90,7 @@ class SelectPatches(Stage):
                 f"no {crop}x{crop} patch of {len(images)} images passed the texture test "
                 f"(std_min={s['std_min']}, hf_min={s['hf_min']}, {s['hf_measure']}): lower the "
                 f"thresholds or crop_size in [SelectPatches]")
-        save_patches(out / PATCHES, ids, np.concatenate(xs), np.concatenate(ys), crop)
+        save_patches(out / PATCHES_NPZ, ids, np.concatenate(xs), np.concatenate(ys), crop)
         positions = sum(v["positions"] for v in stats.values())
         durable.write_json(out / STATS, {"positions": positions, "kept": kept, "images": stats})
         return {"images": len(images), "positions": positions, "kept": kept}

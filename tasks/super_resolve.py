@@ -8,8 +8,6 @@ import luigi
 
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from pipeline.train import sr
-from pipeline.train.device import resolve_device
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
@@ -40,6 +38,9 @@ class SuperResolveGT(Stage):
         return {"hr": IngestHR(), "sr": sr_model_stage(self.checkpoint)}
 
     def build(self, out: Path) -> dict:
+        from pipeline.train import sr
+        from pipeline.train.device import resolve_device
+
         s = self.settings
         device = resolve_device(gtforge().device)
         model = self.input_stages()["sr"].load_model(device)

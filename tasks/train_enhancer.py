@@ -8,29 +8,27 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
-import torch
+import numpy as np
 
 from pipeline.image.ingest import read_images
 from pipeline.store.durable import sha256_file
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from pipeline.train import enhancer
-from pipeline.train.device import resolve_device
-from pipeline.train.loop import (
-    TrainState,
-    finish_training,
-    load_checkpoint,
-    save_checkpoint,
-    train_loop,
-)
-from pipeline.train.losses import LossWeights, PerceptualLoss, load_vgg19
+from pipeline.train.loss_settings import LossWeights, require_vgg19_file
 from tasks.base import Stage
-from tasks.config import gtforge
 from tasks.degrade import DegradeForEnhancer
 from tasks.ingest import IngestHR
+from tasks.training import TrainingStage
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.train.losses import PerceptualLoss
 
 GENERATOR_FILE = "generator.pt"
 BACKBONES = ("rcan", "elan")
@@ -46,14 +44,12 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
     return sha256_file(Path(path))
 
 
-class TrainEnhancer(Stage):
+class TrainEnhancer(TrainingStage):
     """Train the `backbone` generator (RCAN or ELAN, no upsampler) to turn the
     DegradeForEnhancer(`degradation`) images back into the IngestHR originals, with L1 +
     VGG19 perceptual + vanilla GAN (U-Net discriminator with spectral norm)."""
 
     version = 1
-    resumable = True
-    heavy = True
     backbone = luigi.ChoiceParameter(choices=BACKBONES)
     degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
     iterations = luigi.OptionalIntParameter(default=None)
@@ -101,9 +97,7 @@ class TrainEnhancer(Stage):
         path = self.vgg19_path
         if path is None:
             return {"perceptual": "off: no vgg19_weights"}
-        if not path.is_file():
-            load_vgg19(path)  # raises MissingVGGWeights naming the file and where to get it
-        st = path.stat()
+        st = require_vgg19_file(path).stat()  # else MissingVGGWeights: the file, where to get it
         return {"vgg19_sha256": _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)}
 
     def requires(self):
@@ -111,6 +105,9 @@ class TrainEnhancer(Stage):
 
     def load_generator(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The trained generator, in eval mode on `device`."""
+        from pipeline.train import enhancer
+        from pipeline.train.loop import load_checkpoint
+
         config = self.settings[self.backbone]
         model = enhancer.build_generator(self.backbone, config)
         weights = self.out_dir / GENERATOR_FILE
@@ -120,17 +117,30 @@ class TrainEnhancer(Stage):
             raise ValueError(f"{weights}: does not fit {self.backbone} {config}: {e}") from None
         return model.to(device).eval()
 
-    def build(self, out: Path) -> dict:
-        s = self.settings
-        if s["crop"] % 8:
-            raise ValueError(f"TrainEnhancer crop = {s['crop']}: must be a multiple of 8")
-        device = resolve_device(gtforge().device)
+    def _perceptual(self) -> tuple[PerceptualLoss | None, list[str]]:
+        """(the VGG19 perceptual loss, or None when it is off or no VGG19 file is configured;
+        the warnings for the manifest: NO_VGG_WARNING, also logged, in the second case)."""
+        from pipeline.train.losses import PerceptualLoss, load_vgg19
+
+        if self.vgg19_path is not None:
+            layers = self.settings["perceptual_layers"]
+            return PerceptualLoss(load_vgg19(self.vgg19_path), layers), []
+        if self.loss_weights.perceptual > 0:
+            log.warning("TrainEnhancer(%s, %s): %s", self.backbone, self.degradation,
+                        NO_VGG_WARNING)
+            return None, [NO_VGG_WARNING]
+        return None, []
+
+    def _pairs(self) -> tuple[int, Callable[[int], tuple[np.ndarray, np.ndarray]]]:
+        """How many training pairs there are (every HR image with each of its degraded
+        variants), and a cached reader of pair k: (clean, degraded), uint8 RGB HWC of one
+        size."""
         hr_dir, lq_dir = self.input_dir("hr"), self.input_dir("degraded")
         variants = int(self.input_stages()["degraded"].settings["variants"])
         pairs = [(img.id, v) for img in read_images(hr_dir) for v in range(variants)]
 
         @functools.lru_cache(maxsize=self.cached_images)
-        def pair(k: int):
+        def pair(k: int) -> tuple[np.ndarray, np.ndarray]:
             image_id, v = pairs[k]
             clean = read_rgb(image_path(hr_dir, image_id))
             path = image_path(lq_dir, f"{image_id}_{v}")
@@ -140,33 +150,32 @@ class TrainEnhancer(Stage):
                                  f"image is {clean.shape[1]}x{clean.shape[0]}")
             return clean, degraded
 
-        warnings = []
-        perceptual = None
-        weights = self.loss_weights
-        if self.vgg19_path is not None:
-            perceptual = PerceptualLoss(load_vgg19(self.vgg19_path), s["perceptual_layers"])
-        elif weights.perceptual > 0:
-            warnings.append(NO_VGG_WARNING)
-            log.warning("TrainEnhancer(%s, %s): %s", self.backbone, self.degradation,
-                        NO_VGG_WARNING)
+        return len(pairs), pair
+
+    def build(self, out: Path) -> dict:
+        from pipeline.train import enhancer
+        from pipeline.train.loop import cpu_state, parameter_count, save_checkpoint
+
+        s, device = self.settings, self.device
+        if s["crop"] % 8:
+            raise ValueError(f"TrainEnhancer crop = {s['crop']}: must be a multiple of 8")
+        count, pair = self._pairs()
+        perceptual, warnings = self._perceptual()
         training = enhancer.build_training(
-            self.backbone, s[self.backbone], s["discriminator"], perceptual, weights, s["lr"],
-            s["milestones"], self.seed_for("init"), device)
+            self.backbone, s[self.backbone], s["discriminator"], perceptual, self.loss_weights,
+            s["lr"], s["milestones"], self.seed_for("init"), device)
 
         def step(i: int) -> dict[str, float]:
-            degraded, clean = enhancer.sample_batch(rng(self.key, "batch", i), pair, len(pairs),
+            degraded, clean = enhancer.sample_batch(rng(self.key, "batch", i), pair, count,
                                                     s["batch_size"], s["crop"])
             return training.step(i, degraded.to(device), clean.to(device))
 
         name = f"TrainEnhancer {self.backbone}/{self.degradation}"
-        rows = train_loop(step, TrainState(training.state_dict, training.load_state_dict),
-                          s["iterations"], out / "checkpoints",
-                          self.setting("ckpt_every"),
-                          self.seed_for("steps"), desc=name, report=self.report, device=device)
-        save_checkpoint(out / GENERATOR_FILE, {k: v.detach().cpu() for k, v in
-                                               training.generator.state_dict().items()})
-        finish_training(out, name)
-        return {"pairs": len(pairs), "final": rows[-1] if rows else None,
-                "parameters": sum(p.numel() for p in training.generator.parameters()),
+        rows = self.train(out, training, step, s["iterations"],
+                          lambda: save_checkpoint(out / GENERATOR_FILE,
+                                                  cpu_state(training.generator)),
+                          name, desc=name)
+        return {"pairs": count, "final": rows[-1] if rows else None,
+                "parameters": parameter_count(training.generator),
                 "perceptual": str(self.vgg19_path) if perceptual is not None else None,
                 "warnings": warnings}

@@ -10,24 +10,25 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 import numpy as np
-import torch
 
-from models.rrdb import RRDBNet
 from pipeline.image.degrade import degrade
 from pipeline.image.ingest import read_images
 from pipeline.store.durable import sha256_file
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from pipeline.train import sr
-from pipeline.train.device import resolve_device
-from pipeline.train.loop import TrainState, finish_training, train_loop
 from tasks.base import Stage
-from tasks.config import gtforge
 from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
+from tasks.training import TrainingStage
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.rrdb import RRDBNet
 
 MODEL_FILE = "model.pt"
 
@@ -37,10 +38,12 @@ class _SRModel:
 
     def load_model(self, device: torch.device | str = "cpu") -> RRDBNet:
         """The SR model, in eval mode on `device`."""
+        from pipeline.train import sr
+
         return sr.load_rrdb(self.out_dir / MODEL_FILE, device)
 
 
-class TrainSR(_SRModel, Stage):
+class TrainSR(_SRModel, TrainingStage):
     """Train an RRDBNet (x[gtforge] scale) with L1 on random aligned LR/HR crops, Adam with
     betas (0.9, 0.99) at a constant learning rate (the Real-ESRNet recipe). With
     `second_order`, every LR crop is degraded once more at LR scale (Real-ESRGAN's second
@@ -49,8 +52,6 @@ class TrainSR(_SRModel, Stage):
     pretrained Real-ESRGAN would."""
 
     version = 2
-    resumable = True
-    heavy = True
     global_settings = ("scale",)
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -63,16 +64,14 @@ class TrainSR(_SRModel, Stage):
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
     cached_images = luigi.IntParameter(default=64, significant=False)
 
-    @property
-    def checkpoint_interval(self) -> int:
-        return self.setting("ckpt_every")
-
     def requires(self):
         return {"hr": IngestHR(), "lr": DegradeLR()}
 
     def build(self, out: Path) -> dict:
-        s, scale = self.settings, self.settings["scale"]
-        device = resolve_device(gtforge().device)
+        from pipeline.train import sr
+        from pipeline.train.loop import parameter_count
+
+        s, scale, device = self.settings, self.settings["scale"], self.device
         ids = [img.id for img in read_images(self.input_dir("hr"))]
 
         @functools.lru_cache(maxsize=self.cached_images)
@@ -80,10 +79,7 @@ class TrainSR(_SRModel, Stage):
             return (read_rgb(image_path(self.input_dir("hr"), ids[i])),
                     read_rgb(image_path(self.input_dir("lr"), ids[i])))
 
-        torch.manual_seed(self.seed_for("init"))  # same weights on every clean build
-        model = RRDBNet(scale=scale, **s["model"]).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=s["lr"], betas=(0.9, 0.99))
-
+        training = sr.build_training(scale, s["model"], s["lr"], self.seed_for("init"), device)
         second = [load_recipe(name) for name in s["second_order"]]
 
         def lr_pass(crop: np.ndarray, draw: np.random.Generator) -> np.ndarray:
@@ -93,16 +89,13 @@ class TrainSR(_SRModel, Stage):
             lr, hr = sr.sample_pairs(rng(self.key, "batch", i), pair, len(ids),
                                      s["batch_size"], s["crop"], scale,
                                      lr_pass if second else None)
-            return {"l1": sr.sr_train_step(model, opt, lr.to(device), hr.to(device))}
+            return training.step(i, lr.to(device), hr.to(device))
 
-        state = TrainState.of(model=model, opt=opt)
-        rows = train_loop(step, state, s["iterations"], out / "checkpoints",
-                          self.checkpoint_interval, s["seed"], desc="TrainSR",
-                          report=self.report, device=device)
-        sr.save_rrdb(out / MODEL_FILE, model)
-        finish_training(out, "TrainSR (L1)")
+        rows = self.train(out, training, step, s["iterations"],
+                          lambda: sr.save_rrdb(out / MODEL_FILE, training.model),
+                          "TrainSR (L1)", step_seed=s["seed"])  # the bare seed, as ever
         return {"final_l1": rows[-1]["l1"] if rows else None,
-                "parameters": sum(p.numel() for p in model.parameters())}
+                "parameters": parameter_count(training.model)}
 
 
 class LoadSR(_SRModel, Stage):
@@ -125,6 +118,8 @@ class LoadSR(_SRModel, Stage):
         return {"checkpoint_sha256": sha256_file(path)}
 
     def build(self, out: Path) -> dict:
+        from pipeline.train import sr
+
         model = sr.load_rrdb(Path(self.checkpoint))
         sr.save_rrdb(out / MODEL_FILE, model)
         return {"source": str(self.checkpoint), "config": sr.rrdb_config(model.state_dict())}

@@ -13,32 +13,20 @@ import os
 from pathlib import Path
 
 import luigi
-import torch
 
-from models.vqvae2 import VQVAE2
 from pipeline.image.ingest import Rejected, decode_hr, folder_fingerprint, read_images, walk_inputs
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import derive_seed, rng
-from pipeline.train import vqvae as vq
-from pipeline.train.cfmg import sample_crops
-from pipeline.train.device import resolve_device
-from pipeline.train.loop import (
-    TrainState,
-    finish_training,
-    save_checkpoint,
-    train_loop,
-)
-from tasks.base import Stage
-from tasks.config import gtforge
+from pipeline.store.seeding import rng
 from tasks.ingest import IngestHR
+from tasks.training import TrainingStage
 
 
 def _decoded_rgb(path: Path, min_side: int, max_pixels: int):
     return decode_hr(path, min_side, max_pixels).rgb
 
 
-class TrainVQVAE2(Stage):
+class TrainVQVAE2(TrainingStage):
     """Train a two-level VQ-VAE-2 (loss = MSE + beta * commitment, EMA codebooks, Adam) on
     random crops with random flips of the HR corpus and of the optional `extra_dir` folder.
     One epoch = `crops_per_image` crops per image. Writes epoch-XX.pt after every epoch
@@ -47,8 +35,6 @@ class TrainVQVAE2(Stage):
     files of extra_dir)."""
 
     version = 1
-    resumable = True
-    heavy = True
     max_epochs = luigi.OptionalIntParameter(default=None)
     crops_per_image = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -100,48 +86,36 @@ class TrainVQVAE2(Stage):
         return loaders
 
     def build(self, out: Path) -> dict:
-        s = self.settings
-        device = resolve_device(gtforge().device)
+        from pipeline.train import vqvae as vq
+        from pipeline.train.cfmg import sample_crops
+        from pipeline.train.loop import cpu_state, parameter_count, save_checkpoint
+
+        s, device = self.settings, self.device
         loaders = self._sources(out)
         load = functools.lru_cache(maxsize=self.cached_images)(lambda i: loaders[i]())
         steps_per_epoch = math.ceil(len(loaders) * s["crops_per_image"] / s["batch_size"])
-        total = steps_per_epoch * s["max_epochs"]
-
-        torch.manual_seed(derive_seed(self.key, "init"))
-        model = VQVAE2(**s["model"]).to(device)
-        opt = torch.optim.Adam(model.parameters(), lr=s["lr"])
-        stats, epochs = vq.EpochStats(model.quantize_t.n_embed), []
+        training = vq.build_training(s["model"], s["lr"], s["beta"], steps_per_epoch,
+                                     self.seed_for("init"), device)
 
         def step(i: int) -> dict[str, float]:
             crops = sample_crops(rng(self.key, "batch", i), lambda j: [load(j)], len(loaders),
                                  s["batch_size"], s["crop"])[:, 0]
-            losses, codes = vq.train_step(model, opt, crops.to(device).mul_(2).sub_(1), s["beta"])
-            stats.add(losses, codes)
-            if (i + 1) % steps_per_epoch == 0:
+            losses = training.step(i, crops.to(device).mul_(2).sub_(1))
+            if (i + 1) % steps_per_epoch == 0:  # training.step closed an epoch: keep it
                 epoch = (i + 1) // steps_per_epoch
                 save_checkpoint(out / vq.epoch_file(epoch), {
                     "epoch": epoch, "config": dict(s["model"]),
-                    "model": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
-                epochs.append(stats.row(epoch))
-                stats.reset()
-                durable.write_csv(out / vq.EPOCHS_CSV, epochs)
+                    "model": cpu_state(training.model)})
+                durable.write_csv(out / vq.EPOCHS_CSV, training.epochs)
             return losses
 
-        def set_state(state: dict) -> None:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            stats.load(state["stats"])
-            epochs[:] = state["epochs"]
+        def save() -> None:
+            (out / "epochs.png").write_bytes(
+                vq.epochs_png(training.epochs, f"TrainVQVAE2 ({s['max_epochs']} epochs)"))
 
-        state = TrainState(get=lambda: {"model": model.state_dict(), "opt": opt.state_dict(),
-                                        "stats": stats.state(), "epochs": list(epochs)},
-                           set=set_state)
-        ckpt_every = self.setting("ckpt_every") or steps_per_epoch
-        rows = train_loop(step, state, total, out / "checkpoints", ckpt_every, s["seed"],
-                          desc="TrainVQVAE2", report=self.report, device=device)
-        finish_training(out, None)
-        (out / "epochs.png").write_bytes(
-            vq.epochs_png(epochs, f"TrainVQVAE2 ({s['max_epochs']} epochs)"))
+        rows = self.train(out, training, step, steps_per_epoch * s["max_epochs"], save, None,
+                          step_seed=s["seed"],  # the bare seed, as ever
+                          ckpt_every=self.setting("ckpt_every") or steps_per_epoch)
         return {"images": len(loaders), "steps_per_epoch": steps_per_epoch, "steps": len(rows),
-                "parameters": sum(p.numel() for p in model.parameters()),
-                "last_epoch": epochs[-1] if epochs else None}
+                "parameters": parameter_count(training.model),
+                "last_epoch": training.epochs[-1] if training.epochs else None}

@@ -4,23 +4,23 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
-import torch
+import numpy as np
 
-from models.vqvae2 import VQVAE2
 from pipeline.image.ingest import read_images
-from pipeline.store import durable
+from pipeline.quality import lr_stats
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from pipeline.train import vqvae as vq
-from pipeline.train.device import resolve_device
-from pipeline.train.loop import (
-    load_checkpoint,
-)
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.ingest import IngestHR
 from tasks.train_vqvae import TrainVQVAE2
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.vqvae2 import VQVAE2
 
 
 class VQVAEDegradeLR(Stage):
@@ -49,39 +49,60 @@ class VQVAEDegradeLR(Stage):
                              f"[{gtforge().preset}.TrainVQVAE2] max_epochs to get more)")
         return {"hr": IngestHR(), "model": train}
 
-    def load_model(self, device: torch.device) -> VQVAE2:
+    def load_model(self, device: torch.device | str) -> VQVAE2:
+        """The TrainVQVAE2 weights after `epochs` epochs, in eval mode on `device`."""
+        from models.vqvae2 import VQVAE2
+        from pipeline.train import vqvae as vq
+        from pipeline.train.loop import load_checkpoint
+
         ckpt = load_checkpoint(self.input_dir("model") / vq.epoch_file(self.settings["epochs"]))
         model = VQVAE2(**ckpt["config"])
         model.load_state_dict(ckpt["model"])
         return model.to(device).eval()
 
+    def degrade(self, model: VQVAE2, hr: np.ndarray, device: torch.device | str) -> tuple:
+        """(clean LR, raw reconstruction, the LR written) of one HR image, uint8 RGB HWC."""
+        from pipeline.train import vqvae as vq
+
+        s = self.settings
+        clean = vq.downsample(hr, s["scale"])
+        raw = vq.reconstruct(model, clean, device)
+        corrected = (vq.colour_correct(raw, clean, s["correction_sigma"])
+                     if s["colour_correction"] else raw)
+        return clean, raw, corrected
+
+    def stats_row(self, image_id: str, clean: np.ndarray, raw: np.ndarray,
+                  degraded: np.ndarray) -> dict:
+        """lr_stats.image_stats of the LR written, its colour-shift flag and, with colour
+        correction, the mean ΔE before it."""
+        s = self.settings
+        row = {"id": image_id, **lr_stats.image_stats(clean, degraded, s["correction_sigma"])}
+        row["shifted"] = row["delta_e"] > s["shift_threshold"]
+        if s["colour_correction"]:
+            row["uncorrected_de"] = float(lr_stats.delta_e_map(clean, raw).mean())
+        return row
+
     def build(self, out: Path) -> dict:
-        s, scale = self.settings, self.settings["scale"]
+        from pipeline.train import vqvae as vq
+        from pipeline.train.device import resolve_device
+
+        s = self.settings
         device = resolve_device(gtforge().device)
         model = self.load_model(device)
         (out / "images").mkdir()
         images = read_images(self.input_dir("hr"))
         rows, examples = [], []
         for img in self.progress(images, len(images)):
-            clean = vq.downsample(read_rgb(image_path(self.input_dir("hr"), img.id)), scale)
-            raw = vq.reconstruct(model, clean, device)
-            degraded = (vq.colour_correct(raw, clean, s["correction_sigma"])
-                        if s["colour_correction"] else raw)
+            hr = read_rgb(image_path(self.input_dir("hr"), img.id))
+            clean, raw, degraded = self.degrade(model, hr, device)
             write_rgb(image_path(out, img.id), degraded)
-            row = {"id": img.id, **vq.image_stats(clean, degraded, s["correction_sigma"])}
-            row["shifted"] = row["delta_e"] > s["shift_threshold"]
-            if s["colour_correction"]:
-                row["uncorrected_de"] = float(vq.delta_e_map(clean, raw).mean())
-            rows.append(row)
+            rows.append(self.stats_row(img.id, clean, raw, degraded))
             if len(examples) < self.example_rows:
                 shown = [clean, raw] + ([degraded] if s["colour_correction"] else [])
                 examples.append((img.id[:8], shown))
-        summary = vq.summarise(rows, s["shift_threshold"])
-        durable.write_json(out / "stats.json", {
-            "summary": summary, "per_image": {r["id"]: {k: v for k, v in r.items() if k != "id"}
-                                              for r in rows}})
-        durable.write_csv(out / "per_image.csv", rows, ["id", *vq.STAT_NAMES, "shifted"])
-        (out / "stats.png").write_bytes(vq.stats_png(rows))
+        summary = lr_stats.summarise(rows, s["shift_threshold"])
+        lr_stats.save(out, rows, summary)
+        (out / "stats.png").write_bytes(lr_stats.stats_png(rows))
         (out / "figures").mkdir()
         columns = ["clean LR", f"VQ-VAE-2 epoch {s['epochs']}"] + \
             (["colour corrected"] if s["colour_correction"] else [])

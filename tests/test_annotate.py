@@ -7,7 +7,7 @@ import pytest
 
 from pipeline.image.ingest import read_images
 from pipeline.image.patches import texture_mask
-from pipeline.quality import annotate, iqa
+from pipeline.quality import annotate, iqa, voting
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
 from tasks import score_patches, select_patches
 from tasks.base import Stage
@@ -15,7 +15,7 @@ from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
 from tests.conftest import run_tasks
 
-P, S, N = annotate.POSITIVE, annotate.SIMILAR, annotate.NEGATIVE
+P, S, N = voting.POSITIVE, voting.SIMILAR, voting.NEGATIVE
 
 
 # ------------------------------------------------------------------ votes and labels
@@ -29,16 +29,16 @@ P, S, N = annotate.POSITIVE, annotate.SIMILAR, annotate.NEGATIVE
 ])
 def test_majority_and_ties(votes, expected):
     votes = np.array([votes], np.int8).reshape(1, len(votes))
-    assert annotate.majority(votes)[0] == expected
-    counts = annotate.vote_counts(votes)[0]
+    assert voting.majority(votes)[0] == expected
+    counts = voting.vote_counts(votes)[0]
     assert counts.tolist() == [int((votes == v).sum()) for v in (N, S, P)]
 
 
 def test_lower_is_better_metric_votes_the_right_way():
     # original 5, candidates 3 (better), 7 (worse), 5.5 (within the margin of 1)
     scores = np.array([[[5.0], [3.0], [7.0], [5.5]]], np.float32)
-    lower = annotate.vote(scores, [1.0], lower_better=[True], full_reference=[False])
-    higher = annotate.vote(scores, [1.0], lower_better=[False], full_reference=[False])
+    lower = voting.vote(scores, [1.0], lower_better=[True], full_reference=[False])
+    higher = voting.vote(scores, [1.0], lower_better=[False], full_reference=[False])
     assert lower[0, :, 0].tolist() == [P, N, S]
     assert higher[0, :, 0].tolist() == [N, P, S]
 
@@ -46,22 +46,22 @@ def test_lower_is_better_metric_votes_the_right_way():
 def test_full_reference_can_only_say_similar_or_negative():
     # gmsd (lower better, FR): original vs itself 0; candidates 0.01, 0.2
     scores = np.array([[[4.0, 0.0], [2.0, 0.01], [2.0, 0.2]]], np.float32)
-    votes = annotate.vote(scores, [1.0, 0.03], [True, True], [False, True])
+    votes = voting.vote(scores, [1.0, 0.03], [True, True], [False, True])
     assert votes[0, :, 1].tolist() == [S, N]
     # an FR score "better" than the original's self-score (numerical noise) never votes +1
-    odd = annotate.vote(np.array([[[0.0], [-1.0]]]), [0.03], [True], [True])
+    odd = voting.vote(np.array([[[0.0], [-1.0]]]), [0.03], [True], [True])
     assert odd[0, 0, 0] == S
     fr = [False, False, True]
     votes = np.array([[[P, P, N], [P, S, S]]], np.int8)
-    assert annotate.label(votes, fr, "vote")[0].tolist() == [P, S]
-    assert annotate.label(votes, fr, "veto")[0].tolist() == [N, S]
-    assert annotate.label(votes, fr, "ignore")[0].tolist() == [P, S]
+    assert voting.label(votes, fr, "vote")[0].tolist() == [P, S]
+    assert voting.label(votes, fr, "veto")[0].tolist() == [N, S]
+    assert voting.label(votes, fr, "ignore")[0].tolist() == [P, S]
     with pytest.raises(ValueError, match="fr_policy"):
-        annotate.label(votes, fr, "maybe")
+        voting.label(votes, fr, "maybe")
 
 
 def test_nan_score_votes_similar():
-    votes = annotate.vote(np.array([[[1.0], [np.nan]]]), [0.1], [False], [False])
+    votes = voting.vote(np.array([[[1.0], [np.nan]]]), [0.1], [False], [False])
     assert votes.tolist() == [[[S]]]
 
 
@@ -74,9 +74,9 @@ def test_difference_measures_and_filter():
     mad = annotate.difference(original, cands, "mad")
     assert mean_diff.shape == mad.shape == (3, 2) and (mean_diff[:, 0] == 0).all()
     assert (mean_diff[:, 1] < 1).all() and np.allclose(mad[:, 1], 10)
-    assert annotate.difference_keep(mad, 1.0).all()
-    assert not annotate.difference_keep(mean_diff, 1.0).any()
-    assert annotate.difference_keep(np.zeros((3, 0)), 1.0).all()  # no candidates: keep all
+    assert voting.difference_keep(mad, 1.0).all()
+    assert not voting.difference_keep(mean_diff, 1.0).any()
+    assert voting.difference_keep(np.zeros((3, 0)), 1.0).all()  # no candidates: keep all
     ssim = annotate.difference(original, cands, "ssim")
     assert np.allclose(ssim[:, 0], 0, atol=1e-5) and (ssim[:, 1] > 0.01).all()
 
@@ -85,12 +85,12 @@ def test_label_stats_tables():
     labels = np.array([[P, S], [P, P], [N, S], [S, S]], np.int8)
     votes = np.repeat(labels[..., None], 2, axis=2)
     keep = np.array([True, True, True, False])
-    stats = annotate.label_stats(labels, votes, keep, ["a", "b"], ["m1", "m2"])
+    stats = voting.label_stats(labels, votes, keep, ["a", "b"], ["m1", "m2"])
     assert stats["per_candidate"]["a"] == {"positive": 2, "similar": 0, "negative": 1}
     assert stats["per_candidate"]["b"] == {"positive": 1, "similar": 2, "negative": 0}
     assert stats["positives_per_patch"] == {"0": 1, "1": 1, "2": 1}
     assert stats["votes_per_metric"]["m2"]["a"]["negative"] == 1 and stats["kept"] == 3
-    assert annotate.informative(labels).tolist() == [True, True, True, False]
+    assert voting.informative(labels).tolist() == [True, True, True, False]
 
 
 # ------------------------------------------------------------------ calibration of the defaults
@@ -119,9 +119,9 @@ def test_offline_iqa_margins_identical_similar_noise_blur_negative(build_env, sm
     cands = np.stack([original.copy(), noised, blurred], axis=1)
     scores = annotate.score_patches(original, cands, metrics)
     fr = [i.full_reference for i in infos]
-    votes = annotate.vote(scores, [s["margins"][m] for m in metrics],
+    votes = voting.vote(scores, [s["margins"][m] for m in metrics],
                           [i.lower_better for i in infos], fr)
-    labels = annotate.label(votes, fr, s["fr_policy"])
+    labels = voting.label(votes, fr, s["fr_policy"])
     assert len(original) >= 6
     assert (labels[:, 0] == S).all() and (votes[:, 0] == S).all()
     assert (labels[:, 1] == N).all(), labels

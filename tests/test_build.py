@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.quality import results
 from pipeline.shards.dataset import ShardDataset
 from pipeline.shards.export import export_folder
 from pipeline.shards.reader import summary
 from pipeline.shards.verify import verify
-from tasks.evaluate import EVALUATION_JSON, TRUTH_JSON, EvaluateTargets, MeasureTruth, read_json
+from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
 from tests.test_ingest import awkward_folder
@@ -81,9 +82,9 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     export_folder(out, tmp_path / "exported", kinds=["gt"])
     page = (out / "report" / "index.html").read_text()
     assert "Quality against the clean references" in page and "share of the clean ceiling" in page
-    truth = read_json(MeasureTruth(), TRUTH_JSON)
+    truth = results.load_truth(MeasureTruth().out_dir)
     assert set(truth["candidates"]) == set(CANDIDATES) and truth["candidates"]["fused"]["patches"]
-    evaluation = read_json(EvaluateTargets(), EVALUATION_JSON)
+    evaluation = results.load_evaluation(EvaluateTargets().out_dir)
     assert set(evaluation["comparison"]) == {"original", "hggt", "clean"}
     assert evaluation["heldout"] and evaluation["training_samples"] > 0
     recorded = subprocess.run([sys.executable, "-c", PROVENANCE_SCRIPT,

@@ -123,8 +123,8 @@ def test_canonical_json_ignores_key_order():
 
 
 def test_default_build_has_every_candidate_and_tests_can_drop_them(build_env):
-    from tasks.candidates import ENHANCER_CANDIDATES, FUSED, candidate_stages
-    from tasks.config import DEFAULTS
+    from tasks.candidates import candidate_stages
+    from tasks.config import DEFAULTS, ENHANCER_CANDIDATES, FUSED
 
     packaged = luigi.configuration.LuigiConfigParser(interpolation=None)
     packaged.read(DEFAULTS)

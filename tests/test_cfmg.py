@@ -14,6 +14,7 @@ from pipeline.quality.iqa import MissingWeightsError, create_metric
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from pipeline.train import cfmg
+from pipeline.train.schedules import warmup_cosine
 from tests.conftest import run_tasks
 
 STEPS = 12
@@ -66,7 +67,7 @@ def test_nafblock_starts_as_identity_and_keeps_shape():
 
 def test_warmup_cosine_schedule():
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    sched = cfmg.warmup_cosine(opt, warmup=4, total=12)
+    sched = warmup_cosine(opt, warmup=4, total=12)
     lrs = []
     for _ in range(12):
         lrs.append(opt.param_groups[0]["lr"])
@@ -122,7 +123,7 @@ def test_condition_trades_fidelity_for_detail(sample_corpus):
     for c in (0.0, 1.0):
         model = FreeWeights()
         opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
-        sched = cfmg.warmup_cosine(opt, warmup=2, total=STEPS)
+        sched = warmup_cosine(opt, warmup=2, total=STEPS)
         for step in range(STEPS):
             crops = cfmg.sample_crops(rng("test", step), lambda i: stacks[i],
                                             len(stacks), 2, 192)
@@ -137,8 +138,9 @@ def test_condition_trades_fidelity_for_detail(sample_corpus):
 def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path):
     """TrainSR (on DegradeLR pairs) -> SuperResolveGT x2/x3/x4 -> TrainMaskGenerator -> FuseGT,
     shrunk to a few steps on two small photos: the plumbing, not the quality."""
+    from pipeline.image import band_weights
     from tasks.candidates import candidate_stage
-    from tasks.fuse import BAND_WEIGHTS_NPZ, BAND_WEIGHTS_PNG, FuseGT, read_band_weights
+    from tasks.fuse import FuseGT
     from tests.test_sr import _small_corpus
 
     build_env.set("gtforge", "input_dir", _small_corpus(tmp_path, sample_corpus))
@@ -154,13 +156,13 @@ def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path):
     for image_id in ids:
         fused = read_rgb(image_path(task.out_dir, image_id))
         assert fused.shape == read_rgb(image_path(hr_dir, image_id)).shape
-    weights = np.load(task.out_dir / BAND_WEIGHTS_NPZ)
+    weights = np.load(task.out_dir / band_weights.NPZ)
     assert list(weights["image_id"]) == ids and weights["weights"].shape == (len(ids), 4, 25)
     np.testing.assert_allclose(weights["weights"].sum(1), 1, atol=1e-5)
-    report = read_band_weights(task.out_dir)
+    report = band_weights.load(task.out_dir)
     assert report["c"] == 0.3 and set(report["images"][ids[0]]) == {"gt", "sr_x2", "sr_x3",
                                                                     "sr_x4"}
-    assert (task.out_dir / BAND_WEIGHTS_PNG).stat().st_size > 0
+    assert (task.out_dir / band_weights.PNG).stat().st_size > 0
     manifest = json.loads((task.input_dir("cfmg") / "manifest.json").read_text())
     assert manifest["info"]["final"]["step"] == 1
 

@@ -13,25 +13,19 @@ from torchvision.models.vgg import cfgs, make_layers
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from pipeline.train.enhancer import EnhancerTraining, build_generator, build_training, learning_rate
+from pipeline.train.curve import CURVE_CSV, read_curve
+from pipeline.train.enhancer import EnhancerTraining, build_generator, build_training
 from pipeline.train.enhancer import sample_batch as enhancer_batch
 from pipeline.train.loop import (
-    CURVE_CSV,
     NonFiniteLoss,
     TrainState,
     latest_checkpoint,
     load_checkpoint,
-    read_curve,
     train_loop,
 )
-from pipeline.train.losses import (
-    LossWeights,
-    MissingVGGWeights,
-    PerceptualLoss,
-    gan_loss,
-    load_vgg19,
-    vgg19_features,
-)
+from pipeline.train.loss_settings import LossWeights, MissingVGGWeights
+from pipeline.train.losses import PerceptualLoss, gan_loss, load_vgg19, vgg19_features
+from pipeline.train.schedules import learning_rate
 from tasks.config import section
 from tests.conftest import SMALL_CORPUS, run_tasks
 

@@ -76,3 +76,19 @@ def test_inputs_are_checked():
         iqa.score_images("gmsd", np.zeros((1, 32, 32, 3), np.uint8))
     with pytest.raises(KeyError, match="unknown IQA metric"):
         iqa.metric_info("no_such_metric")
+
+
+def test_the_weights_folder_is_the_configured_one(empty_cache, build_env, tmp_path):
+    """[gtforge] iqa_weights, applied when a stage runs, is where a missing file is looked for."""
+    from tasks.ingest import IngestHR
+
+    folder = tmp_path / "iqa-weights"
+    build_env.set("gtforge", "iqa_weights", folder)
+    try:
+        IngestHR().set_up_runtime()
+        with pytest.raises(iqa.MissingWeightsError) as err:
+            iqa.create_metric("musiq")
+        assert err.value.folder == str(folder)
+    finally:
+        iqa.use_weights_dir(None)
+    assert iqa.weights_dir() == empty_cache

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
+import skimage.data
 import torch
 
 from models.judge import PairJudge
 from pipeline.quality import judge as J
 from pipeline.store.imageio import read_rgb
+from pipeline.train import judge as JT
 
 
 @pytest.fixture(scope="module")
@@ -37,12 +40,12 @@ def test_closeness_falls_with_the_damage(photo):
 
 def test_pool_holds_every_version_and_its_closeness(photo):
     rng = np.random.default_rng(1)
-    bases = J.crop_bases([photo], 6, 40, (0.5, 1.0), rng)
+    bases = JT.crop_bases([photo], 6, 40, (0.5, 1.0), rng)
     assert bases.shape == (6, 40, 40, 3) and bases.dtype == np.uint8
     def brighten(x: np.ndarray) -> np.ndarray:  # a generator that always moves away in PSNR
         return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
 
-    pool = J.build_pool(bases, J.VersionRanges(), [brighten], 4, rng)
+    pool = JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng)
     assert pool.versions.shape == (6, 4, 32, 32, 3) and pool.closeness.shape == (6, 4, 3)
     np.testing.assert_array_equal(pool.versions[:, 3], brighten(pool.versions[:, 2]))
     assert (pool.closeness[:, 3, 0] < pool.closeness[:, 2, 0]).all()
@@ -59,7 +62,7 @@ def test_a_short_training_learns_which_version_is_closer(photo):
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
     def batch(n: int):
-        bases = J.crop_bases([photo], n, 32, (0.5, 1.0), rng)
+        bases = JT.crop_bases([photo], n, 32, (0.5, 1.0), rng)
         noisy = np.stack([J.add_noise(b, rng.uniform(4, 20), False, rng) for b in bases])
         flip = rng.uniform(size=n) < 0.5
         a = np.where(flip[:, None, None, None], bases, noisy)
@@ -68,7 +71,7 @@ def test_a_short_training_learns_which_version_is_closer(photo):
                          for x, y, z in zip(a, b, bases, strict=True)])
         return a, b, gain
 
-    losses = [J.judge_step(model, opt, *batch(16)) for _ in range(60)]
+    losses = [JT.judge_step(model, opt, *batch(16)) for _ in range(60)]
     assert np.mean(losses[-10:]) < 0.6 * np.mean(losses[:10])
     a, b, gain = batch(32)
     predicted = J.judge(model, a, b[:, None])[:, 0]
@@ -87,3 +90,15 @@ def test_calibration_finds_the_margin_where_votes_are_right():
         assert np.mean(gain[called, h] > 0.1) >= 0.9
     noisier = J.calibrate(gain + 3 * noise, gain, precision=0.9)
     assert (noisier > margins).all()  # a worse judge needs a larger margin
+
+
+def test_gradient_magnitude_is_correctly_rounded():
+    """cv2.magnitude rounds its SIMD lanes differently from its scalar tail, and which pixels
+    fall in which depends on the array's address: the judge's training data, and every shard
+    after it, changed from one run to the next. Integer grey levels make the gradients exact,
+    so the magnitude must equal the float64 square root rounded once."""
+    grey = cv2.cvtColor(skimage.data.astronaut()[100:164, 100:164],
+                        cv2.COLOR_RGB2GRAY).astype(np.float32)
+    gx, gy = (cv2.Sobel(grey, cv2.CV_64F, dx, 1 - dx) for dx in (1, 0))
+    exact = np.sqrt(gx ** 2 + gy ** 2).astype(np.float32)
+    np.testing.assert_array_equal(J.gradient_magnitude(grey), exact)

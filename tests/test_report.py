@@ -17,8 +17,11 @@ import pytest
 import torch
 
 from pipeline.image.ingest import read_images
+from pipeline.image.plots import display_tile
+from pipeline.quality import lr_stats
+from pipeline.quality import scores as score_table
 from pipeline.report import html as page
-from pipeline.store.imageio import image_path, read_rgb
+from pipeline.store.imageio import encode_png, image_path, read_rgb
 from pipeline.train.loop import TrainState, train_loop
 from tasks.base import Stage
 from tasks.ingest import IngestHR
@@ -62,18 +65,20 @@ class ReportScores(Stage):
 
     def build(self, out):
         rng = np.random.default_rng(0)
-        n = 10
-        np.savez(out / "scores.npz", keep=np.arange(n) % 5 != 0,
-                 labels=rng.integers(-1, 2, (n, len(CANDIDATES))).astype(np.int8),
-                 scores=rng.normal(5, 1, (n, len(CANDIDATES) + 1, len(METRICS))).astype(np.float32),
-                 candidate_names=np.array(CANDIDATES), metric_names=np.array(METRICS))
+        n, k, m = 10, len(CANDIDATES), len(METRICS)
+        score_table.save(out, score_table.ScoreTable(
+            keep=np.arange(n) % 5 != 0, labels=rng.integers(-1, 2, (n, k)).astype(np.int8),
+            vote_counts=np.zeros((n, k, 3), np.uint8),
+            scores=rng.normal(5, 1, (n, k + 1, m)).astype(np.float32),
+            votes=np.zeros((n, k, m), np.int8), candidate_names=CANDIDATES, metric_names=METRICS,
+            lower_better=[True] * m, modes=["NR"] * m, margins=[1.0] * m))
         ids = [img.id for img in read_images(self.input_dir("hr"))]
-        (out / "colour_shift.json").write_text(json.dumps(
-            [{"id": i, "delta_e": 1.5 + k} for k, i in enumerate(ids)]))
+        rows = [{"id": i, "delta_e": 1.5 + k, "shifted": False} for k, i in enumerate(ids)]
+        lr_stats.save(out, rows, {"images": len(rows)})
         (out / "figures").mkdir()
         mask = np.linspace(0, 255, 48 * 64).reshape(48, 64).astype(np.uint8)
-        (out / "figures" / "masks.png").write_bytes(page.png_bytes(np.dstack([mask] * 3)))
-        (out / "band_weights.png").write_bytes(page.png_bytes(np.dstack([mask.T] * 3)))
+        (out / "figures" / "masks.png").write_bytes(encode_png(np.dstack([mask] * 3)))
+        (out / "band_weights.png").write_bytes(encode_png(np.dstack([mask.T] * 3)))
 
 
 def write_v1_shard(path: Path, crops: list[tuple[str, np.ndarray, int, int]]) -> None:
@@ -172,7 +177,7 @@ def test_report_gathers_every_kind_of_upstream_output(built):
                   "Rejected inputs (2)", "Stages: timings and cache hits"):
         assert title in html
     assert "ReportTrain" in html and "12 steps" in html  # curve.csv found and drawn
-    assert "4 values in colour_shift.json, mean 3.00" in html  # delta_e of every image
+    assert "4 values in stats.json, mean 3.00" in html  # delta_e of every image
     assert "notes.png" in html and "not an image" in html
     assert "caf\\xe9.png" in html  # a non-UTF-8 name shown by its bytes
     for family in ("IngestHR", "ReportTrain", "ReportScores", "ReportShards"):
@@ -207,23 +212,17 @@ def test_render_is_robust_to_missing_sections_and_escapes_text():
     html.encode("utf-8")  # no lone surrogates left
 
 
-def test_colour_shift_values_are_found_in_common_layouts(tmp_path):
-    from tasks.report import _delta_e_values
-
-    (tmp_path / "a.json").write_text(json.dumps(
-        {"mean_delta_e": 9.0, "images": {"x": {"delta_e": 1.0}, "y": {"delta_e": 2.0}},
-         "summary": {"delta_e": {"mean": 1.5, "p90": 1.9, "n": 2}}}))
-    (tmp_path / "b.json").write_text(json.dumps({"ciede2000": {"x": 3.0, "y": 4.0}}))
-    (tmp_path / "c.csv").write_text("id,deltaE\nx,5\ny,6\n")
-    (tmp_path / "d.json").write_text(json.dumps([{"id": "x", "delta_e": 7.0, "ok": True}]))
-    found = [v for name in ("a.json", "b.json", "c.csv", "d.json")
-             for v in _delta_e_values(tmp_path / name)]
-    assert found == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]  # summaries (mean, p90, n) left out
+def test_colour_shift_values_are_read_from_the_lr_statistics(tmp_path):
+    assert lr_stats.load(tmp_path) is None  # a stage without LR statistics
+    rows = [{"id": "x", "delta_e": 1.0, "psnr": 30.0, "shifted": False},
+            {"id": "y", "delta_e": 2.5, "psnr": 31.0, "shifted": True}]
+    lr_stats.save(tmp_path, rows, {"images": 2})
+    np.testing.assert_array_equal(lr_stats.delta_e_values(lr_stats.load(tmp_path)), [1.0, 2.5])
 
 
 def test_display_tile_enlarges_lr_and_crops_the_centre():
     lr = np.arange(4 * 4 * 3, dtype=np.uint8).reshape(4, 4, 3)
-    big = page.display_tile(lr, side=8, scale=4)
+    big = display_tile(lr, side=8, scale=4)
     assert big.shape == (8, 8, 3) and (big[0, 0] == lr[1, 1]).all()  # centre of the 16x16
 
 

@@ -7,6 +7,7 @@ import torch
 
 from models.vqvae2 import VQVAE2, Quantize
 from pipeline.image.ingest import read_images
+from pipeline.quality import lr_stats
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from pipeline.train import vqvae as vq
@@ -139,7 +140,7 @@ def test_colour_correction_removes_shift_and_keeps_texture(photo):
     shifted = np.clip(np.rint(noisy * [0.85, 1.0, 1.0] + [0, 0, 15]), 0, 255).astype(np.uint8)
     corrected = vq.colour_correct(shifted, clean, sigma=8.0)
     assert corrected.dtype == np.uint8 and corrected.shape == clean.shape
-    before, after = vq.image_stats(clean, shifted), vq.image_stats(clean, corrected)
+    before, after = lr_stats.image_stats(clean, shifted), lr_stats.image_stats(clean, corrected)
     assert after["delta_e"] < 0.65 * before["delta_e"]
     assert after["lowfreq_de"] < 0.2 * before["lowfreq_de"]
 
@@ -157,15 +158,15 @@ def test_image_stats_see_noise_and_blur(photo):
     import cv2
 
     clean = vq.downsample(photo, 2)
-    assert vq.image_stats(clean, clean)["psnr"] is None
+    assert lr_stats.image_stats(clean, clean)["psnr"] is None
     noisy = np.clip(clean + np.random.default_rng(1).normal(0, 10, clean.shape), 0, 255)
     noisy = noisy.astype(np.uint8)
     blurred = cv2.GaussianBlur(clean, (0, 0), 1.5)
-    n, b = vq.image_stats(clean, noisy), vq.image_stats(clean, blurred)
+    n, b = lr_stats.image_stats(clean, noisy), lr_stats.image_stats(clean, blurred)
     assert n["sharpness_ratio"] > 1 > b["sharpness_ratio"]
     assert n["noise_sigma"] > 5 > b["noise_sigma"]
     assert 0 < n["ssim"] < 1 and n["delta_e"] > 0 and n["lowfreq_de"] < n["delta_e"]
-    summary = vq.summarise([{**n, "shifted": True}, {**b, "shifted": False}], threshold=5.0)
+    summary = lr_stats.summarise([{**n, "shifted": True}, {**b, "shifted": False}], threshold=5.0)
     assert summary["flagged"] == 1 and summary["diversity"]["psnr_std_db"] > 0
 
 

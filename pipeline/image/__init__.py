@@ -1,1 +1,2 @@
-"""Image operations: ingest, degradation, patches, tiles, fusion, conversions, sample corpora."""
+"""Image operations: ingest, degradation, patches, tiles, fusion, conversions, the sample
+corpora, and the PNG plots stages draw."""

@@ -1,15 +1,22 @@
 """Conversions between the uint8 RGB HWC images stages exchange and the float tensors models
-take. One place for them, one contract each."""
+take. One place for them, one contract each. torch is imported by the tensor conversions when
+they run, so the numpy stages (degradation, ingest) load without it."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:
+    import torch
 
 
 def to_tensor(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 RGB (N,H,W,3) or (H,W,3) -> float32 [0,1] (N,3,H,W) on `device`."""
+    import torch
+
     images = np.asarray(images)
     if images.dtype != np.uint8 or images.shape[-1] != 3 or images.ndim not in (3, 4):
         raise ValueError(f"expected uint8 RGB HWC or NHWC, got {images.dtype} {images.shape}")

@@ -27,6 +27,7 @@ LUMA_601 = (0.299, 0.587, 0.114)
 # laplacian_var: variance of the 3x3 Laplacian over the crop (HGGT reference code);
 # pyramid_std: std of the finest Laplacian-pyramid band over the crop (HGGT paper text).
 HF_MEASURES = ("laplacian_var", "pyramid_std")
+PATCHES_NPZ = "patches.npz"  # the file SelectPatches writes with save_patches
 PATCH_KEYS = ("image_id", "x", "y", "size")
 ID_DTYPE = "<U16"
 GREY_CENTRE = 128.0

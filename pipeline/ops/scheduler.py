@@ -41,8 +41,8 @@ class Luigid:
     """Where one luigid keeps its files and where it listens (loopback unless told otherwise)."""
 
     state_dir: Path
+    port: int  # [luigid] port in luigi.cfg
     address: str = "127.0.0.1"
-    port: int = 8082
 
     @property
     def config_file(self) -> Path:
@@ -200,7 +200,7 @@ def status(server: Luigid) -> dict[str, Any]:
     record = read_pid(server) or {}
     pid = record.get("pid")
     if record:  # the address it was started with, not the caller's default
-        server = Luigid(server.state_dir, record["address"], int(record["port"]))
+        server = Luigid(server.state_dir, int(record["port"]), record["address"])
     running = bool(pid) and _alive(pid) and _is_luigid(pid)
     info: dict[str, Any] = {"running": running, "responding": False,
                             "pid": pid if running else None, "url": server.url,

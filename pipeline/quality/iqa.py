@@ -10,7 +10,8 @@
 - no download is ever attempted: a metric whose weight file is absent raises `MissingWeightsError`
   naming the exact file and the folder to put it in.
 
-Weights folder: `$GTFORGE_IQA_WEIGHTS` if set, else pyiqa's own cache `$TORCH_HOME/hub/pyiqa`
+Weights folder: the one given to `use_weights_dir` ([gtforge] iqa_weights), else
+`$GTFORGE_IQA_WEIGHTS` if set, else pyiqa's own cache `$TORCH_HOME/hub/pyiqa`
 (`torch.hub.get_dir()/pyiqa`), read at call time.
 """
 
@@ -71,9 +72,19 @@ class MetricInfo:
         return self.mode == "FR"
 
 
+_configured_weights: list[Path] = []  # set by use_weights_dir
+
+
+def use_weights_dir(folder: Path | None) -> None:
+    """Read weight files from `folder` from now on in this process (None: the default)."""
+    _configured_weights[:] = [Path(folder)] if folder else []
+
+
 def weights_dir() -> Path:
     """Folder pyiqa weight files are read from (not created here)."""
     env = os.environ.get("GTFORGE_IQA_WEIGHTS")
+    if _configured_weights:
+        return _configured_weights[0]
     return Path(env) if env else Path(torch.hub.get_dir()) / "pyiqa"
 
 

@@ -14,29 +14,33 @@ Three heads, three annotators (HGGT's three people): the distance to the base in
 of its distance, how much closer the second image is; a head votes Positive above its margin,
 Negative below minus it. Margins are calibrated on held-out pairs of the same kind, never on
 a benchmark. Images are uint8 RGB HWC; tensors float32 [0,1] NCHW.
+
+Here: the heads' distances (`closeness`), the versions of a base, judging with a trained judge
+(`judge`, `in_db`) and calibrating its margins (`calibrate`). Its training (the pool of versions,
+pairs, loss and step: JudgeTraining) is pipeline.train.judge.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-import torch
-import torch.nn.functional as F
 
-from models.judge import PairJudge
 from pipeline.image import degrade
-from pipeline.image.conversions import to_images, to_tensor, to_uint8
+from pipeline.image.conversions import to_tensor, to_uint8
+
+if TYPE_CHECKING:
+    import torch
+
+    from models.judge import PairJudge
 
 HEADS = ("psnr", "ssim", "edges")
 # Soft labels: P(b closer) = sigmoid(gain_dB / TEMPERATURE); the judge outputs that logit.
 TEMPERATURE = 0.25
 MAX_DB = 60.0
-# A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer, an SR variant).
-Generator = Callable[[np.ndarray], np.ndarray]
 
 
 # ---------------------------------------------------------------- distances
@@ -53,9 +57,16 @@ def _ssim(x: np.ndarray, ref: np.ndarray) -> float:
                                                         (va + vb + c2))).mean())
 
 
+def gradient_magnitude(grey: np.ndarray) -> np.ndarray:
+    """|Sobel gradient| of a float32 grey image. Written with numpy rather than cv2.magnitude,
+    whose result depends on the array's memory alignment (its SIMD part fuses the
+    multiply-add, its scalar part does not), which made builds differ from run to run."""
+    gx, gy = cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1)
+    return np.sqrt(gx * gx + gy * gy)
+
+
 def _edges(x: np.ndarray) -> np.ndarray:
-    grey = cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    return cv2.magnitude(cv2.Sobel(grey, cv2.CV_32F, 1, 0), cv2.Sobel(grey, cv2.CV_32F, 0, 1))
+    return gradient_magnitude(cv2.cvtColor(x, cv2.COLOR_RGB2GRAY).astype(np.float32))
 
 
 def _db(error: float, peak: float) -> float:
@@ -145,113 +156,28 @@ def classical_version(base: np.ndarray, ranges: VersionRanges,
     return x
 
 
-# ---------------------------------------------------------------- the training pool
-
-@dataclass
-class Pool:
-    """Bases (N,S,S,3) and versions (N,V,S,S,3) of each, uint8; closeness (N,V,3) of every
-    version to its base. Pairs are drawn within a base."""
-
-    bases: np.ndarray
-    versions: np.ndarray
-    closeness: np.ndarray
-
-    def pairs(self, rng: np.random.Generator, count: int,
-              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`count` random pairs (a, b) of distinct versions of one base (from `rows`, default
-        all): uint8 (count,S,S,3) each, and gain = closeness(b) - closeness(a), (count,3) dB."""
-        rows = np.arange(len(self.bases)) if rows is None else rows
-        n = rows[rng.integers(len(rows), size=count)]
-        v = self.versions.shape[1]
-        i = rng.integers(v, size=count)
-        j = (i + rng.integers(1, v, size=count)) % v
-        gain = self.closeness[n, j] - self.closeness[n, i]
-        return self.versions[n, i], self.versions[n, j], gain
-
-
-def crop_bases(images: Sequence[np.ndarray], count: int, side: int, shrink: tuple[float, float],
-               rng: np.random.Generator) -> np.ndarray:
-    """`count` random bases: a crop of side/f pixels of a random image, f ~ U[shrink], area-
-    downscaled to side x side (f < 1: cleaner than the image), flipped with probability 1/2.
-    uint8 (count, side, side, 3)."""
-    out = np.empty((count, side, side, 3), np.uint8)
-    for k in range(count):
-        img = images[rng.integers(len(images))]
-        big = min(int(round(side / rng.uniform(*shrink))), *img.shape[:2])
-        y, x = rng.integers(img.shape[0] - big + 1), rng.integers(img.shape[1] - big + 1)
-        crop = cv2.resize(img[y:y + big, x:x + big], (side, side), interpolation=cv2.INTER_AREA)
-        out[k] = crop[:, ::-1] if rng.uniform() < 0.5 else crop
-    return out
-
-
-def build_pool(bases: np.ndarray, ranges: VersionRanges, generators: Sequence[Generator],
-               border: int, rng: np.random.Generator) -> Pool:
-    """Versions of every base: two classical versions, an input (the base `degraded`, 70% of
-    the time, else the base itself) and every generator's output for that input. Everything
-    is kept and compared without a `border` of pixels on each side (where filters see the
-    edge)."""
-    inputs = np.stack([degraded(b, ranges, rng) if rng.uniform() < 0.7 else b for b in bases])
-    columns = [np.stack([classical_version(b, ranges, rng) for b in bases]) for _ in range(2)]
-    columns += [inputs, *(generate(inputs) for generate in generators)]
-    inner = slice(border, bases.shape[1] - border)
-    versions = np.stack(columns, axis=1)[:, :, inner, inner]
-    bases = bases[:, inner, inner]
-    near = np.array([[closeness(v, b) for v in vs] for vs, b in zip(versions, bases, strict=True)])
-    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near)
-
-
-def fresh_pairs(images: Sequence[np.ndarray], count: int, side: int, border: int,
-                shrink: tuple[float, float], ranges: VersionRanges,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`count` new pairs of classical versions of new bases (as Pool.pairs returns them):
-    unlimited data for what needs no generator."""
-    bases = crop_bases(images, count, side + 2 * border, shrink, rng)
-    inner = slice(border, border + side)
-    a, b = ([classical_version(x, ranges, rng)[inner, inner] for x in bases] for _ in range(2))
-    gain = np.array([closeness(y, x[inner, inner]) - closeness(w, x[inner, inner])
-                     for w, y, x in zip(a, b, bases, strict=True)])
-    return np.stack(a), np.stack(b), gain
-
-
-# ---------------------------------------------------------------- training and scoring
-
-def judge_loss(model: PairJudge, a: torch.Tensor, b: torch.Tensor,
-               gain: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the judge's outputs (logits) against soft labels
-    sigmoid(gain / TEMPERATURE): which of the two is closer, sure when the gain is large."""
-    return F.binary_cross_entropy_with_logits(model(a, b), torch.sigmoid(gain / TEMPERATURE))
-
+# ---------------------------------------------------------------- scoring
 
 def in_db(logits: torch.Tensor) -> torch.Tensor:
     """The judge's logits as the gain they stand for, in dB (logit = gain / TEMPERATURE)."""
     return logits * TEMPERATURE
 
 
-def judge_step(model: PairJudge, optimizer: torch.optim.Optimizer, a: np.ndarray,
-               b: np.ndarray, gain: np.ndarray, device: torch.device | str = "cpu") -> float:
-    """One optimiser step on a batch of pairs (uint8 NHWC, gains (N,3) dB); returns the loss."""
-    model.train()
-    loss = judge_loss(model, to_tensor(a, device), to_tensor(b, device),
-                      torch.as_tensor(gain, dtype=torch.float32, device=device))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return float(loss.detach())
-
-
-@torch.no_grad()
 def judge(model: PairJudge, originals: np.ndarray, candidates: np.ndarray,
           device: torch.device | str = "cpu", batch: int = 32) -> np.ndarray:
     """How much closer each candidate is than its original, per head, in dB: originals uint8
     (N,H,W,3), candidates (N,K,H,W,3) -> float32 (N,K,3). The judge sees the whole patch."""
+    import torch
+
     model.eval()
     n, k = candidates.shape[:2]
     flat_o = np.repeat(originals, k, axis=0)
     flat_c = candidates.reshape(n * k, *candidates.shape[2:])
     out = np.empty((n * k, len(HEADS)), np.float32)
-    for s in range(0, n * k, batch):
-        out[s:s + batch] = in_db(model(to_tensor(flat_o[s:s + batch], device),
-                                       to_tensor(flat_c[s:s + batch], device))).cpu().numpy()
+    with torch.no_grad():
+        for s in range(0, n * k, batch):
+            out[s:s + batch] = in_db(model(to_tensor(flat_o[s:s + batch], device),
+                                           to_tensor(flat_c[s:s + batch], device))).cpu().numpy()
     return out.reshape(n, k, len(HEADS))
 
 
@@ -283,29 +209,3 @@ def _margin(p: np.ndarray, g: np.ndarray, precision: float, floor: float) -> flo
         return float(np.abs(p).max(initial=floor))
     i = ok[-1]
     return float(p[i + 1]) if i + 1 < len(p) else floor
-
-
-# ---------------------------------------------------------------- generators from models
-
-def network_generator(model: torch.nn.Module, device: torch.device | str = "cpu",
-                      batch: int = 64) -> Generator:
-    """A 1x network (an enhancer) as a version generator, `batch` crops at a time."""
-
-    @torch.no_grad()
-    def generate(images: np.ndarray) -> np.ndarray:
-        return np.concatenate([to_images(model(to_tensor(images[s:s + batch], device)))
-                               for s in range(0, len(images), batch)])
-
-    return generate
-
-
-def sr_generator(super_resolve: Callable[[np.ndarray, int], np.ndarray],
-                 scales: Sequence[int], rng: np.random.Generator) -> Generator:
-    """SR variants as a version generator: each crop through `super_resolve(crop, scale)` at a
-    scale drawn from `scales`."""
-
-    def generate(images: np.ndarray) -> np.ndarray:
-        return np.stack([super_resolve(x, int(scales[rng.integers(len(scales))]))
-                         for x in images])
-
-    return generate

@@ -1,7 +1,7 @@
 """The build report as one self-contained HTML page (every picture an embedded PNG, no script).
 
-Pure: `render_html(ReportData)` returns the page; the figure helpers return PNG bytes. Gathering
-the data from stage folders is tasks/report.py's job.
+Pure: `render_html(ReportData)` returns the page. The pictures are drawn by
+pipeline.image.plots, the data gathered from stage folders by pipeline.report.gather.
 """
 
 from __future__ import annotations
@@ -13,11 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 
-LABEL_NAMES = {1: "Positive", 0: "Similar", -1: "Negative"}
-LABEL_COLOURS = {1: "#1a7f37", 0: "#6e7781", -1: "#cf222e"}
+from pipeline.image.plots import LABEL_COLOURS, LABEL_NAMES
+from pipeline.store.imageio import encode_png
 
 
 @dataclass
@@ -82,88 +81,9 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
 
 
-# ---------------------------------------------------------------- pictures
-
-def png_bytes(rgb: np.ndarray) -> bytes:
-    """PNG of a uint8 RGB HWC (or HW grey) image."""
-    if rgb.dtype != np.uint8:
-        raise ValueError(f"expected uint8, got {rgb.dtype}")
-    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR) if rgb.ndim == 3 else rgb
-    ok, buf = cv2.imencode(".png", bgr)
-    if not ok:
-        raise ValueError("PNG encoding failed")
-    return buf.tobytes()
-
-
-def display_tile(rgb: np.ndarray, side: int, scale: int = 1) -> np.ndarray:
-    """What a sample tile shows: an LR image (`scale` > 1) enlarged by pixel repetition to the
-    HR size, then the centre `side` x `side` crop when the image is larger (native pixels, so
-    detail stays judgeable). uint8 RGB HWC in and out."""
-    if scale > 1:
-        rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
-    h, w = rgb.shape[:2]
-    y, x = max((h - side) // 2, 0), max((w - side) // 2, 0)
-    return np.ascontiguousarray(rgb[y:y + side, x:x + side])
-
-
-def _figure(width: float, height: float):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure as MplFigure
-
-    fig = MplFigure(figsize=(width, height), dpi=80)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _png(fig) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    fig.tight_layout()
-    fig.savefig(buf, format="png")
-    return buf.getvalue()
-
-
-def histograms_png(panels: Mapping[str, Mapping[str, Sequence[float]]], xlabel: str = "",
-                   bins: int = 30) -> bytes:
-    """One panel per entry of `panels` ({panel title: {series name: values}}), the series of a
-    panel as overlaid step histograms over common bins. Returns PNG bytes."""
-    fig = _figure(3.4 * max(len(panels), 1), 2.8)
-    for i, (title, series) in enumerate(panels.items(), start=1):
-        ax = fig.add_subplot(1, max(len(panels), 1), i)
-        values = [np.asarray(v, np.float64) for v in series.values()]
-        finite = np.concatenate([v[np.isfinite(v)] for v in values]) if values else np.zeros(0)
-        edges = np.histogram_bin_edges(finite if finite.size else [0.0, 1.0], bins=bins)
-        for name, v in zip(series, values, strict=True):
-            ax.hist(v[np.isfinite(v)], bins=edges, histtype="step", lw=1.4, label=name)
-        ax.set_title(title, fontsize=9)
-        ax.set_xlabel(xlabel, fontsize=8)
-        ax.tick_params(labelsize=7)
-        if len(series) > 1:
-            ax.legend(fontsize=7)
-    return _png(fig)
-
-
-def labels_png(labels: np.ndarray, candidate_names: Sequence[str]) -> bytes:
-    """Stacked bars: per candidate, how many patches are Positive / Similar / Negative.
-    `labels` int (N, K) of +1/0/-1. Returns PNG bytes."""
-    fig = _figure(1.2 + 0.9 * max(len(candidate_names), 1), 2.8)
-    ax = fig.add_subplot(1, 1, 1)
-    bottom = np.zeros(len(candidate_names))
-    for value in (1, 0, -1):
-        counts = (np.asarray(labels) == value).sum(axis=0) if len(labels) else bottom * 0
-        ax.bar(list(candidate_names), counts, bottom=bottom, color=LABEL_COLOURS[value],
-               label=LABEL_NAMES[value])
-        bottom = bottom + counts
-    ax.set_ylabel("patches", fontsize=8)
-    ax.tick_params(labelsize=7)
-    ax.legend(fontsize=7)
-    return _png(fig)
-
-
 # ---------------------------------------------------------------- the page
 
-def text(value: object) -> str:
+def escaped(value: object) -> str:
     """HTML-escaped text; file names that are not UTF-8 show their bytes as \\xNN."""
     s = str(value).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return html.escape(s)
@@ -172,7 +92,7 @@ def text(value: object) -> str:
 def _img(png: bytes, alt: str, style: str = "") -> str:
     data = base64.b64encode(png).decode("ascii")
     css = f' style="{style}"' if style else ""
-    return f'<img{css} alt="{text(alt)}" src="data:image/png;base64,{data}">'
+    return f'<img{css} alt="{escaped(alt)}" src="data:image/png;base64,{data}">'
 
 
 def _seconds(s: float | None) -> str:
@@ -208,7 +128,7 @@ th{background:#f6f8fa}td.n{text-align:right}
 
 
 def _summary_html(data: ReportData) -> str:
-    rows = "".join(f"<tr><th>{text(k)}</th><td>{text(v)}</td></tr>"
+    rows = "".join(f"<tr><th>{escaped(k)}</th><td>{escaped(v)}</td></tr>"
                    for k, v in data.summary.items())
     return f"<table>{rows}</table>" if rows else ""
 
@@ -224,34 +144,34 @@ def _samples_html(samples: Sequence[SampleRow]) -> str:
             label = f" <b style='color:{colour}'>{LABEL_NAMES[t.label]}</b>" \
                 if t.label is not None else ""
             width = max(t.rgb.shape[1], 160)  # small patches enlarged (pixelated), not blurred
-            img = _img(png_bytes(t.rgb), t.name, style=f"border-color:{colour};width:{width}px")
-            tiles.append(f"<div class='tile'>{img}<span>{text(t.name)}{label}</span>"
-                         f"<span class='muted'>{text(t.note)}</span></div>")
-        out.append(f"<h3>{text(row.title)}</h3><div class='row'>{''.join(tiles)}</div>")
+            img = _img(encode_png(t.rgb), t.name, style=f"border-color:{colour};width:{width}px")
+            tiles.append(f"<div class='tile'>{img}<span>{escaped(t.name)}{label}</span>"
+                         f"<span class='muted'>{escaped(t.note)}</span></div>")
+        out.append(f"<h3>{escaped(row.title)}</h3><div class='row'>{''.join(tiles)}</div>")
     return "".join(out)
 
 
 def _figures_html(figures: Sequence[Figure]) -> str:
-    return "".join(f"<div class='fig'>{_img(f.png, f.title)}<div><b>{text(f.title)}</b> "
-                   f"<span class='muted'>{text(f.caption)}</span></div></div>" for f in figures)
+    return "".join(f"<div class='fig'>{_img(f.png, f.title)}<div><b>{escaped(f.title)}</b> "
+                   f"<span class='muted'>{escaped(f.caption)}</span></div></div>" for f in figures)
 
 
 def _tables_html(tables: Sequence[Table]) -> str:
     out = []
     for t in tables:
-        head = "".join(f"<th>{text(h)}</th>" for h in t.header)
-        rows = "".join("<tr>" + "".join(f"<td>{text(c)}</td>" for c in row) + "</tr>"
+        head = "".join(f"<th>{escaped(h)}</th>" for h in t.header)
+        rows = "".join("<tr>" + "".join(f"<td>{escaped(c)}</td>" for c in row) + "</tr>"
                        for row in t.rows)
-        out.append(f"<h3>{text(t.title)}</h3><table><tr>{head}</tr>{rows}</table>"
-                   f"<p class='muted'>{text(t.caption)}</p>")
+        out.append(f"<h3>{escaped(t.title)}</h3><table><tr>{head}</tr>{rows}</table>"
+                   f"<p class='muted'>{escaped(t.caption)}</p>")
     return "".join(out)
 
 
 def _rejects_html(rejects: Sequence[Mapping[str, str]]) -> str:
     if not rejects:
         return "<p>No input file was rejected.</p>"
-    rows = "".join(f"<tr><td><code>{text(r.get('source', ''))}</code></td>"
-                   f"<td>{text(r.get('reason', ''))}</td></tr>" for r in rejects)
+    rows = "".join(f"<tr><td><code>{escaped(r.get('source', ''))}</code></td>"
+                   f"<td>{escaped(r.get('reason', ''))}</td></tr>" for r in rejects)
     return f"<table><tr><th>file</th><th>reason</th></tr>{rows}</table>"
 
 
@@ -263,10 +183,10 @@ def _stages_html(stages: Sequence[StageRow]) -> str:
         cached = {True: "reused (cache hit)", False: "built", None: "–"}[s.reused]
         settings = json.dumps(dict(s.settings), sort_keys=True, indent=1)
         rows.append(
-            f"<tr><td>{text(s.family)}</td><td><code>{text(s.key)}</code></td>"
+            f"<tr><td>{escaped(s.family)}</td><td><code>{escaped(s.key)}</code></td>"
             f"<td>{cached}</td><td class='n'>{_seconds(s.seconds)}</td>"
-            f"<td>{text(s.published or '–')}</td><td class='n'>{human_size(s.bytes)}</td>"
-            f"<td><details><summary>settings</summary><pre>{text(settings)}</pre></details></td></tr>")
+            f"<td>{escaped(s.published or '–')}</td><td class='n'>{human_size(s.bytes)}</td>"
+            f"<td><details><summary>settings</summary><pre>{escaped(settings)}</pre></details></td></tr>")
     built = [s for s in stages if s.reused is False]
     reused = [s for s in stages if s.reused]
     total = (f"<p>{len(built)} stages built ({_seconds(sum(s.seconds or 0 for s in built))}), "
@@ -279,7 +199,7 @@ def _stages_html(stages: Sequence[StageRow]) -> str:
 def render_html(data: ReportData) -> str:
     """The whole page: summary, sample patches, figure sections, rejects, stages."""
     sections = [("summary", "Summary", _summary_html(data)
-                 + "".join(f"<p class='muted'>{text(n)}</p>" for n in data.notes)),
+                 + "".join(f"<p class='muted'>{escaped(n)}</p>" for n in data.notes)),
                 ("samples", "Sample patches", _samples_html(data.samples))]
     for i, (title, tables) in enumerate(data.tables.items()):
         sections.insert(1 + i, (f"table{i}", title, _tables_html(tables)))
@@ -287,10 +207,10 @@ def render_html(data: ReportData) -> str:
         sections.append((f"fig{i}", title, _figures_html(figs)))
     sections += [("rejects", f"Rejected inputs ({len(data.rejects)})", _rejects_html(data.rejects)),
                  ("stages", "Stages: timings and cache hits", _stages_html(data.stages))]
-    nav = "".join(f"<a href='#{sid}'>{text(title)}</a>" for sid, title, _ in sections)
-    body = "".join(f"<h2 id='{sid}'>{text(title)}</h2>{content}"
+    nav = "".join(f"<a href='#{sid}'>{escaped(title)}</a>" for sid, title, _ in sections)
+    body = "".join(f"<h2 id='{sid}'>{escaped(title)}</h2>{content}"
                    for sid, title, content in sections)
     return ("<!doctype html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>{text(data.title)}</title><style>{CSS}</style></head><body>"
-            f"<h1>{text(data.title)}</h1><p class='muted'>{text(data.created)}</p>"
+            f"<title>{escaped(data.title)}</title><style>{CSS}</style></head><body>"
+            f"<h1>{escaped(data.title)}</h1><p class='muted'>{escaped(data.created)}</p>"
             f"<nav>{nav}</nav>{body}</body></html>\n")

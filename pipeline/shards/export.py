@@ -18,15 +18,14 @@ its label (+1 Positive, 0 Similar, -1 Negative) and every score (`score_<image>_
 from __future__ import annotations
 
 import csv
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from pipeline.shards.reader import ShardSet
 from pipeline.store import durable
+from pipeline.store.imageio import encode_png
 
 PNG_LEVEL = 1
 
@@ -60,14 +59,6 @@ def _iter_images(shards: ShardSet, kinds: list[str]) -> Iterator[tuple[int, str,
                 yield int(shards.starts[s]) + n, kind, image
 
 
-def _png(rgb: np.ndarray, level: int) -> bytes:
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
-                           [cv2.IMWRITE_PNG_COMPRESSION, level])
-    if not ok:
-        raise OSError("PNG encoding failed")
-    return buf.tobytes()
-
-
 def _check_kinds(shards: ShardSet, kinds: list[str] | None) -> list[str]:
     known = image_kinds(shards)
     kinds = known if kinds is None else list(kinds)
@@ -81,17 +72,7 @@ def _staging(dest: Path) -> Path:
     dest = Path(dest)
     if dest.exists() and any(dest.iterdir()):
         raise FileExistsError(f"{dest} exists and is not empty; export into a new folder")
-    staging = dest.with_name(f".{dest.name}.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    return staging
-
-
-def _finish(staging: Path, dest: Path) -> None:
-    durable.fsync_tree(staging)
-    if dest.exists():
-        dest.rmdir()
-    durable.rename(staging, dest)
+    return durable.staging_dir(dest)
 
 
 def _write_samples_csv(shards: ShardSet, names: list[str], path: Path) -> None:
@@ -111,29 +92,40 @@ def _write_samples_csv(shards: ShardSet, names: list[str], path: Path) -> None:
                                  *[f"{v:.6g}" for v in shard.scores[n].ravel()]])
 
 
+def _prepare(shards_dir: Path, dest: Path, kinds: list[str] | None):
+    """(the open ShardSet, the kinds to write, the staging folder beside `dest`, the sample
+    names) of an export."""
+    shards = ShardSet(Path(shards_dir))
+    return shards, _check_kinds(shards, kinds), _staging(Path(dest)), sample_names(shards)
+
+
+def _complete(shards: ShardSet, names: list[str], staging: Path, dest: Path,
+              kinds: list[str]) -> dict:
+    """Write samples.csv, close the shards and move the staging folder to `dest`; returns the
+    export's summary."""
+    _write_samples_csv(shards, names, staging / "samples.csv")
+    shards.close()
+    durable.publish_dir(staging, dest)
+    return {"dest": str(dest), "samples": len(names), "kinds": kinds}
+
+
 def export_folder(shards_dir: Path, dest: Path, *, kinds: list[str] | None = None,
                   png_level: int = PNG_LEVEL) -> dict:
     """Write every sample of the shard set in `shards_dir` as PNG files under `dest` (new or
     empty; written beside it and renamed into place): dest/<kind>/<name>.png with a BasicSR
     meta_info.txt per kind, and dest/samples.csv. `kinds` (default all) picks among gt,
     gt_<candidate>, lq, lq_vqvae. Returns {"dest", "samples", "kinds"}."""
-    shards = ShardSet(Path(shards_dir))
-    kinds, dest = _check_kinds(shards, kinds), Path(dest)
-    staging = _staging(dest)
-    names = sample_names(shards)
+    shards, kinds, staging, names = _prepare(shards_dir, dest, kinds)
     meta: dict[str, list[str]] = {k: [] for k in kinds}
     for kind in kinds:
         (staging / kind).mkdir()
     for index, kind, image in _iter_images(shards, kinds):
-        (staging / kind / f"{names[index]}.png").write_bytes(_png(image, png_level))
+        (staging / kind / f"{names[index]}.png").write_bytes(encode_png(image, png_level))
         h, w, c = image.shape
         meta[kind].append(f"{names[index]}.png ({h},{w},{c}) {png_level}\n")
     for kind, lines in meta.items():
         (staging / kind / "meta_info.txt").write_text("".join(lines))
-    _write_samples_csv(shards, names, staging / "samples.csv")
-    shards.close()
-    _finish(staging, dest)
-    return {"dest": str(dest), "samples": len(names), "kinds": kinds}
+    return _complete(shards, names, staging, Path(dest), kinds)
 
 
 def export_lmdb(shards_dir: Path, dest: Path, *, kinds: list[str] | None = None,
@@ -145,10 +137,7 @@ def export_lmdb(shards_dir: Path, dest: Path, *, kinds: list[str] | None = None,
     with `io_backend: {type: lmdb}`. Returns {"dest", "samples", "kinds"}."""
     import lmdb
 
-    shards = ShardSet(Path(shards_dir))
-    kinds, dest = _check_kinds(shards, kinds), Path(dest)
-    staging = _staging(dest)
-    names = sample_names(shards)
+    shards, kinds, staging, names = _prepare(shards_dir, dest, kinds)
     # An upper bound of the PNG sizes (incompressible data grows slightly) plus page slack.
     raw = {k: shards.patch_size ** 2 * 3 if k.startswith("gt") else
            (shards.patch_size // shards.scale) ** 2 * 3 for k in kinds}
@@ -159,7 +148,7 @@ def export_lmdb(shards_dir: Path, dest: Path, *, kinds: list[str] | None = None,
         txns[kind], meta[kind] = envs[kind].begin(write=True), []
     try:
         for count, (index, kind, image) in enumerate(_iter_images(shards, kinds), 1):
-            txns[kind].put(names[index].encode("ascii"), _png(image, png_level))
+            txns[kind].put(names[index].encode("ascii"), encode_png(image, png_level))
             h, w, c = image.shape
             meta[kind].append(f"{names[index]}.png ({h},{w},{c}) {png_level}\n")
             if count % commit_every == 0:
@@ -173,7 +162,4 @@ def export_lmdb(shards_dir: Path, dest: Path, *, kinds: list[str] | None = None,
             env.close()
     for kind, lines in meta.items():
         (staging / f"{kind}.lmdb" / "meta_info.txt").write_text("".join(lines))
-    _write_samples_csv(shards, names, staging / "samples.csv")
-    shards.close()
-    _finish(staging, dest)
-    return {"dest": str(dest), "samples": len(names), "kinds": kinds}
+    return _complete(shards, names, staging, Path(dest), kinds)

@@ -9,18 +9,23 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 
-def fsync_file(path: Path) -> None:
-    """Flush a file's data and metadata to disk."""
-    fd = os.open(path, os.O_RDONLY)
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def fsync_file(path: Path) -> None:
+    """Flush a file's data and metadata to disk."""
+    _fsync(path, os.O_RDONLY)
 
 
 def sha256_file(path: Path, chunk: int = 1 << 20, sync: bool = False) -> str:
@@ -36,11 +41,7 @@ def sha256_file(path: Path, chunk: int = 1 << 20, sync: bool = False) -> str:
 
 def fsync_dir(path: Path) -> None:
     """Flush a folder's entries (names created, renamed or removed in it) to disk."""
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    _fsync(path, os.O_RDONLY | os.O_DIRECTORY)
 
 
 def fsync_tree(root: Path) -> None:
@@ -55,6 +56,28 @@ def rename(src: Path, dst: Path) -> None:
     """os.rename, then fsync the destination's folder so the new name survives a power cut."""
     os.rename(src, dst)
     fsync_dir(Path(dst).parent)
+
+
+def staging_dir(dest: Path) -> Path:
+    """A new, empty sibling of `dest` (.<name>.partial) to write a folder in before
+    `publish_dir`; the leftover of a killed run is removed first."""
+    staging = Path(dest).with_name(f".{Path(dest).name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_dir(staging: Path, dest: Path) -> None:
+    """Make `staging` visible as `dest` in one rename, durably: everything in it is fsync'd
+    first; a previous `dest` is moved aside before the rename and deleted after it."""
+    fsync_tree(staging)
+    dest = Path(dest)
+    old = dest.with_name(f".{dest.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if dest.exists():
+        os.rename(dest, old)
+    rename(staging, dest)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_bytes(path: Path, data: bytes, sync: bool = True) -> None:

@@ -10,8 +10,8 @@ and gradient clipping.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,22 +19,10 @@ import torch.nn.functional as F
 
 from models.cfmg import CFMG
 from pipeline.image.fusion import fuse_logits
+from pipeline.train.loop import Training
+from pipeline.train.schedules import warmup_cosine
 
 MetricFactory = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
-
-
-def warmup_cosine(optimizer: torch.optim.Optimizer, warmup: int,
-                  total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up from lr/warmup to lr over `warmup` steps, then a cosine decay to 0 at
-    step `total`. Call .step() once per optimiser step."""
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def sample_crops(rng: np.random.Generator, stack: Callable[[int], list[np.ndarray]],
@@ -124,8 +112,8 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
 
 
 def train_step(model: CFMG, optimizer: torch.optim.Optimizer,
-                    scheduler: torch.optim.lr_scheduler.LRScheduler, sources: torch.Tensor,
-                    c: float, perceptual, grad_clip: float) -> dict[str, float]:
+               scheduler: torch.optim.lr_scheduler.LRScheduler, sources: torch.Tensor,
+               c: float, perceptual: Perceptual, grad_clip: float) -> dict[str, float]:
     """One optimiser step on `cfmg_loss` with gradient-norm clipping; returns the logged values."""
     model.train()
     loss, logs = cfmg_loss(model, sources, c, perceptual)
@@ -135,6 +123,37 @@ def train_step(model: CFMG, optimizer: torch.optim.Optimizer,
     optimizer.step()
     scheduler.step()
     return logs
+
+
+class CFMGTraining(Training):
+    """A CFMG, its AdamW with the warm-up/cosine schedule, the prior P (`Perceptual`) and the
+    gradient-norm clip: `step(i, sources, c)` is one `train_step`."""
+
+    def __init__(self, model: CFMG, perceptual: Perceptual, lr: float, weight_decay: float,
+                 warmup: int, total: int, grad_clip: float):
+        self.model, self.perceptual, self.grad_clip = model, perceptual, grad_clip
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+        self.sched = warmup_cosine(self.opt, warmup, total)
+
+    def parts(self) -> dict[str, Any]:
+        return {"model": self.model, "opt": self.opt, "sched": self.sched}
+
+    def step(self, i: int, sources: torch.Tensor, c: float) -> dict[str, float]:
+        """Update i on aligned crops (B,S,3,h,w) in [0,1] (source 0 the GT) at condition `c`;
+        returns the logged values of `cfmg_loss`."""
+        return train_step(self.model, self.opt, self.sched, sources, c, self.perceptual,
+                          self.grad_clip)
+
+
+def build_training(sources: int, config: Mapping[str, Any], perceptual: Perceptual, *,
+                   lr: float, weight_decay: float, warmup: int, total: int, grad_clip: float,
+                   seed: int, device: torch.device | str = "cpu") -> CFMGTraining:
+    """The training of a CFMG fusing `sources` images, of size `config` (width, stages, bins,
+    ...), initialised from `seed` (same weights on every clean build), on `device`, for `total`
+    steps."""
+    torch.manual_seed(seed)
+    model = CFMG(sources=sources, **config).to(device)
+    return CFMGTraining(model, perceptual, lr, weight_decay, warmup, total, grad_clip)
 
 
 @torch.no_grad()

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def resolve_device(name: str) -> torch.device:
-    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present, else CPU)."""
+    """'cpu', 'cuda', 'cuda:N' or 'auto' (CUDA when present, else CPU). Imports torch: a
+    stage calls it when it runs a network."""
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     device = torch.device(name)

@@ -23,7 +23,10 @@ from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
 from pipeline.image.conversions import to_images, to_tensor
 from pipeline.image.tiling import tiled_apply
-from pipeline.train.losses import LossWeights, PerceptualLoss, gan_loss
+from pipeline.train.loop import Training
+from pipeline.train.loss_settings import LossWeights
+from pipeline.train.losses import PerceptualLoss, gan_loss
+from pipeline.train.schedules import learning_rate
 from pipeline.train.sr import sample_pairs
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {"rcan": RCAN, "elan": ELAN}
@@ -39,11 +42,6 @@ def build_generator(backbone: str, config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"bad {backbone} configuration {dict(config)}: {e}") from None
 
 
-def learning_rate(base: float, step: int, milestones: Sequence[int], gamma: float = 0.5) -> float:
-    """`base` times `gamma` for every milestone at or before the 0-based `step`."""
-    return base * gamma ** sum(step >= m for m in milestones)
-
-
 def sample_batch(rng: np.random.Generator,
                  pair: Callable[[int], tuple[np.ndarray, np.ndarray]], count: int, batch: int,
                  crop: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -53,13 +51,14 @@ def sample_batch(rng: np.random.Generator,
     return sample_pairs(rng, pair, count, batch, crop, scale=1)
 
 
-class EnhancerTraining:
+class EnhancerTraining(Training):
     """A generator, a discriminator, their Adam optimisers and the loss weights.
 
     `step(i, degraded, clean)` runs one generator and one discriminator update on float [0,1]
     NCHW batches and returns the losses as floats. `state_dict()` / `load_state_dict()` hold
-    everything a resumed run needs. With `weights.gan == 0` the discriminator is not used;
-    with `perceptual=None` the perceptual term is left out.
+    everything a resumed run needs (both networks and both optimisers; the learning rate
+    follows from the step). With `weights.gan == 0` the discriminator is not used; with
+    `perceptual=None` the perceptual term is left out.
     """
 
     def __init__(self, generator: nn.Module, discriminator: nn.Module,
@@ -71,6 +70,8 @@ class EnhancerTraining:
         self.opt_d = torch.optim.Adam(discriminator.parameters(), lr=lr, betas=betas)
 
     def step(self, i: int, degraded: torch.Tensor, clean: torch.Tensor) -> dict[str, float]:
+        """Update i on one batch; returns the losses as floats (l1, and perceptual, g_gan,
+        d_real, d_fake where those terms are on)."""
         lr = learning_rate(self.lr, i, self.milestones)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
@@ -101,24 +102,17 @@ class EnhancerTraining:
             self.opt_d.step()
         return {k: float(v.detach()) for k, v in losses.items()}
 
-    def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.state_dict(),
-                "discriminator": self.discriminator.state_dict(),
-                "opt_g": self.opt_g.state_dict(), "opt_d": self.opt_d.state_dict()}
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.generator.load_state_dict(state["generator"])
-        self.discriminator.load_state_dict(state["discriminator"])
-        self.opt_g.load_state_dict(state["opt_g"])
-        self.opt_d.load_state_dict(state["opt_d"])
+    def parts(self) -> dict[str, Any]:
+        return {"generator": self.generator, "discriminator": self.discriminator,
+                "opt_g": self.opt_g, "opt_d": self.opt_d}
 
 
 def build_training(backbone: str, generator_config: Mapping[str, Any],
                    discriminator_config: Mapping[str, Any], perceptual: PerceptualLoss | None,
                    weights: LossWeights, lr: float, milestones: Sequence[int],
                    seed: int, device: torch.device | str = "cpu") -> EnhancerTraining:
-    """Generator and discriminator initialised from `seed` (so two runs start identically),
-    on `device`, with their optimisers."""
+    """The training of a `backbone` enhancer: generator and discriminator initialised from
+    `seed` (so two runs start identically), on `device`, with their optimisers."""
     torch.manual_seed(seed)
     generator = build_generator(backbone, generator_config).to(device)
     discriminator = UNetDiscriminator(**discriminator_config).to(device)

@@ -1,7 +1,10 @@
 """The loop every training stage shares: per-step seeding, checkpoints, resume, curves.
 
-A stage supplies `step(step_index) -> {loss_name: float}` and a `TrainState` (how to get
-and set everything that must survive a kill: model, optimiser and schedule state dicts).
+Every training has one shape, a `Training` (pipeline.train.<name>): it holds the model,
+optimiser and schedule, `step(i, *batch)` runs update i on one batch, and `state_dict()` /
+`load_state_dict()` hold everything that must survive a kill. A stage supplies
+`step(step_index) -> {loss_name: float}` (draw the batch, call the training's step) and the
+`TrainState` of its training (tasks.training.TrainingStage.train does both for the stages).
 Each step seeds torch from (seed, step), and data sampling should draw from
 `pipeline.store.seeding.rng(seed, step)`, so a resumed run repeats exactly what an uninterrupted
 one would have done.
@@ -9,11 +12,10 @@ one would have done.
 
 from __future__ import annotations
 
-import csv
 import io
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,29 +25,54 @@ import torch
 from pipeline.ops.progress import Reporter, track
 from pipeline.store import durable
 from pipeline.store.seeding import derive_seed
-
-CURVE_CSV = "curve.csv"
+from pipeline.train.curve import CURVE_CSV, plot_curve, read_curve
 
 
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN or Inf; the last good checkpoint is kept."""
 
 
+class Training:
+    """The shape of every training: a model with its optimiser and schedule. A subclass has
+    `step(i, *batch) -> {loss name: float}` (update i on one batch, as tensors on the model's
+    device) and names in `parts()` the objects whose state_dict a checkpoint keeps; one that
+    keeps more (running statistics) overrides `state_dict` / `load_state_dict`."""
+
+    def parts(self) -> dict[str, Any]:
+        """The models, optimisers and schedules to checkpoint, by name."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: {name: part.state_dict()} over `parts()`."""
+        return {name: part.state_dict() for name, part in self.parts().items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore a `state_dict()`: every part from its entry."""
+        for name, part in self.parts().items():
+            part.load_state_dict(state[name])
+
+
 @dataclass
 class TrainState:
+    """How train_loop gets (for a checkpoint) and sets (on resume) a training's state."""
+
     get: Callable[[], dict[str, Any]]
     set: Callable[[dict[str, Any]], None]
 
     @classmethod
-    def of(cls, **parts: Any) -> TrainState:
-        """The state of objects with state_dict / load_state_dict (a model, an optimiser, a
-        schedule), saved under their keyword names."""
-        def load(state: dict[str, Any]) -> None:
-            for name, part in parts.items():
-                part.load_state_dict(state[name])
+    def of(cls, training: Training) -> TrainState:
+        """The state of a training (anything with state_dict / load_state_dict)."""
+        return cls(get=training.state_dict, set=training.load_state_dict)
 
-        return cls(get=lambda: {name: part.state_dict() for name, part in parts.items()},
-                   set=load)
+
+def cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The model's state dict with every tensor detached and on the CPU, ready to save."""
+    return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    """How many numbers the model's parameters hold."""
+    return sum(p.numel() for p in model.parameters())
 
 
 def finish_training(out: Path, title: str | None) -> None:
@@ -80,36 +107,6 @@ def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
 def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     found = sorted(Path(ckpt_dir).glob("step-*.pt"))
     return found[-1] if found else None
-
-
-def read_curve(csv_path: Path) -> list[dict[str, float]]:
-    if not Path(csv_path).is_file():
-        return []
-    with open(csv_path, newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-
-def plot_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Draw every loss column of a curve CSV against the step, one panel per loss."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = read_curve(csv_path)
-    names = [k for k in (rows[0] if rows else {}) if k != "step"]
-    fig, axes = plt.subplots(1, max(len(names), 1), figsize=(3.2 * max(len(names), 1), 2.6),
-                             squeeze=False)
-    steps = [r["step"] for r in rows]
-    for ax, name in zip(axes[0], names, strict=False):
-        ax.plot(steps, [r[name] for r in rows], lw=1)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("step", fontsize=8)
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(png_path, dpi=80)
-    plt.close(fig)
 
 
 def train_loop(step: Callable[[int], dict[str, float]], state: TrainState, total_steps: int,

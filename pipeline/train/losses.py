@@ -4,13 +4,14 @@ VGG19 weights are never downloaded: `load_vgg19(path)` reads torchvision's file
 (`vgg19-dcbb9e9d.pth`, a state dict with `features.<i>.weight/bias` keys; the `classifier.*`
 keys are ignored) with `torch.load(weights_only=True)`. The conv widths are read from the file,
 so the same code loads the real network and the narrow copies the tests save. Without a file the
-enhancers train with no perceptual term (docs/ENHANCERS.md).
+enhancers train with no perceptual term (docs/ENHANCERS.md). The terms' weights
+(`LossWeights`) and the file's name and check are in pipeline.train.loss_settings, which
+needs no torch.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,9 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.train.loop import load_checkpoint
+from pipeline.train.loss_settings import require_vgg19_file
 
-VGG19_FILE = "vgg19-dcbb9e9d.pth"
-VGG19_URL = f"https://download.pytorch.org/models/{VGG19_FILE}"
 # torchvision's VGG19 'features' (configuration E): conv widths, "M" = 2x2 max pooling.
 VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
              512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
@@ -29,19 +29,6 @@ DEFAULT_LAYER_WEIGHTS = {"conv1_2": 0.1, "conv2_2": 0.1, "conv3_4": 1.0, "conv4_
                          "conv5_4": 1.0}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class MissingVGGWeights(FileNotFoundError):
-    """A VGG19 weight file was configured but is not on disk."""
-
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the generator's loss terms (DESIGN: L1 1.0, perceptual 1.0, GAN 0.1)."""
-
-    l1: float = 1.0
-    perceptual: float = 1.0
-    gan: float = 0.1
 
 
 def vgg19_layer_names() -> list[tuple[str, int]]:
@@ -93,14 +80,9 @@ def vgg19_features(state: Mapping[str, torch.Tensor], last: str = "conv5_4",
 
 def load_vgg19(path: Path, last: str = "conv5_4") -> nn.Sequential:
     """VGG19 features up to `last` from torchvision's weight file at `path` (loaded with
-    weights_only=True). Raises MissingVGGWeights naming the file and where to get it."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingVGGWeights(
-            f"VGG19 weights {path} not found. gtforge does not download weights: fetch "
-            f"torchvision's {VGG19_FILE} ({VGG19_URL}) on a machine with internet and put it at "
-            f"{path.resolve()}, or point [paper.TrainEnhancer] vgg19_weights in luigi.cfg at "
-            f"your copy, or leave vgg19_weights empty to train without a perceptual loss")
+    weights_only=True). Raises MissingVGGWeights (pipeline.train.loss_settings) naming the file
+    and where to get it."""
+    path = require_vgg19_file(path)
     return vgg19_features(load_checkpoint(path, "cpu"), last, source=str(path))
 
 

@@ -1,5 +1,5 @@
 """The SR model behind SuperResolveGT: loading Real-ESRGAN-format RRDB weights, a tiny
-offline training step on LR/HR pairs, and super-resolving a GT and resizing it back.
+offline training on LR/HR pairs (SRTraining), and super-resolving a GT and resizing it back.
 
 How a variant at scale s is made with a model of native scale m (x4 for Real-ESRGAN x4plus
 and for the offline model): the GT (H,W) is resized to (round(H*s/m), round(W*s/m))
@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from models.rrdb import RRDBNet
 from pipeline.image.conversions import to_tensor, to_uint8
 from pipeline.image.tiling import tiled_apply
-from pipeline.train.loop import load_checkpoint, save_checkpoint
+from pipeline.train.loop import Training, load_checkpoint, save_checkpoint
 
 WRAPPERS = ("params_ema", "params")
 
@@ -116,6 +117,30 @@ def sr_train_step(model: RRDBNet, optimizer: torch.optim.Optimizer, lr: torch.Te
     loss.backward()
     optimizer.step()
     return float(loss.detach())
+
+
+class SRTraining(Training):
+    """An RRDBNet and its Adam (betas 0.9/0.99, constant learning rate `lr`): `step(i, lr,
+    hr)` is one L1 step (`sr_train_step`)."""
+
+    def __init__(self, model: RRDBNet, lr: float):
+        self.model = model
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99))
+
+    def parts(self) -> dict[str, Any]:
+        return {"model": self.model, "opt": self.opt}
+
+    def step(self, i: int, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
+        """Update i on an LR batch and its HR targets; returns {"l1": loss}."""
+        return {"l1": sr_train_step(self.model, self.opt, lr, hr)}
+
+
+def build_training(scale: int, config: Mapping[str, int], lr: float, seed: int,
+                   device: torch.device | str = "cpu") -> SRTraining:
+    """The training of an RRDBNet of `scale` and size `config` (num_feat, num_block,
+    num_grow_ch), initialised from `seed` (same weights on every clean build), on `device`."""
+    torch.manual_seed(seed)
+    return SRTraining(RRDBNet(scale=scale, **config).to(device), lr)
 
 
 def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap: int,

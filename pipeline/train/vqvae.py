@@ -1,28 +1,27 @@
 """Undertrained VQ-VAE-2 degradation (Ito et al., 2025): training step, codebook statistics,
-degrading a clean LR image through the model, colour correction and colour/quality metrics.
+degrading a clean LR image through the model, and colour correction (the LR statistics are
+in pipeline.quality.lr_stats).
 
-Conventions: images are uint8 RGB HWC; the model sees float32 NCHW in [-1, 1]. Colour
-differences are CIEDE2000 ΔE on CIELAB (D65) computed by scikit-image.
+Conventions: images are uint8 RGB HWC; the model sees float32 NCHW in [-1, 1].
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Mapping, Sequence
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from skimage import color, metrics
+from skimage import color
 
 from models.vqvae2 import VQVAE2
-from pipeline.image.patches import luma
+from pipeline.image.plots import display_tile, figure, figure_png
+from pipeline.quality.lr_stats import lowpass, to_lab
+from pipeline.train.loop import Training
 
 EPOCHS_CSV = "epochs.csv"
-STAT_NAMES = ("psnr", "ssim", "delta_e", "lowfreq_de", "noise_sigma", "sharpness_ratio")
 
 
 def epoch_file(epoch: int) -> str:
@@ -99,15 +98,52 @@ class EpochStats:
         self.steps = int(state["steps"])
 
 
+class VQVAETraining(Training):
+    """A VQ-VAE-2, its Adam and the statistics of its epochs: `step(i, x)` is one `train_step`;
+    after every `steps_per_epoch` steps the epoch's row (`EpochStats.row`) joins `epochs`. A
+    checkpoint keeps the epoch under way too, so a resumed run finishes it as it would have."""
+
+    def __init__(self, model: VQVAE2, lr: float, beta: float, steps_per_epoch: int):
+        self.model, self.beta, self.steps_per_epoch = model, beta, steps_per_epoch
+        self.opt = torch.optim.Adam(model.parameters(), lr=lr)
+        self.stats = EpochStats(model.quantize_t.n_embed)
+        self.epochs: list[dict[str, float]] = []
+
+    def step(self, i: int, x: torch.Tensor) -> dict[str, float]:
+        """Update i on x, float (N,3,H,W) in [-1, 1]; returns `train_step`'s losses."""
+        losses, codes = train_step(self.model, self.opt, x, self.beta)
+        self.stats.add(losses, codes)
+        if (i + 1) % self.steps_per_epoch == 0:
+            self.epochs.append(self.stats.row((i + 1) // self.steps_per_epoch))
+            self.stats.reset()
+        return losses
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "opt": self.opt.state_dict(),
+                "stats": self.stats.state(), "epochs": list(self.epochs)}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        self.stats.load(state["stats"])
+        self.epochs[:] = state["epochs"]
+
+
+def build_training(config: Mapping, lr: float, beta: float, steps_per_epoch: int, seed: int,
+                   device: torch.device | str = "cpu") -> VQVAETraining:
+    """The training of a VQ-VAE-2 of size `config` (VQVAE2 keyword arguments), initialised
+    from `seed` (same weights on every clean build), on `device`."""
+    torch.manual_seed(seed)
+    return VQVAETraining(VQVAE2(**config).to(device), lr, beta, steps_per_epoch)
+
+
 def epochs_png(rows: Sequence[Mapping[str, float]], title: str) -> bytes:
     """Per-epoch curves: MSE, commitment, perplexity and dead codes per level. PNG bytes."""
-    from pipeline.report.html import _figure, _png
-
     epochs = [r["epoch"] for r in rows]
     panels = {"reconstruction MSE": ["mse"], "commitment": ["commitment"],
               "perplexity": ["perplexity_top", "perplexity_bottom"],
               "dead codes": ["dead_top", "dead_bottom"]}
-    fig = _figure(3.2 * len(panels), 2.8)
+    fig = figure(3.2 * len(panels), 2.8)
     for i, (name, columns) in enumerate(panels.items(), start=1):
         ax = fig.add_subplot(1, len(panels), i)
         for column in columns:
@@ -118,7 +154,7 @@ def epochs_png(rows: Sequence[Mapping[str, float]], title: str) -> bytes:
         if len(columns) > 1:
             ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
-    return _png(fig)
+    return figure_png(fig)
 
 
 # ---------------------------------------------------------------- degradation
@@ -155,16 +191,6 @@ def reconstruct(model: VQVAE2, rgb: np.ndarray, device: torch.device | str = "cp
     return from_model(model(to_model(rgb, device))[0])
 
 
-def to_lab(rgb: np.ndarray) -> np.ndarray:
-    """uint8 RGB HWC -> float64 CIELAB (D65) HWC."""
-    return color.rgb2lab(rgb)
-
-
-def lowpass(image: np.ndarray, sigma: float) -> np.ndarray:
-    """Gaussian low-pass (standard deviation `sigma` pixels, reflected borders), per channel."""
-    return cv2.GaussianBlur(image, (0, 0), sigma, borderType=cv2.BORDER_REFLECT)
-
-
 def colour_correct(degraded: np.ndarray, clean: np.ndarray, sigma: float = 8.0) -> np.ndarray:
     """Remove the low-frequency colour and tone difference of `degraded` against `clean`
     (uint8 RGB HWC, same size): in CIELAB, every channel's Gaussian low-pass (σ = `sigma`
@@ -182,103 +208,11 @@ def colour_correct(degraded: np.ndarray, clean: np.ndarray, sigma: float = 8.0) 
     return np.clip(np.rint(rgb * 255.0), 0, 255).astype(np.uint8)
 
 
-def delta_e_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per-pixel CIEDE2000 ΔE between two uint8 RGB HWC images: float64 HxW."""
-    return color.deltaE_ciede2000(to_lab(a), to_lab(b), channel_axis=-1)
-
-
-def noise_sigma(rgb: np.ndarray) -> float:
-    """Standard deviation of white Gaussian noise in the luma (0-255), estimated by
-    Immerkær's method (1996): the mean absolute response to the 3x3 mask that cancels
-    locally planar signal, times sqrt(pi/2)/6."""
-    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    response = cv2.filter2D(luma(rgb), -1, mask)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) / 6.0 * np.abs(response).mean())
-
-
-def sharpness(rgb: np.ndarray) -> float:
-    """Variance of the 3x3 Laplacian of the luma: falls with blur, rises with noise/ringing."""
-    return float(cv2.Laplacian(luma(rgb), cv2.CV_32F)[1:-1, 1:-1].var())
-
-
-def image_stats(clean: np.ndarray, degraded: np.ndarray, sigma: float = 8.0) -> dict[str, float]:
-    """How `degraded` differs from `clean` (uint8 RGB HWC, same size): PSNR (dB, None if
-    identical), SSIM (0-1), delta_e = mean per-pixel CIEDE2000, lowfreq_de = mean CIEDE2000
-    of the two images' σ=`sigma` low-passes (the colour/tone shift without texture),
-    noise_sigma (Immerkær, 0-255) and sharpness_ratio = Laplacian variance degraded / clean
-    (<1 blurrier, >1 noisier or ringing)."""
-    win = min(7, *(s - 1 + s % 2 for s in clean.shape[:2]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # identical images: PSNR is inf, reported as None
-        psnr = metrics.peak_signal_noise_ratio(clean, degraded, data_range=255)
-    ssim = metrics.structural_similarity(clean, degraded, channel_axis=2, data_range=255,
-                                         win_size=win)
-    lab_clean, lab_deg = to_lab(clean), to_lab(degraded)
-    lowfreq = color.deltaE_ciede2000(lowpass(lab_clean, sigma), lowpass(lab_deg, sigma),
-                                     channel_axis=-1)
-    return {"psnr": float(psnr) if math.isfinite(psnr) else None, "ssim": float(ssim),
-            "delta_e": float(color.deltaE_ciede2000(lab_clean, lab_deg, channel_axis=-1).mean()),
-            "lowfreq_de": float(lowfreq.mean()), "noise_sigma": noise_sigma(degraded),
-            "sharpness_ratio": sharpness(degraded) / max(sharpness(clean), 1e-6)}
-
-
-# ---------------------------------------------------------------- per-run statistics
-
-def _distribution(values: Sequence[float]) -> dict[str, float] | None:
-    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], np.float64)
-    if v.size == 0:
-        return None
-    q10, q25, q50, q75, q90 = np.percentile(v, [10, 25, 50, 75, 90])
-    return {"n": int(v.size), "mean": float(v.mean()), "std": float(v.std()),
-            "min": float(v.min()), "p10": float(q10), "median": float(q50),
-            "p90": float(q90), "max": float(v.max()), "iqr": float(q75 - q25)}
-
-
-def summarise(rows: Sequence[Mapping], threshold: float) -> dict:
-    """Distribution of every statistic over the images, how many are flagged for colour
-    shift (mean ΔE > `threshold`), and the spread of the degradations: standard deviations
-    of PSNR, of the noise estimate and of log2(sharpness ratio) across images."""
-    dist = {name: _distribution([r[name] for r in rows]) for name in STAT_NAMES}
-    if rows and "uncorrected_de" in rows[0]:
-        dist["uncorrected_de"] = _distribution([r["uncorrected_de"] for r in rows])
-    log_sharp = [math.log2(r["sharpness_ratio"]) for r in rows if r["sharpness_ratio"] > 0]
-    return {
-        "images": len(rows), "threshold": threshold,
-        "flagged": sum(bool(r["shifted"]) for r in rows),
-        "metrics": dist,
-        "diversity": {"psnr_std_db": (dist["psnr"] or {}).get("std"),
-                      "noise_sigma_std": (dist["noise_sigma"] or {}).get("std"),
-                      "log2_sharpness_ratio_std": _distribution(log_sharp)["std"]
-                      if log_sharp else None},
-    }
-
-
-def stats_png(rows: Sequence[Mapping]) -> bytes:
-    """Histograms over the images of PSNR, SSIM, ΔE (before and after colour correction when
-    it was applied), the noise estimate and log2 sharpness ratio. PNG bytes."""
-    from pipeline.report.html import histograms_png
-
-    def col(name: str) -> list[float]:
-        return [float("nan") if r[name] is None else r[name] for r in rows]
-
-    delta = {"ΔE": col("delta_e")}
-    if rows and "uncorrected_de" in rows[0]:
-        delta = {"uncorrected": col("uncorrected_de"), "corrected": col("delta_e")}
-    panels = {"PSNR (dB)": {"PSNR": col("psnr")}, "SSIM": {"SSIM": col("ssim")},
-              "CIEDE2000 mean ΔE": delta,
-              "noise σ (Immerkær)": {"noise σ": col("noise_sigma")},
-              "log2 sharpness ratio": {"log2": [math.log2(max(v, 1e-6))
-                                                for v in col("sharpness_ratio")]}}
-    return histograms_png(panels, bins=20)
-
-
 def examples_png(examples: Sequence[tuple[str, Sequence[np.ndarray]]],
                  columns: Sequence[str], side: int = 96) -> bytes:
     """A grid: one row per (title, images) with the centre `side`-pixel crop of each image
     (uint8 RGB HWC), columns titled by `columns`. PNG bytes."""
-    from pipeline.report.html import _figure, _png, display_tile
-
-    fig = _figure(2.0 * len(columns), 2.0 * max(len(examples), 1))
+    fig = figure(2.0 * len(columns), 2.0 * max(len(examples), 1))
     for r, (title, images) in enumerate(examples):
         for c, image in enumerate(images):
             ax = fig.add_subplot(len(examples), len(columns), r * len(columns) + c + 1)
@@ -289,4 +223,4 @@ def examples_png(examples: Sequence[tuple[str, Sequence[np.ndarray]]],
                 ax.set_title(columns[c], fontsize=8)
             if c == 0:
                 ax.set_ylabel(title, fontsize=7)
-    return _png(fig)
+    return figure_png(fig)

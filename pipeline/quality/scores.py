@@ -1,0 +1,66 @@
+"""The score table ScorePatches writes: votes, labels and scores of every selected patch, as
+scores.npz in its stage folder (plain arrays, no pickles)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.store import durable
+
+SCORES_NPZ = "scores.npz"
+
+
+@dataclass(frozen=True)
+class ScoreTable:
+    """ScorePatches' output over the SelectPatches order (N patches, K candidates, M metrics):
+    keep bool (N,), labels int8 (N,K), vote_counts uint8 (N,K,3) (voters saying -1, 0, +1),
+    scores float32 (N,K+1,M) (row 0 the original), votes int8 (N,K,M), candidate_names (K,),
+    metric_names (M,), lower_better bool (M,), modes (M,) "NR" / "FR" / "pairwise", and the
+    vote margins used (M,), in each metric's units."""
+
+    keep: np.ndarray
+    labels: np.ndarray
+    vote_counts: np.ndarray
+    scores: np.ndarray
+    votes: np.ndarray
+    candidate_names: list[str]
+    metric_names: list[str]
+    lower_better: list[bool]
+    modes: list[str]
+    margins: list[float]
+
+
+_NAME_LISTS = ("candidate_names", "metric_names", "modes")
+
+
+def save(folder: Path, table: ScoreTable) -> None:
+    """Write a ScoreTable as folder/scores.npz, durably."""
+    arrays = {f.name: np.asarray(getattr(table, f.name), dtype=str if f.name in _NAME_LISTS
+                                 else None) for f in fields(ScoreTable)}
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    durable.write_bytes(Path(folder) / SCORES_NPZ, buffer.getvalue())
+
+
+def has_scores(folder: Path) -> bool:
+    """Whether `folder` holds a score table."""
+    return (Path(folder) / SCORES_NPZ).is_file()
+
+
+def load(folder: Path) -> ScoreTable:
+    """Read what `save` wrote in `folder`; ValueError naming the file when a field is missing."""
+    path = Path(folder) / SCORES_NPZ
+    with np.load(path, allow_pickle=False) as z:
+        missing = [f.name for f in fields(ScoreTable) if f.name not in z.files]
+        if missing:
+            raise ValueError(f"{path}: not a gtforge score table (missing {', '.join(missing)})")
+        values = {f.name: z[f.name] for f in fields(ScoreTable)}
+    for name in _NAME_LISTS:
+        values[name] = [str(v) for v in values[name]]
+    values["lower_better"] = [bool(v) for v in values["lower_better"]]
+    values["margins"] = [float(v) for v in values["margins"]]
+    return ScoreTable(**values)

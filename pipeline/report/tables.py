@@ -1,0 +1,58 @@
+"""The report's tables of quality against clean references: MeasureTruth's gains and labels
+against the oracle, and EvaluateTargets' small SR network trained per target."""
+
+from __future__ import annotations
+
+from pipeline.report.html import Table
+
+
+def quality_tables(truth: dict | None, evaluation: dict | None) -> dict[str, list[Table]]:
+    """The section "Quality against the clean references" from the loaded results (either may
+    be None); empty when there are none."""
+    tables = truth_tables(truth) if truth is not None else []
+    if evaluation is not None:
+        tables.append(evaluation_table(evaluation))
+    return {"Quality against the clean references": tables} if tables else {}
+
+
+def _rate(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def truth_tables(result: dict) -> list[Table]:
+    rows = []
+    for name, c in result["candidates"].items():
+        g = c["gain"]
+        rows.append([name, c["patches"], f"{g['psnr']['mean']:+.2f}",
+                     f"{g['psnr']['closer']}/{c['patches']}", f"{g['ssim']['mean']:+.4f}",
+                     f"{g['edges']['mean']:+.2f}", f"{c['mad']:.2f}",
+                     _rate(c["positive_precision"]), _rate(c["positive_recall"]),
+                     _rate(c["negative_recall"])])
+    o = result["overall"]
+    rows.append(["all", "", "", "", "", "", "", _rate(o["positive_precision"]),
+                 _rate(o["positive_recall"]), _rate(o["negative_recall"])])
+    matrix = [[truth_name, *o["confusion"][i]] for i, truth_name in
+              enumerate(("oracle Negative", "oracle Similar", "oracle Positive"))]
+    return [Table("Candidates: closer to the clean photo than the original GT?",
+                       ["candidate", "patches", "ΔPSNR dB", "closer", "ΔSSIM", "Δedge PSNR dB",
+                        "mean abs diff to GT", "P precision", "P recall", "N recall"], rows,
+                       f"oracle: Positive when ≥ {result['tau_db']} dB PSNR closer, Negative when "
+                       f"≥ {result['tau_db']} dB further"),
+            Table("Labels against the oracle, every candidate",
+                       ["", "labelled Negative", "labelled Similar", "labelled Positive"], matrix)]
+
+
+def evaluation_table(result: dict) -> Table:
+    rows = []
+    for name, row in result["comparison"].items():
+        p, s = row["psnr"], row["ssim"]
+        gain = p.get("gain_over_original")
+        rows.append([name, f"{p['mean']:.3f} ± {p['std']:.3f}",
+                     f"{s['mean']:.4f} ± {s['std']:.4f}",
+                     "–" if gain is None else f"{gain['mean']:+.3f} ({gain['min']:+.3f} … "
+                     f"{gain['max']:+.3f})", p.get("share_of_ceiling", "–")])
+    return Table("Does the data help? A small SR network trained per target",
+                      ["target", "held-out PSNR dB", "held-out SSIM",
+                       "ΔPSNR over original (seeds)", "share of the clean ceiling"], rows,
+                      f"{result['training_samples']} training samples; held-out photos: "
+                      f"{', '.join(result['heldout'])}; mean ± std over seeds")

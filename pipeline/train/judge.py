@@ -1,0 +1,200 @@
+"""Training gtforge's pairwise judge (pipeline.quality.judge says what it judges): the pool of
+versions of corpus bases and their closeness, batches of pairs from it and from fresh bases,
+the soft-label loss and step, the build's own networks as version generators, and
+JudgeTraining (PairJudge, AdamW, warm-up + cosine).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from models.judge import PairJudge
+from pipeline.image.conversions import to_images, to_tensor
+from pipeline.quality.judge import (
+    HEADS,
+    TEMPERATURE,
+    VersionRanges,
+    classical_version,
+    closeness,
+    degraded,
+)
+from pipeline.train.loop import Training
+from pipeline.train.schedules import warmup_cosine
+
+# A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer, an SR variant).
+Generator = Callable[[np.ndarray], np.ndarray]
+
+
+# ---------------------------------------------------------------- the pool and its pairs
+
+@dataclass
+class Pool:
+    """Bases (N,S,S,3) and versions (N,V,S,S,3) of each, uint8; closeness (N,V,3) of every
+    version to its base. Pairs are drawn within a base."""
+
+    bases: np.ndarray
+    versions: np.ndarray
+    closeness: np.ndarray
+
+    def pairs(self, rng: np.random.Generator, count: int,
+              rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """`count` random pairs (a, b) of distinct versions of one base (from `rows`, default
+        all): uint8 (count,S,S,3) each, and gain = closeness(b) - closeness(a), (count,3) dB."""
+        rows = np.arange(len(self.bases)) if rows is None else rows
+        n = rows[rng.integers(len(rows), size=count)]
+        v = self.versions.shape[1]
+        i = rng.integers(v, size=count)
+        j = (i + rng.integers(1, v, size=count)) % v
+        gain = self.closeness[n, j] - self.closeness[n, i]
+        return self.versions[n, i], self.versions[n, j], gain
+
+
+def crop_bases(images: Sequence[np.ndarray], count: int, side: int, shrink: tuple[float, float],
+               rng: np.random.Generator) -> np.ndarray:
+    """`count` random bases: a crop of side/f pixels of a random image, f ~ U[shrink], area-
+    downscaled to side x side (f < 1: cleaner than the image), flipped with probability 1/2.
+    uint8 (count, side, side, 3)."""
+    out = np.empty((count, side, side, 3), np.uint8)
+    for k in range(count):
+        img = images[rng.integers(len(images))]
+        big = min(int(round(side / rng.uniform(*shrink))), *img.shape[:2])
+        y, x = rng.integers(img.shape[0] - big + 1), rng.integers(img.shape[1] - big + 1)
+        crop = cv2.resize(img[y:y + big, x:x + big], (side, side), interpolation=cv2.INTER_AREA)
+        out[k] = crop[:, ::-1] if rng.uniform() < 0.5 else crop
+    return out
+
+
+def build_pool(bases: np.ndarray, ranges: VersionRanges, generators: Sequence[Generator],
+               border: int, rng: np.random.Generator) -> Pool:
+    """Versions of every base: two classical versions, an input (the base `degraded`, 70% of
+    the time, else the base itself) and every generator's output for that input. Everything
+    is kept and compared without a `border` of pixels on each side (where filters see the
+    edge)."""
+    inputs = np.stack([degraded(b, ranges, rng) if rng.uniform() < 0.7 else b for b in bases])
+    columns = [np.stack([classical_version(b, ranges, rng) for b in bases]) for _ in range(2)]
+    columns += [inputs, *(generate(inputs) for generate in generators)]
+    inner = slice(border, bases.shape[1] - border)
+    versions = np.stack(columns, axis=1)[:, :, inner, inner]
+    bases = bases[:, inner, inner]
+    near = np.array([[closeness(v, b) for v in vs] for vs, b in zip(versions, bases, strict=True)])
+    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near)
+
+
+def fresh_pairs(images: Sequence[np.ndarray], count: int, side: int, border: int,
+                shrink: tuple[float, float], ranges: VersionRanges,
+                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """`count` new pairs of classical versions of new bases (as Pool.pairs returns them):
+    unlimited data for what needs no generator."""
+    bases = crop_bases(images, count, side + 2 * border, shrink, rng)
+    inner = slice(border, border + side)
+    a, b = ([classical_version(x, ranges, rng)[inner, inner] for x in bases] for _ in range(2))
+    gain = np.array([closeness(y, x[inner, inner]) - closeness(w, x[inner, inner])
+                     for w, y, x in zip(a, b, bases, strict=True)])
+    return np.stack(a), np.stack(b), gain
+
+
+def border(side: int) -> int:
+    """How many pixels a version of a `side`-pixel crop is made larger by on each side, then
+    left out (where filters see the edge)."""
+    return side // 8
+
+
+def held_out_rows(count: int, share: float) -> tuple[np.ndarray, np.ndarray]:
+    """(training rows, held-out rows) of a pool of `count` bases: the first `share` of them
+    (at least one) are held out for calibration."""
+    held = max(1, int(round(share * count)))
+    return np.arange(held, count), np.arange(held)
+
+
+def batch_pairs(rng: np.random.Generator, pool: Pool, rows: np.ndarray, count: int, fresh: int,
+                images: Sequence[np.ndarray], side: int, shrink: tuple[float, float],
+                ranges: VersionRanges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A training batch of `count` pairs (as Pool.pairs returns them): count - fresh from the
+    pool's `rows`, then `fresh` new classical pairs of `side` pixels (`fresh_pairs`)."""
+    parts = [pool.pairs(rng, count - fresh, rows)]
+    if fresh:
+        parts.append(fresh_pairs(images, fresh, side, border(side), shrink, ranges, rng))
+    a, b, gain = (np.concatenate(x) for x in zip(*parts, strict=True))
+    return a, b, gain
+
+
+# ---------------------------------------------------------------- the loss and the training
+
+def judge_loss(model: PairJudge, a: torch.Tensor, b: torch.Tensor,
+               gain: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of the judge's outputs (logits) against soft labels
+    sigmoid(gain / TEMPERATURE): which of the two is closer, sure when the gain is large."""
+    return F.binary_cross_entropy_with_logits(model(a, b), torch.sigmoid(gain / TEMPERATURE))
+
+
+def judge_step(model: PairJudge, optimizer: torch.optim.Optimizer, a: np.ndarray,
+               b: np.ndarray, gain: np.ndarray, device: torch.device | str = "cpu") -> float:
+    """One optimiser step on a batch of pairs (uint8 NHWC, gains (N,3) dB); returns the loss."""
+    model.train()
+    loss = judge_loss(model, to_tensor(a, device), to_tensor(b, device),
+                      torch.as_tensor(gain, dtype=torch.float32, device=device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
+
+
+class JudgeTraining(Training):
+    """A PairJudge, its AdamW (weight decay 1e-4) and a warm-up (the first tenth of `total`
+    steps) + cosine schedule: `step(i, a, b, gain)` is one `judge_step` on `device`."""
+
+    def __init__(self, model: PairJudge, lr: float, total: int,
+                 device: torch.device | str = "cpu"):
+        self.model, self.device = model, device
+        self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+        self.sched = warmup_cosine(self.opt, total // 10, total)
+
+    def parts(self) -> dict[str, Any]:
+        return {"model": self.model, "opt": self.opt, "sched": self.sched}
+
+    def step(self, i: int, a: np.ndarray, b: np.ndarray, gain: np.ndarray) -> dict[str, float]:
+        """Update i on a batch of pairs (uint8 NHWC each, gains (N,3) dB); returns {"bce": loss}."""
+        loss = judge_step(self.model, self.opt, a, b, gain, self.device)
+        self.sched.step()
+        return {"bce": loss}
+
+
+def build_training(width: int, lr: float, total: int, seed: int,
+                   device: torch.device | str = "cpu") -> JudgeTraining:
+    """The training of a PairJudge of `width` with a head per HEADS, initialised from `seed`
+    (same weights on every clean build), on `device`, for `total` steps."""
+    torch.manual_seed(seed)
+    return JudgeTraining(PairJudge(width=width, heads=len(HEADS)).to(device), lr, total, device)
+
+
+# ---------------------------------------------------------------- generators from models
+
+def network_generator(model: torch.nn.Module, device: torch.device | str = "cpu",
+                      batch: int = 64) -> Generator:
+    """A 1x network (an enhancer) as a version generator, `batch` crops at a time."""
+
+    @torch.no_grad()
+    def generate(images: np.ndarray) -> np.ndarray:
+        return np.concatenate([to_images(model(to_tensor(images[s:s + batch], device)))
+                               for s in range(0, len(images), batch)])
+
+    return generate
+
+
+def sr_generator(super_resolve: Callable[[np.ndarray, int], np.ndarray],
+                 scales: Sequence[int], rng: np.random.Generator) -> Generator:
+    """SR variants as a version generator: each crop through `super_resolve(crop, scale)` at a
+    scale drawn from `scales`."""
+
+    def generate(images: np.ndarray) -> np.ndarray:
+        return np.stack([super_resolve(x, int(scales[rng.integers(len(scales))]))
+                         for x in images])
+
+    return generate

@@ -1,0 +1,58 @@
+"""TrainingStage: the base of the five training stages. Each builds a pipeline.train training
+(model, optimiser and schedule with step / state_dict / load_state_dict), writes a `step(i)`
+that draws batch i and runs the training's step on it, and calls `train`, which runs
+pipeline.train.loop.train_loop with checkpoints and resume, saves the model and keeps the curve.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tasks.base import Stage
+from tasks.config import gtforge
+
+if TYPE_CHECKING:
+    import torch
+
+    from pipeline.train.loop import Training
+
+
+class TrainingStage(Stage):
+    """A stage that trains a network: resumable (a killed run goes on from its last
+    checkpoint in the partial folder) and heavy. Subclasses have a `ckpt_every` parameter."""
+
+    resumable = True
+    heavy = True
+
+    @cached_property
+    def device(self) -> torch.device:
+        """The torch device of the [gtforge] device setting."""
+        from pipeline.train.device import resolve_device
+
+        return resolve_device(gtforge().device)
+
+    def train(self, out: Path, training: Training, step: Callable[[int], dict[str, float]],
+              total: int, save: Callable[[], None], title: str | None, *,
+              step_seed: int | None = None, ckpt_every: int | None = None,
+              desc: str | None = None) -> list[dict[str, float]]:
+        """Run steps 0..total-1 of `step` (pipeline.train.loop.train_loop on this stage's
+        device, progress to luigi under `desc`, default the stage's name): `training`'s state
+        is checkpointed in out/checkpoints every `ckpt_every` steps (default: the ckpt_every
+        setting) and a rerun resumes from the last one; torch is seeded per step from
+        `step_seed` (default: derived from this stage's key). Then `save()` writes the trained
+        model (while the last checkpoint is still there) and finish_training keeps the curve
+        as out/curve.csv, plotted as out/curve.png under `title` unless None. Returns the
+        curve rows, one per step."""
+        from pipeline.train.loop import TrainState, finish_training, train_loop
+
+        rows = train_loop(step, TrainState.of(training), total, out / "checkpoints",
+                          self.setting("ckpt_every") if ckpt_every is None else ckpt_every,
+                          self.seed_for("steps") if step_seed is None else step_seed,
+                          desc=desc or self.get_task_family(), report=self.report,
+                          device=self.device)
+        save()
+        finish_training(out, title)
+        return rows
