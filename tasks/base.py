@@ -45,7 +45,7 @@ class Stage(luigi.Task):
             return {}
         return {"cpu" if gtforge().device == "cpu" else "gpu": 1}
 
-    def setting(self, name: str) -> Any:
+    def resolved(self, name: str) -> Any:
         """One parameter's value, taken from the preset in luigi.cfg when it is None; also
         for parameters outside the key (checkpoint intervals, paths of weight files)."""
         value = getattr(self, name)
@@ -68,7 +68,7 @@ class Stage(luigi.Task):
         for name, param in self.get_params():
             if not param.significant:
                 continue
-            values[name] = self.setting(name)
+            values[name] = self.resolved(name)
         config = gtforge()
         values["seed"] = config.seed
         for name in self.global_settings:
@@ -122,7 +122,8 @@ class Stage(luigi.Task):
         """Seed for one random draw: derived from this stage's key and the item."""
         return derive_seed(self.key, *item)
 
-    def report(self, percent: float, message: str) -> None:
+    def show_progress(self, percent: float, message: str) -> None:
+        """Progress to luigid (the visualiser's bar and status message)."""
         # luigi sets these callbacks only inside a worker.
         if self.set_progress_percentage:
             self.set_progress_percentage(round(percent, 1))
@@ -130,7 +131,7 @@ class Stage(luigi.Task):
             self.set_status_message(message)
 
     def progress(self, items, total: int, desc: str | None = None):
-        return track(items, total, desc or self.get_task_family(), report=self.report)
+        return track(items, total, desc or self.get_task_family(), on_progress=self.show_progress)
 
     def run(self) -> None:
         started = time.time()

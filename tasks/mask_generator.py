@@ -72,7 +72,7 @@ class TrainMaskGenerator(TrainingStage):
     metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric: weight}
     # Per-step seeding makes the result independent of the checkpoint interval.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.IntParameter(default=32, significant=False)
+    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
         deps = source_stages()
@@ -87,7 +87,7 @@ class TrainMaskGenerator(TrainingStage):
 
         s, device = self.settings, self.device
         ids = [img.id for img in read_images(self.input_dir("gt"))]
-        stack = functools.lru_cache(maxsize=self.cached_images)(
+        stack = functools.lru_cache(maxsize=self.resolved("cached_images"))(
             lambda i: read_sources(self, ids[i]))
         judge = (self.input_stages()["judge"].load_model(device)
                  if "judge" in s["metrics"] else None)

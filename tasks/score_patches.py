@@ -102,7 +102,7 @@ class ScorePatches(Stage):
                                        f"passes the border of the {stack.shape[2]}x"
                                        f"{stack.shape[1]} HR image")
                 pending.append((i, crop))
-            if len(pending) >= self.setting("chunk") or image_id == next(reversed(by_image)):
+            if len(pending) >= self.resolved("chunk") or image_id == next(reversed(by_image)):
                 yield (np.array([p[0] for p in pending]), np.stack([p[1][0] for p in pending]),
                        np.stack([p[1][1:] for p in pending]))
                 pending = []

@@ -32,7 +32,7 @@ class SuperResolveGT(Stage):
 
     @property
     def checkpoint(self) -> str | None:
-        return self.setting("sr_checkpoint")
+        return self.resolved("sr_checkpoint")
 
     def requires(self):
         return {"hr": IngestHR(), "sr": sr_model_stage(self.checkpoint)}

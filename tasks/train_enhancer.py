@@ -65,7 +65,7 @@ class TrainEnhancer(TrainingStage):
     # Not in the key: where the weights are (their sha256 is) and how often to checkpoint.
     vgg19_weights = luigi.OptionalParameter(default=None, significant=False)
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.IntParameter(default=64, significant=False)
+    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     @property
     def variant(self) -> str:
@@ -88,7 +88,7 @@ class TrainEnhancer(TrainingStage):
     @property
     def vgg19_path(self) -> Path | None:
         """The configured VGG19 file, or None when the perceptual term is off or not configured."""
-        path = self.setting("vgg19_weights")
+        path = self.resolved("vgg19_weights")
         return Path(path) if path and self.loss_weights.perceptual > 0 else None
 
     def fingerprint(self) -> dict:
@@ -139,7 +139,7 @@ class TrainEnhancer(TrainingStage):
         variants = int(self.input_stages()["degraded"].settings["variants"])
         pairs = [(img.id, v) for img in read_images(hr_dir) for v in range(variants)]
 
-        @functools.lru_cache(maxsize=self.cached_images)
+        @functools.lru_cache(maxsize=self.resolved("cached_images"))
         def pair(k: int) -> tuple[np.ndarray, np.ndarray]:
             image_id, v = pairs[k]
             clean = read_rgb(image_path(hr_dir, image_id))

@@ -62,7 +62,7 @@ class TrainSR(_SRModel, TrainingStage):
     second_order = luigi.OptionalListParameter(default=None)
     # Per-step seeding makes the result independent of the checkpoint interval.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.IntParameter(default=64, significant=False)
+    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
         return {"hr": IngestHR(), "lr": DegradeLR()}
@@ -74,7 +74,7 @@ class TrainSR(_SRModel, TrainingStage):
         s, scale, device = self.settings, self.settings["scale"], self.device
         ids = [img.id for img in read_images(self.input_dir("hr"))]
 
-        @functools.lru_cache(maxsize=self.cached_images)
+        @functools.lru_cache(maxsize=self.resolved("cached_images"))
         def pair(i: int):
             return (read_rgb(image_path(self.input_dir("hr"), ids[i])),
                     read_rgb(image_path(self.input_dir("lr"), ids[i])))

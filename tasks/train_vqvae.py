@@ -46,11 +46,11 @@ class TrainVQVAE2(TrainingStage):
     extra_dir = luigi.OptionalParameter(default=None, significant=False)
     # Resume checkpoints every this many steps (0: at each epoch end); no effect on results.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.IntParameter(default=64, significant=False)
+    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     @property
     def extra_folder(self) -> Path | None:
-        value = self.setting("extra_dir")
+        value = self.resolved("extra_dir")
         return Path(value) if value else None
 
     def requires(self):
@@ -92,7 +92,7 @@ class TrainVQVAE2(TrainingStage):
 
         s, device = self.settings, self.device
         loaders = self._sources(out)
-        load = functools.lru_cache(maxsize=self.cached_images)(lambda i: loaders[i]())
+        load = functools.lru_cache(maxsize=self.resolved("cached_images"))(lambda i: loaders[i]())
         steps_per_epoch = math.ceil(len(loaders) * s["crops_per_image"] / s["batch_size"])
         training = vq.build_training(s["model"], s["lr"], s["beta"], steps_per_epoch,
                                      self.seed_for("init"), device)
@@ -115,7 +115,7 @@ class TrainVQVAE2(TrainingStage):
 
         rows = self.train(out, training, step, steps_per_epoch * s["max_epochs"], save, None,
                           step_seed=s["seed"],  # the bare seed, as ever
-                          ckpt_every=self.setting("ckpt_every") or steps_per_epoch)
+                          ckpt_every=self.resolved("ckpt_every") or steps_per_epoch)
         return {"images": len(loaders), "steps_per_epoch": steps_per_epoch, "steps": len(rows),
                 "parameters": parameter_count(training.model),
                 "last_epoch": training.epochs[-1] if training.epochs else None}

@@ -49,9 +49,9 @@ class TrainingStage(Stage):
         from pipeline.train.loop import TrainState, finish_training, train_loop
 
         rows = train_loop(step, TrainState.of(training), total, out / "checkpoints",
-                          self.setting("ckpt_every") if ckpt_every is None else ckpt_every,
+                          self.resolved("ckpt_every") if ckpt_every is None else ckpt_every,
                           self.seed_for("steps") if step_seed is None else step_seed,
-                          desc=desc or self.get_task_family(), report=self.report,
+                          desc=desc or self.get_task_family(), on_progress=self.show_progress,
                           device=self.device)
         save()
         finish_training(out, title)

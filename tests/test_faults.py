@@ -66,7 +66,8 @@ class FaultTrain(Stage):
         state = TrainState(lambda: {"model": model.state_dict(), "opt": opt.state_dict()},
                            lambda s: (model.load_state_dict(s["model"]),
                                       opt.load_state_dict(s["opt"])))
-        train_loop(step, state, STEPS, ckpt, CKPT_EVERY, seed, "FaultTrain", report=self.report)
+        train_loop(step, state, STEPS, ckpt, CKPT_EVERY, seed, "FaultTrain",
+                   on_progress=self.show_progress)
         torch.save(model.state_dict(), out / "model.pt")
 
 

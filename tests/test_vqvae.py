@@ -236,7 +236,7 @@ def test_same_seed_same_output_and_resume_after_a_kill(vq_env, tmp_path, monkeyp
 
     monkeypatch.setattr(vq, "train_step", killed_at_third)
     train = TrainVQVAE2()
-    monkeypatch.setattr(train, "report", lambda *a: None)  # no luigi worker here
+    monkeypatch.setattr(train, "show_progress", lambda *a: None)  # no luigi worker here
     with pytest.raises(KeyboardInterrupt):
         train.run()  # 2 steps per epoch: epoch 1 and its checkpoint are done
     assert (train.partial_dir / "epoch-01.pt").is_file()

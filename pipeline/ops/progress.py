@@ -9,18 +9,18 @@ from typing import TypeVar
 from tqdm import tqdm
 
 T = TypeVar("T")
-Reporter = Callable[[float, str], None]
+ProgressCallback = Callable[[float, str], None]
 
 
-def track(items: Iterable[T], total: int, desc: str, report: Reporter | None = None,
+def track(items: Iterable[T], total: int, desc: str, on_progress: ProgressCallback | None = None,
           every_s: float = 2.0) -> Iterator[T]:
     """Yield `items`, drawing a bar on a terminal (none otherwise) and calling
-    `report(percent, message)` at most every `every_s` seconds and once at the end."""
+    `on_progress(percent, message)` at most every `every_s` seconds and once at the end."""
     last = 0.0
     bar = tqdm(items, total=total, desc=desc, disable=None, leave=False)
     for done, item in enumerate(bar, start=1):
         yield item
         now = time.monotonic()
-        if report and (now - last >= every_s or done == total):
-            report(100.0 * done / max(total, 1), f"{desc}: {done}/{total}")
+        if on_progress and (now - last >= every_s or done == total):
+            on_progress(100.0 * done / max(total, 1), f"{desc}: {done}/{total}")
             last = now

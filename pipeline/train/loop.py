@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from pipeline.ops.progress import Reporter, track
+from pipeline.ops.progress import ProgressCallback, track
 from pipeline.store import durable
 from pipeline.store.seeding import derive_seed
 from pipeline.train.curve import CURVE_CSV, plot_curve, read_curve
@@ -111,7 +111,7 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
 
 def train_loop(step: Callable[[int], dict[str, float]], state: TrainState, total_steps: int,
                ckpt_dir: Path, ckpt_every: int, seed: int, desc: str = "train",
-               report: Reporter | None = None, device: torch.device | str = "cpu",
+               on_progress: ProgressCallback | None = None, device: torch.device | str = "cpu",
                keep: int = 2) -> list[dict[str, float]]:
     """Run steps [resume point, total_steps), checkpointing every `ckpt_every` steps and at
     the end. Returns the loss curve (one row per step, including steps before a resume).
@@ -127,7 +127,8 @@ def train_loop(step: Callable[[int], dict[str, float]], state: TrainState, total
         start = int(payload["step"])
     curve_csv = ckpt_dir / CURVE_CSV
     rows = [r for r in read_curve(curve_csv) if r["step"] < start]
-    for i in track(range(start, total_steps), total=total_steps - start, desc=desc, report=report):
+    steps = range(start, total_steps)
+    for i in track(steps, total=len(steps), desc=desc, on_progress=on_progress):
         torch.manual_seed(derive_seed(seed, i))
         losses = step(i)
         bad = {k: v for k, v in losses.items() if not math.isfinite(v)}
