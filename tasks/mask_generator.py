@@ -57,7 +57,7 @@ class TrainMaskGenerator(TrainingStage):
     `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
     Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
-    version = 2
+    version = 3  # 3: steps seeded from the stage key
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -107,6 +107,5 @@ class TrainMaskGenerator(TrainingStage):
             save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),
                                                "config": dict(s["model"])})
 
-        rows = self.train(out, training, step, s["iterations"], save, "TrainMaskGenerator",
-                          step_seed=s["seed"])  # the bare seed, as ever
+        rows = self.train(out, training, step, s["iterations"], save, "TrainMaskGenerator")
         return {"final": rows[-1] if rows else None, "sources": list(SOURCES)}

@@ -51,7 +51,7 @@ class TrainSR(_SRModel, TrainingStage):
     GT, as SuperResolveGT does, it then restores the GT's own residual degradations, as a
     pretrained Real-ESRGAN would."""
 
-    version = 2
+    version = 3  # 3: steps seeded from the stage key
     global_settings = ("scale",)
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -93,7 +93,7 @@ class TrainSR(_SRModel, TrainingStage):
 
         rows = self.train(out, training, step, s["iterations"],
                           lambda: sr.save_rrdb(out / MODEL_FILE, training.model),
-                          "TrainSR (L1)", step_seed=s["seed"])  # the bare seed, as ever
+                          "TrainSR (L1)")
         return {"final_l1": rows[-1]["l1"] if rows else None,
                 "parameters": parameter_count(training.model)}
 

@@ -34,7 +34,7 @@ class TrainVQVAE2(TrainingStage):
     perplexity and dead codes per epoch), curve.csv (per step) and rejects.json (unusable
     files of extra_dir)."""
 
-    version = 1
+    version = 2  # 2: steps seeded from the stage key
     max_epochs = luigi.OptionalIntParameter(default=None)
     crops_per_image = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -114,7 +114,6 @@ class TrainVQVAE2(TrainingStage):
                 vq.epochs_png(training.epochs, f"TrainVQVAE2 ({s['max_epochs']} epochs)"))
 
         rows = self.train(out, training, step, steps_per_epoch * s["max_epochs"], save, None,
-                          step_seed=s["seed"],  # the bare seed, as ever
                           ckpt_every=self.resolved("ckpt_every") or steps_per_epoch)
         return {"images": len(loaders), "steps_per_epoch": steps_per_epoch, "steps": len(rows),
                 "parameters": parameter_count(training.model),

@@ -36,13 +36,12 @@ class TrainingStage(Stage):
 
     def train(self, out: Path, training: Training, step: Callable[[int], dict[str, float]],
               total: int, save: Callable[[], None], title: str | None, *,
-              step_seed: int | None = None, ckpt_every: int | None = None,
-              desc: str | None = None) -> list[dict[str, float]]:
+              ckpt_every: int | None = None, desc: str | None = None) -> list[dict[str, float]]:
         """Run steps 0..total-1 of `step` (pipeline.train.loop.train_loop on this stage's
         device, progress to luigi under `desc`, default the stage's name): `training`'s state
         is checkpointed in out/checkpoints every `ckpt_every` steps (default: the ckpt_every
-        setting) and a rerun resumes from the last one; torch is seeded per step from
-        `step_seed` (default: derived from this stage's key). Then `save()` writes the trained
+        setting) and a rerun resumes from the last one; torch is seeded per step from a seed
+        derived from this stage's key. Then `save()` writes the trained
         model (while the last checkpoint is still there) and finish_training keeps the curve
         as out/curve.csv, plotted as out/curve.png under `title` unless None. Returns the
         curve rows, one per step."""
@@ -50,7 +49,7 @@ class TrainingStage(Stage):
 
         rows = train_loop(step, TrainState.of(training), total, out / "checkpoints",
                           self.resolved("ckpt_every") if ckpt_every is None else ckpt_every,
-                          self.seed_for("steps") if step_seed is None else step_seed,
+                          self.seed_for("steps"),
                           desc=desc or self.get_task_family(), on_progress=self.show_progress,
                           device=self.device)
         save()

@@ -329,3 +329,37 @@ def test_an_all_bad_corpus_fails_naming_every_file(build_env, tmp_path):
         task.run()
     assert "empty.png: empty file" in str(failed.value)
     assert re.search(r"huge.png: .*(max_pixels|decompression bomb)", str(failed.value))
+
+
+def test_every_training_stage_seeds_its_steps_from_its_key(build_env, sample_corpus, tmp_path,
+                                                           monkeypatch):
+    """One seeding for the trainings: torch's per-step seed derives from the stage key (so a
+    new [gtforge] seed or any upstream change gives new draws), never the bare seed."""
+    from pipeline.train import loop
+    from tasks.mask_generator import TrainMaskGenerator
+    from tasks.train_vqvae import TrainVQVAE2
+    from tests.test_sr import _small_corpus
+    from tests.test_vqvae import MICRO
+
+    build_env.set("gtforge", "input_dir", _small_corpus(tmp_path, sample_corpus))
+    for stage, key, value in (("TrainSR", "iterations", 2), ("TrainSR", "crop", 16),
+                              ("TrainMaskGenerator", "iterations", 2),
+                              ("TrainMaskGenerator", "batch_size", 2),
+                              ("TrainVQVAE2", "max_epochs", 1), ("TrainVQVAE2", "crop", 32),
+                              ("TrainVQVAE2", "crops_per_image", 2),
+                              ("TrainVQVAE2", "model", json.dumps(MICRO))):
+        build_env.set(f"tiny.{stage}", key, value)
+    seeds, real = {}, loop.train_loop
+
+    def recording(step, state, total, ckpt_dir, every, seed, desc="train", **kw):
+        seeds[desc] = seed
+        return real(step, state, total, ckpt_dir, every, seed, desc=desc, **kw)
+
+    monkeypatch.setattr(loop, "train_loop", recording)
+    mask_generator, vqvae = TrainMaskGenerator(), TrainVQVAE2()
+    run_tasks(mask_generator, vqvae)  # TrainMaskGenerator needs TrainSR and TrainJudge
+    stages = {"TrainSR": mask_generator.input_stages()["sr_x2"].input_stages()["sr"],
+              "TrainJudge": mask_generator.input_stages()["judge"],
+              "TrainMaskGenerator": mask_generator, "TrainVQVAE2": vqvae}
+    assert seeds == {name: stage.seed_for("steps") for name, stage in stages.items()}
+    assert gtforge().seed not in seeds.values()
