@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from models.cfmg import CFMG
 from pipeline.image.fusion import fuse_logits
-from pipeline.train.loop import Training
+from pipeline.train.loop import Training, descend
 from pipeline.train.schedules import warmup_cosine
 
 MetricFactory = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
@@ -117,10 +117,7 @@ def train_step(model: CFMG, optimizer: torch.optim.Optimizer,
     """One optimiser step on `cfmg_loss` with gradient-norm clipping; returns the logged values."""
     model.train()
     loss, logs = cfmg_loss(model, sources, c, perceptual)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-    optimizer.step()
+    descend(optimizer, loss, clip=(model.parameters(), grad_clip))
     scheduler.step()
     return logs
 

@@ -23,7 +23,7 @@ from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
 from pipeline.image.conversions import to_images, to_tensor
 from pipeline.image.tiling import tiled_apply
-from pipeline.train.loop import Training
+from pipeline.train.loop import Training, descend
 from pipeline.train.loss_settings import LossWeights
 from pipeline.train.losses import PerceptualLoss, gan_loss
 from pipeline.train.schedules import learning_rate
@@ -89,9 +89,7 @@ class EnhancerTraining(Training):
         if use_gan:
             losses["g_gan"] = gan_loss(self.discriminator(out), real=True)
             total = total + self.weights.gan * losses["g_gan"]
-        self.opt_g.zero_grad(set_to_none=True)
-        total.backward()
-        self.opt_g.step()
+        descend(self.opt_g, total)
         if use_gan:
             self.discriminator.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ from models.small_sr import SmallSR
 from pipeline.image import degrade
 from pipeline.image.conversions import to_images, to_tensor
 from pipeline.store.seeding import rng
+from pipeline.train.loop import descend
 from pipeline.train.sr import sample_pairs
 
 
@@ -76,9 +77,7 @@ def train(samples: Samples, target: str, seed: int, steps: int, scale: int,
 
         lq, hr = sample_pairs(draw, pair, len(samples.lq), batch, crop, scale)
         loss = F.l1_loss(model(lq.to(device)), hr.to(device))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        descend(opt, loss)
         sched.step()
     return model.eval()
 

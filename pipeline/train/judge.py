@@ -25,7 +25,7 @@ from pipeline.quality.judge import (
     closeness,
     degraded,
 )
-from pipeline.train.loop import Training
+from pipeline.train.loop import Training, descend
 from pipeline.train.schedules import warmup_cosine
 
 # A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer, an SR variant).
@@ -140,9 +140,7 @@ def judge_step(model: PairJudge, optimizer: torch.optim.Optimizer, a: np.ndarray
     model.train()
     loss = judge_loss(model, to_tensor(a, device), to_tensor(b, device),
                       torch.as_tensor(gain, dtype=torch.float32, device=device))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    descend(optimizer, loss)
     return float(loss.detach())
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import math
 import shutil
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,17 @@ class Training:
         """Restore a `state_dict()`: every part from its entry."""
         for name, part in self.parts().items():
             part.load_state_dict(state[name])
+
+
+def descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor,
+            clip: tuple[Iterable[torch.nn.Parameter], float] | None = None) -> None:
+    """One gradient step on `loss`: zero the gradients, backpropagate, clip their norm when
+    `clip` = (parameters, max norm) is given, and step the optimiser."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if clip is not None:
+        torch.nn.utils.clip_grad_norm_(*clip)
+    optimizer.step()
 
 
 @dataclass

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from models.rrdb import RRDBNet
 from pipeline.image.conversions import to_tensor, to_uint8
 from pipeline.image.tiling import tiled_apply
-from pipeline.train.loop import Training, load_checkpoint, save_checkpoint
+from pipeline.train.loop import Training, descend, load_checkpoint, save_checkpoint
 
 WRAPPERS = ("params_ema", "params")
 
@@ -113,9 +113,7 @@ def sr_train_step(model: RRDBNet, optimizer: torch.optim.Optimizer, lr: torch.Te
     the loss."""
     model.train()
     loss = F.l1_loss(model(lr), hr)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    descend(optimizer, loss)
     return float(loss.detach())
 
 

@@ -19,7 +19,7 @@ from skimage import color
 from models.vqvae2 import VQVAE2
 from pipeline.image.plots import display_tile, figure, figure_png
 from pipeline.quality.lr_stats import lowpass, to_lab
-from pipeline.train.loop import Training
+from pipeline.train.loop import Training, descend
 
 EPOCHS_CSV = "epochs.csv"
 
@@ -48,9 +48,7 @@ def train_step(model: VQVAE2, optimizer: torch.optim.Optimizer, x: torch.Tensor,
     recon, commitment, codes = model(x)
     mse = F.mse_loss(recon, x)
     loss = mse + beta * commitment
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
+    descend(optimizer, loss)
     n_embed = model.quantize_t.n_embed
     return {"loss": float(loss.detach()), "mse": float(mse.detach()),
             "commitment": float(commitment.detach()),
