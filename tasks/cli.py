@@ -10,12 +10,8 @@ from pathlib import Path
 import luigi.configuration
 from luigi.retcodes import run_with_retcodes
 
-from pipeline.image.sample import copy_sample_corpus
 from pipeline.quality import results
-from pipeline.shards.export import export_folder, export_lmdb
-from pipeline.shards.reader import summary
-from pipeline.shards.spec import ShardError
-from pipeline.shards.verify import verify
+from pipeline.shards.spec import ShardError, summary
 from tasks.cli_args import BUILD_SETTINGS, add_build_settings
 from tasks.cli_ops import add_ops_commands
 from tasks.config import gtforge
@@ -70,6 +66,8 @@ def _print_summary(out: Path) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from pipeline.shards.verify import verify  # h5py: only the commands that open shards
+
     try:
         verify(Path(args.out_dir))
     except ShardError as e:
@@ -85,12 +83,16 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
+    from pipeline.shards.export import export_folder, export_lmdb
+
     export = export_folder if args.format == "folder" else export_lmdb
     print(export(Path(args.out_dir), Path(args.dest)))
     return 0
 
 
 def _sample(args: argparse.Namespace) -> int:
+    from pipeline.image.sample import copy_sample_corpus  # skimage's data
+
     copies = copy_sample_corpus(Path(args.dest))
     print(f"{len(copies)} sample photographs in {Path(args.dest).resolve()}")
     return 0

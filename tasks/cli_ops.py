@@ -14,8 +14,8 @@ import luigi.configuration
 from luigi.task_register import Register
 
 from pipeline.ops.scheduler import Luigid, SchedulerError, start, status, stop
-from pipeline.report.html import human_size
 from pipeline.store import cache
+from pipeline.store.cache import human_size
 from tasks import graph, stage_folders
 from tasks.cli_args import BUILD_SETTINGS, add_build_settings
 from tasks.publish import BuildDataset

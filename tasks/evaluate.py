@@ -13,7 +13,6 @@ import numpy as np
 
 from pipeline.image.ingest import folder_fingerprint
 from pipeline.quality import results, truth
-from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.base import Stage
@@ -23,6 +22,7 @@ from tasks.ingest import IngestHR
 from tasks.write_shards import DATASET, WriteShards
 
 if TYPE_CHECKING:
+    from pipeline.shards.reader import ShardSet
     from pipeline.train import evaluate as ev
 
 
@@ -41,6 +41,8 @@ class _WithReferences:
         return {"references": folder_fingerprint(Path(gtforge().references))}
 
     def shard_set(self) -> ShardSet:
+        from pipeline.shards.reader import ShardSet  # h5py: only for a stage that runs
+
         return ShardSet(self.input_dir("shards") / DATASET)
 
 

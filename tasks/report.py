@@ -12,13 +12,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import luigi
 
 from pipeline.quality import results
-from pipeline.report import figures, gather, html, samples, tables
 from pipeline.store import cache
 from tasks import graph
 from tasks.base import Stage
@@ -48,44 +46,25 @@ class Report(Stage):
     def history_file(self) -> Path:
         return self.stage_root / HISTORY
 
-    def upstream(self) -> list[gather.Done]:
-        """Every completed stage this report depends on, inputs first, with its files."""
-        return [gather.Done(graph.label(t), t.get_task_family(), t.key, t.out_dir,
-                            gather.listing(t.out_dir))
-                for t in graph.walk(self)
+    def upstream(self) -> list[tuple[Stage, Path]]:
+        """Every completed stage this report depends on, inputs first, with its folder."""
+        return [(t, t.out_dir) for t in graph.walk(self)
                 if isinstance(t, Stage) and t is not self and cache.is_complete(t.out_dir)]
 
-    def quality(self) -> dict[str, list[html.Table]]:
-        """The truth and evaluation tables when those stages are inputs (else nothing)."""
-        inputs = self.input_stages()
+    def build(self, out: Path) -> dict:
+        # h5py, cv2 and matplotlib load only when a report is built
+        from pipeline.report import assemble, gather, html
+
+        inputs, config = self.input_stages(), gtforge()
+        upstream = [gather.Done(graph.label(stage), stage.get_task_family(), stage.key, folder,
+                                  gather.listing(folder)) for stage, folder in self.upstream()]
         truth = results.load_truth(inputs["truth"].out_dir) if "truth" in inputs else None
         evaluation = (results.load_evaluation(inputs["evaluation"].out_dir)
                       if "evaluation" in inputs else None)
-        return tables.quality_tables(truth, evaluation)
-
-    def page(self, upstream: list[gather.Done], tmp: Path) -> html.ReportData:
-        s, config = self.settings, gtforge()
-        shards = [path for _, path in gather.files_named(upstream, "shard-*.h5")]
-        data = html.ReportData(
-            title=f"gtforge build {self.key}", created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            summary=gather.build_facts(upstream, s, config.candidates, config.input_dir),
-            samples=samples.sample_rows(shards, s["samples"], s["tile"]),
-            rejects=gather.rejects(upstream),
-            stages=gather.stage_rows(upstream, gather.previous_report_time(self.history_file)),
-            notes=["A stage counts as reused (a cache hit) when its output was published before "
-                   "the previous report of this workdir was built."],
-            tables=self.quality())
-        data.figures["Training curves"] = figures.curve_figures(upstream, tmp)
-        data.figures["Scores and labels"] = figures.score_figures(upstream)
-        data.figures["Colour shift (CIEDE2000 ΔE)"] = figures.delta_e_figures(upstream)
-        for stage, figs in figures.stage_figures(upstream).items():
-            data.figures[f"Figures: {stage}"] = figs
-        data.figures = {k: v for k, v in data.figures.items() if v}
-        return data
-
-    def build(self, out: Path) -> dict:
         with tempfile.TemporaryDirectory(dir=out) as tmp:
-            data = self.page(self.upstream(), Path(tmp))
+            data = assemble.report_data(
+                f"gtforge build {self.key}", upstream, self.settings, config.candidates,
+                config.input_dir, self.history_file, truth, evaluation, Path(tmp))
         (out / REPORT_DIR).mkdir()
         (out / REPORT_DIR / "index.html").write_text(html.render_html(data), encoding="utf-8")
         facts = {"samples": len(data.samples), "rejects": len(data.rejects),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
 import numpy as np
 
-from pipeline.shards.writer import ShardWriter
 from pipeline.store.imageio import image_path, read_rgb
 from tasks import graph
 from tasks.base import Stage
@@ -18,6 +18,9 @@ from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
 from tasks.select_patches import SelectPatches
 from tasks.vqvae_degrade import VQVAEDegradeLR
+
+if TYPE_CHECKING:
+    from pipeline.shards.writer import ShardWriter
 
 DATASET = "dataset"
 
@@ -47,6 +50,8 @@ class WriteShards(Stage):
                 for role, stage in self.input_stages().items() if role.startswith("candidate:")}
 
     def build(self, out: Path) -> dict:
+        from pipeline.shards.writer import ShardWriter  # h5py: only when shards are written
+
         s, scale, inputs = self.settings, self.settings["scale"], self.input_stages()
         patches, table = inputs["patches"].patches(), inputs["scores"].table()
         if table.candidate_names != list(self.candidate_dirs):

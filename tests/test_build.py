@@ -14,7 +14,7 @@ import torch
 from pipeline.quality import results
 from pipeline.shards.dataset import ShardDataset
 from pipeline.shards.export import export_folder
-from pipeline.shards.reader import summary
+from pipeline.shards.spec import summary
 from pipeline.shards.verify import verify
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.publish import BuildDataset

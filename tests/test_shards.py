@@ -11,8 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.shards.reader import ShardSet, summary
-from pipeline.shards.spec import ShardError, read_manifest
+from pipeline.shards.reader import ShardSet
+from pipeline.shards.spec import ShardError, read_manifest, summary
 from pipeline.shards.verify import verify
 from pipeline.shards.writer import ShardWriter
 from pipeline.store import durable

@@ -6,8 +6,6 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
-from tqdm import tqdm
-
 T = TypeVar("T")
 ProgressCallback = Callable[[float, str], None]
 
@@ -16,6 +14,8 @@ def track(items: Iterable[T], total: int, desc: str, on_progress: ProgressCallba
           every_s: float = 2.0) -> Iterator[T]:
     """Yield `items`, drawing a bar on a terminal (none otherwise) and calling
     `on_progress(percent, message)` at most every `every_s` seconds and once at the end."""
+    from tqdm import tqdm  # a fully cached build draws no bar: its import (0.1 s) waits
+
     last = 0.0
     bar = tqdm(items, total=total, desc=desc, disable=None, leave=False)
     for done, item in enumerate(bar, start=1):

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from skimage.metrics import structural_similarity
+from skimage import metrics  # loads its submodules (and scipy.ndimage) on first use
 
 from pipeline.quality.judge import closeness
 from pipeline.store.imageio import read_rgb
@@ -39,7 +39,7 @@ def reference_for(source: str, references: Mapping[str, Path]) -> Path | None:
 def distances(x: np.ndarray, ref: np.ndarray) -> dict[str, float]:
     """PSNR (dB), SSIM (0-1, colour) and edge PSNR (dB) of uint8 RGB `x` against `ref`."""
     psnr, _, edges = closeness(x, ref)
-    ssim = structural_similarity(x, ref, channel_axis=2, data_range=255)
+    ssim = metrics.structural_similarity(x, ref, channel_axis=2, data_range=255)
     return {"psnr": float(psnr), "ssim": float(ssim), "edges": float(edges)}
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.image.plots import LABEL_COLOURS, LABEL_NAMES
+from pipeline.store.cache import human_size
 from pipeline.store.imageio import encode_png
 
 
@@ -99,15 +100,6 @@ def _seconds(s: float | None) -> str:
     if s is None:
         return "–"
     return f"{s:.1f} s" if s < 120 else f"{s / 60:.1f} min"
-
-
-def human_size(n: float) -> str:
-    """1536 -> '1.5 KB'."""
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return ""
 
 
 CSS = """

@@ -21,22 +21,6 @@ from pipeline.shards.spec import (
 )
 
 
-def summary(out_dir: Path) -> dict:
-    """What `gtforge inspect` prints: shards, samples, candidates, label counts per candidate,
-    image sizes, metrics, bytes. Read from the manifest (no shard is opened)."""
-    m = read_manifest(out_dir)
-    info = {"path": str(Path(out_dir).resolve()),
-            "format_version": f"{m['format_version']}.{minor_version(m)}",
-            "shards": len(m["shards"]), "samples": m["samples"],
-            "gt_size": [m["patch_size"], m["patch_size"]], "lq_size": [m["lq_size"]] * 2,
-            "scale": m["scale"], "candidates": m["candidate_names"],
-            "label_counts": m["label_counts"], "metrics": m["metric_names"],
-            "compression": m["compression"], "sources": len(m["sources"]), "bytes": m["bytes"]}
-    if "inputs" in m:  # the input folder's entries: built, or listed with a reason
-        info["inputs"] = {k: m["inputs"][k] for k in ("entries", "built", "rejected")}
-    return info
-
-
 class ShardSet:
     """Read-only access to a shard set by global sample index.
 

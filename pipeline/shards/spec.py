@@ -30,7 +30,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
 FORMAT = "gtforge-shards"
@@ -104,19 +103,6 @@ def minor_version(attrs_or_manifest) -> int:
     return int(attrs_or_manifest.get("format_minor_version", 0))
 
 
-def fixed_strings(values: list[str]) -> np.ndarray:
-    """A list of str as fixed-length UTF-8 bytes (the only string type in the format). Surrogate
-    escapes (os.fsdecode of a file name that is not UTF-8) become their original bytes."""
-    encoded = [v.encode("utf-8", "surrogateescape") for v in values]
-    width = max([len(e) for e in encoded] + [1])
-    return np.array(encoded, dtype=h5py.string_dtype("utf-8", width)).reshape(len(encoded))
-
-
-def fixed_string(value: str) -> np.ndarray:
-    """A scalar str as a fixed-length UTF-8 attribute value."""
-    return np.array(value.encode(), dtype=h5py.string_dtype("utf-8", max(len(value.encode()), 1)))
-
-
 def text(value: Any) -> str:
     """An attribute value read back by h5py (bytes, numpy bytes or str) as str."""
     if isinstance(value, np.ndarray) and value.shape == ():
@@ -146,40 +132,17 @@ def read_manifest(out_dir: Path) -> dict:
     return manifest
 
 
-def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
-    """Raise ShardError (without the file name) when `f` does not match format v1 and the
-    manifest's sizes, names and sample count."""
-    if text(f.attrs.get("format", "")) != FORMAT:
-        raise ShardError(f"root attribute format is {text(f.attrs.get('format', ''))!r}")
-    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
-        raise ShardError(f"root attribute format_version is {f.attrs.get('format_version')}")
-    if int(f.attrs.get("scale", -1)) != manifest["scale"]:
-        raise ShardError(f"scale {f.attrs.get('scale')} differs from the manifest's "
-                         f"{manifest['scale']}")
-    minor = minor_version(f.attrs)
-    if minor != minor_version(manifest):
-        raise ShardError(f"format_minor_version {minor} differs from the manifest's "
-                         f"{minor_version(manifest)}")
-    layout = sample_layout(manifest["patch_size"], manifest["scale"],
-                           len(manifest["candidate_names"]), len(manifest["metric_names"]), minor)
-    for name, (shape, dtype) in layout.items():
-        if name not in f:
-            raise ShardError(f"dataset {name} is missing")
-        ds = f[name]
-        if ds.shape != (samples, *shape):
-            raise ShardError(f"{name} has shape {ds.shape}, expected {(samples, *shape)}")
-        if ds.dtype != dtype:
-            raise ShardError(f"{name} has dtype {ds.dtype}, expected {dtype}")
-    if texts(f["gt_candidates"].attrs.get("candidate_names", [])) != manifest["candidate_names"]:
-        raise ShardError("gt_candidates.attrs['candidate_names'] differs from the manifest")
-    if texts(f["scores"].attrs.get("metric_names", [])) != manifest["metric_names"]:
-        raise ShardError("scores.attrs['metric_names'] differs from the manifest")
-    labels = f["labels"][:]
-    if labels.size and not np.isin(labels, (-1, 0, 1)).all():
-        raise ShardError(f"labels hold values other than -1, 0, +1: {np.unique(labels)}")
-    if minor >= 1 and texts(f["scores"].attrs.get("metric_modes", [])) != \
-            manifest["metric_modes"]:
-        raise ShardError("scores.attrs['metric_modes'] differs from the manifest")
-    sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
-    if sources.size and (sources.min() < 0 or sources.max() >= len(manifest["sources"])):
-        raise ShardError("meta.source_index points outside the manifest's sources")
+def summary(out_dir: Path) -> dict:
+    """What `gtforge inspect` prints: shards, samples, candidates, label counts per candidate,
+    image sizes, metrics, bytes. Read from the manifest (no shard is opened)."""
+    m = read_manifest(out_dir)
+    info = {"path": str(Path(out_dir).resolve()),
+            "format_version": f"{m['format_version']}.{minor_version(m)}",
+            "shards": len(m["shards"]), "samples": m["samples"],
+            "gt_size": [m["patch_size"], m["patch_size"]], "lq_size": [m["lq_size"]] * 2,
+            "scale": m["scale"], "candidates": m["candidate_names"],
+            "label_counts": m["label_counts"], "metrics": m["metric_names"],
+            "compression": m["compression"], "sources": len(m["sources"]), "bytes": m["bytes"]}
+    if "inputs" in m:  # the input folder's entries: built, or listed with a reason
+        info["inputs"] = {k: m["inputs"][k] for k in ("entries", "built", "rejected")}
+    return info

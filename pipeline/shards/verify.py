@@ -5,15 +5,60 @@ from __future__ import annotations
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from pipeline.shards.spec import (
+    FORMAT,
+    FORMAT_VERSION,
     MANIFEST,
     SHARD_GLOB,
     ShardError,
-    check_shard_schema,
+    minor_version,
     read_manifest,
+    sample_layout,
+    text,
+    texts,
 )
 from pipeline.store import durable
+
+
+def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
+    """Raise ShardError (without the file name) when `f` does not match format v1 and the
+    manifest's sizes, names and sample count."""
+    if text(f.attrs.get("format", "")) != FORMAT:
+        raise ShardError(f"root attribute format is {text(f.attrs.get('format', ''))!r}")
+    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
+        raise ShardError(f"root attribute format_version is {f.attrs.get('format_version')}")
+    if int(f.attrs.get("scale", -1)) != manifest["scale"]:
+        raise ShardError(f"scale {f.attrs.get('scale')} differs from the manifest's "
+                         f"{manifest['scale']}")
+    minor = minor_version(f.attrs)
+    if minor != minor_version(manifest):
+        raise ShardError(f"format_minor_version {minor} differs from the manifest's "
+                         f"{minor_version(manifest)}")
+    layout = sample_layout(manifest["patch_size"], manifest["scale"],
+                           len(manifest["candidate_names"]), len(manifest["metric_names"]), minor)
+    for name, (shape, dtype) in layout.items():
+        if name not in f:
+            raise ShardError(f"dataset {name} is missing")
+        ds = f[name]
+        if ds.shape != (samples, *shape):
+            raise ShardError(f"{name} has shape {ds.shape}, expected {(samples, *shape)}")
+        if ds.dtype != dtype:
+            raise ShardError(f"{name} has dtype {ds.dtype}, expected {dtype}")
+    if texts(f["gt_candidates"].attrs.get("candidate_names", [])) != manifest["candidate_names"]:
+        raise ShardError("gt_candidates.attrs['candidate_names'] differs from the manifest")
+    if texts(f["scores"].attrs.get("metric_names", [])) != manifest["metric_names"]:
+        raise ShardError("scores.attrs['metric_names'] differs from the manifest")
+    labels = f["labels"][:]
+    if labels.size and not np.isin(labels, (-1, 0, 1)).all():
+        raise ShardError(f"labels hold values other than -1, 0, +1: {np.unique(labels)}")
+    if minor >= 1 and texts(f["scores"].attrs.get("metric_modes", [])) != \
+            manifest["metric_modes"]:
+        raise ShardError("scores.attrs['metric_modes'] differs from the manifest")
+    sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
+    if sources.size and (sources.min() < 0 or sources.max() >= len(manifest["sources"])):
+        raise ShardError("meta.source_index points outside the manifest's sources")
 
 
 def verify(out_dir: Path) -> None:

@@ -28,8 +28,6 @@ from pipeline.shards.spec import (
     TABLES,
     VOTE_COLUMNS,
     ShardError,
-    fixed_string,
-    fixed_strings,
     sample_layout,
     shard_name,
 )
@@ -38,6 +36,19 @@ from pipeline.store import durable
 # Compressed shards: images are buffered and written through HDF5 in slabs of at most this size.
 SLAB_BYTES = 256 << 20
 IOV_MAX = 1024
+
+
+def fixed_strings(values: list[str]) -> np.ndarray:
+    """A list of str as fixed-length UTF-8 bytes (the only string type in the format). Surrogate
+    escapes (os.fsdecode of a file name that is not UTF-8) become their original bytes."""
+    encoded = [v.encode("utf-8", "surrogateescape") for v in values]
+    width = max([len(e) for e in encoded] + [1])
+    return np.array(encoded, dtype=h5py.string_dtype("utf-8", width)).reshape(len(encoded))
+
+
+def fixed_string(value: str) -> np.ndarray:
+    """A scalar str as a fixed-length UTF-8 attribute value."""
+    return np.array(value.encode(), dtype=h5py.string_dtype("utf-8", max(len(value.encode()), 1)))
 
 
 def _chunks(name: str, per_sample: tuple, samples: int) -> tuple | None:

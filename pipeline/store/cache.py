@@ -104,6 +104,15 @@ def folder_bytes(path: Path) -> int:
     return total
 
 
+def human_size(n: float) -> str:
+    """1536 -> '1.5 KB'."""
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return ""
+
+
 def key_folders(stage_root: Path) -> Iterable[Path]:
     """The key folders, partial folders and trash of one stage root; nothing else."""
     for path in sorted(stage_root.iterdir()):
