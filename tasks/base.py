@@ -38,6 +38,8 @@ class Stage(luigi.Task):
     # A network trains or runs: hold the `gpu` resource on a CUDA device (luigid runs one at a
     # time per host), the `cpu` one on the CPU ([resources] in luigi.cfg).
     heavy: ClassVar[bool] = False
+    # The stage creates pyiqa metrics: [gtforge] iqa_weights applies to it.
+    uses_iqa: ClassVar[bool] = False
 
     @property
     def resources(self) -> dict[str, int]:
@@ -149,14 +151,15 @@ class Stage(luigi.Task):
         })
 
     def set_up_runtime(self) -> None:
-        """Process-wide settings of a stage that runs networks: torch threads, and the IQA
-        weights folder ([gtforge] threads, iqa_weights). torch is imported only then."""
+        """Process-wide settings of a stage that runs networks: torch threads ([gtforge]
+        threads) for a heavy stage, the IQA weights folder ([gtforge] iqa_weights) for one
+        that uses pyiqa. torch is imported only then."""
         config = gtforge()
         if self.heavy and config.threads:
             import torch
 
             torch.set_num_threads(config.threads)
-        if config.iqa_weights:
+        if self.uses_iqa and config.iqa_weights:
             from pipeline.quality import iqa
 
             iqa.use_weights_dir(Path(config.iqa_weights))

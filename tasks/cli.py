@@ -12,7 +12,7 @@ from luigi.retcodes import run_with_retcodes
 
 from pipeline.quality import results
 from pipeline.shards.spec import ShardError, summary
-from tasks.cli_args import BUILD_SETTINGS, add_build_settings
+from tasks.cli_args import BUILD_SETTINGS, LUIGID_SECTION, add_build_settings
 from tasks.cli_ops import add_ops_commands
 from tasks.config import gtforge
 from tasks.evaluate import EvaluateTargets, MeasureTruth
@@ -25,7 +25,7 @@ def _run_luigi(root: str, args: argparse.Namespace) -> int:
     if args.local_scheduler:
         argv.append("--local-scheduler")
     elif args.scheduler_host:
-        port = args.scheduler_port or luigi.configuration.get_config().get("luigid", "port")
+        port = args.scheduler_port or luigi.configuration.get_config().get(LUIGID_SECTION, "port")
         argv += ["--scheduler-host", args.scheduler_host, "--scheduler-port", str(port)]
     for name in BUILD_SETTINGS:
         value = getattr(args, name)

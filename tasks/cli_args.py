@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+LUIGID_SECTION = "luigid"  # luigi.cfg's section for `gtforge scheduler` and the build's port
+
 # Passed to luigi as --gtforge-<name> by `gtforge build` and `evaluate`, set in the config by
 # the cache commands.
 BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "threads", "candidates",

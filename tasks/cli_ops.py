@@ -17,11 +17,8 @@ from pipeline.ops.scheduler import Luigid, SchedulerError, start, status, stop
 from pipeline.store import cache
 from pipeline.store.cache import human_size
 from tasks import graph, stage_folders
-from tasks.cli_args import BUILD_SETTINGS, add_build_settings
+from tasks.cli_args import BUILD_SETTINGS, LUIGID_SECTION, add_build_settings
 from tasks.publish import BuildDataset
-
-LUIGID_SECTION = "luigid"
-
 
 # ---------------------------------------------------------------- scheduler
 

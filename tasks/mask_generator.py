@@ -58,6 +58,7 @@ class TrainMaskGenerator(TrainingStage):
     Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
     version = 3  # 3: steps seeded from the stage key
+    uses_iqa = True
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10

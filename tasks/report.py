@@ -56,8 +56,8 @@ class Report(Stage):
         from pipeline.report import assemble, gather, html
 
         inputs, config = self.input_stages(), gtforge()
-        upstream = [gather.Done(graph.label(stage), stage.get_task_family(), stage.key, folder,
-                                  gather.listing(folder)) for stage, folder in self.upstream()]
+        upstream = [gather.done(graph.label(stage), stage.get_task_family(), stage.key, folder)
+                    for stage, folder in self.upstream()]
         truth = results.load_truth(inputs["truth"].out_dir) if "truth" in inputs else None
         evaluation = (results.load_evaluation(inputs["evaluation"].out_dir)
                       if "evaluation" in inputs else None)

@@ -32,6 +32,7 @@ class ScorePatches(Stage):
     the `metrics` (pyiqa names, and "judge" for the three heads of TrainJudge)."""
 
     version = 2
+    uses_iqa = True
     metrics = luigi.OptionalListParameter(default=None)
     margins = luigi.OptionalDictParameter(default=None)
     fr_policy = luigi.OptionalChoiceParameter(choices=list(voting.FR_POLICIES), default=None)

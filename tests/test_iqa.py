@@ -80,12 +80,12 @@ def test_inputs_are_checked():
 
 def test_the_weights_folder_is_the_configured_one(empty_cache, build_env, tmp_path):
     """[gtforge] iqa_weights, applied when a stage runs, is where a missing file is looked for."""
-    from tasks.ingest import IngestHR
+    from tasks.score_patches import ScorePatches
 
     folder = tmp_path / "iqa-weights"
     build_env.set("gtforge", "iqa_weights", folder)
     try:
-        IngestHR().set_up_runtime()
+        ScorePatches().set_up_runtime()
         with pytest.raises(iqa.MissingWeightsError) as err:
             iqa.create_metric("musiq")
         assert err.value.folder == str(folder)

@@ -82,9 +82,9 @@ def use_weights_dir(folder: Path | None) -> None:
 
 def weights_dir() -> Path:
     """Folder pyiqa weight files are read from (not created here)."""
-    env = os.environ.get("GTFORGE_IQA_WEIGHTS")
     if _configured_weights:
         return _configured_weights[0]
+    env = os.environ.get("GTFORGE_IQA_WEIGHTS")
     return Path(env) if env else Path(torch.hub.get_dir()) / "pyiqa"
 
 

@@ -21,10 +21,11 @@ def report_data(title: str, upstream: list[gather.Done], settings: Mapping, cand
     quality tables of the truth and evaluation results (either may be None) and the figure
     sections; curves without a picture of their own are drawn into `tmp`."""
     shards = [path for _, path in gather.files_named(upstream, "shard-*.h5")]
+    sizes = [gather.shard_samples(path) for path in shards]
     data = ReportData(
         title=title, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        summary=gather.build_facts(upstream, settings, candidates, input_dir),
-        samples=samples.sample_rows(shards, settings["samples"], settings["tile"]),
+        summary=gather.build_facts(upstream, settings, candidates, input_dir, sizes),
+        samples=samples.sample_rows(shards, sizes, settings["samples"], settings["tile"]),
         rejects=gather.rejects(upstream),
         stages=gather.stage_rows(upstream, gather.previous_report_time(history)),
         notes=[REUSE_NOTE], tables=tables.quality_tables(truth, evaluation))

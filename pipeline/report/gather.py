@@ -20,14 +20,20 @@ from pipeline.store import cache
 
 @dataclass
 class Done:
-    """A completed upstream stage: its name (family and parameters), family, key, folder and
-    the files the report may use."""
+    """A completed upstream stage: its name (family and parameters), family, key, folder, its
+    manifest.json and the files the report may use."""
 
     name: str
     family: str
     key: str
     folder: Path
+    manifest: dict
     files: list[Path]
+
+
+def done(name: str, family: str, key: str, folder: Path) -> Done:
+    """A completed stage folder as the report sees it: its manifest and files read once."""
+    return Done(name, family, key, folder, cache.read_manifest(folder), listing(folder))
 
 
 def listing(folder: Path) -> list[Path]:
@@ -50,21 +56,20 @@ def shard_samples(path: Path) -> int:
         return len(f["gt_original"])
 
 
-def build_facts(upstream: list[Done], settings: Mapping, candidates: str,
-                input_dir: str) -> dict[str, object]:
+def build_facts(upstream: list[Done], settings: Mapping, candidates: str, input_dir: str,
+                shard_sizes: list[int]) -> dict[str, object]:
     """The summary table's facts: preset, scale, seed, candidates, input folder, accepted and
-    rejected photos, shards and samples, and the number of stages."""
+    rejected photos, shards and samples (`shard_sizes`: samples per shard file), and the
+    number of stages."""
     facts: dict[str, object] = {"preset": settings["preset"], "scale": settings["scale"],
                                 "seed": settings["seed"], "candidates": candidates or "–",
                                 "input folder": input_dir}
     for d in upstream:
-        info = cache.read_manifest(d.folder).get("info") or {}
+        info = d.manifest.get("info") or {}
         if "accepted" in info:
             facts["images accepted / rejected"] = f"{info['accepted']} / {info.get('rejected', 0)}"
-    shards = files_named(upstream, "shard-*.h5")
-    if shards:
-        total = sum(shard_samples(path) for _, path in shards)
-        facts["shards / samples"] = f"{len(shards)} / {total}"
+    if shard_sizes:
+        facts["shards / samples"] = f"{len(shard_sizes)} / {sum(shard_sizes)}"
     facts["stages"] = len(upstream) + 1
     return facts
 
@@ -106,11 +111,10 @@ def stage_rows(upstream: list[Done], since: float | None) -> list[StageRow]:
     stage was built for this one."""
     rows = []
     for d in upstream:
-        manifest = cache.read_manifest(d.folder)
         published = (d.folder / cache.MANIFEST).stat().st_mtime
         rows.append(StageRow(
-            family=d.name, key=d.key, seconds=manifest.get("seconds"),
-            published=manifest.get("published"),
+            family=d.name, key=d.key, seconds=d.manifest.get("seconds"),
+            published=d.manifest.get("published"),
             reused=False if since is None else published < since,
-            bytes=cache.folder_bytes(d.folder), settings=manifest.get("params", {})))
+            bytes=cache.folder_bytes(d.folder), settings=d.manifest.get("params", {})))
     return rows

@@ -10,17 +10,17 @@ import h5py
 import numpy as np
 
 from pipeline.image.plots import display_tile
-from pipeline.report.gather import shard_samples
 from pipeline.report.html import SampleRow, Tile
 from pipeline.shards.spec import texts
 
 
-def sample_rows(shards: list[Path], count: int, side: int) -> list[SampleRow]:
-    """`count` samples spread evenly over the shard files (format v1), as rows of tiles of at
-    most `side` pixels."""
+def sample_rows(shards: list[Path], sizes: list[int], count: int,
+                side: int) -> list[SampleRow]:
+    """`count` samples spread evenly over the shard files (format v1; `sizes`: samples in
+    each), as rows of tiles of at most `side` pixels."""
     if not shards or count <= 0:
         return []
-    starts = np.cumsum([0] + [shard_samples(path) for path in shards])
+    starts = np.cumsum([0, *sizes])
     picks = sorted({int(i) for i in np.linspace(0, starts[-1] - 1, count)}) if starts[-1] else []
     rows = []
     for n in picks:
