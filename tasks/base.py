@@ -7,14 +7,17 @@ import shutil
 import time
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 
 from pipeline.ops.progress import track
 from pipeline.store import cache
 from pipeline.store.seeding import derive_seed
-from tasks.config import gtforge, preset_setting
+from tasks.config import gtforge, network_precision, preset_setting
+
+if TYPE_CHECKING:
+    from pipeline.train.precision import Precision
 
 
 class StageTarget(luigi.LocalTarget):
@@ -75,7 +78,16 @@ class Stage(luigi.Task):
         values["seed"] = config.seed
         for name in self.global_settings:
             values[name] = getattr(config, name)
+        if self.heavy:
+            values["precision"] = network_precision()[0]
         return json.loads(cache.canonical_json(values))
+
+    @property
+    def precision(self) -> Precision:
+        """How this stage's networks run: [gtforge] precision and channels_last, resolved."""
+        from pipeline.train.precision import Precision
+
+        return Precision(*network_precision())
 
     def input_stages(self) -> dict[str, Stage]:
         """requires() as a name -> stage mapping."""

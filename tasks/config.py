@@ -32,6 +32,8 @@ class gtforge(luigi.Config):  # noqa: N801  (the section name users write in lui
     out_dir = luigi.Parameter()
     device = luigi.Parameter(significant=False)
     threads = luigi.IntParameter(significant=False)  # torch threads per worker; 0: torch's
+    precision = luigi.ChoiceParameter(choices=["auto", "fp32", "bf16"])
+    channels_last = luigi.ChoiceParameter(choices=["auto", "true", "false"], significant=False)
     seed = luigi.IntParameter()
     scale = luigi.IntParameter()
     candidates = luigi.Parameter()
@@ -41,6 +43,26 @@ class gtforge(luigi.Config):  # noqa: N801  (the section name users write in lui
 
     def candidate_names(self) -> list[str]:
         return [c.strip() for c in self.candidates.split(",") if c.strip()]
+
+
+def _paper_on_cuda(config: gtforge) -> bool:
+    """Whether `auto` precision and layout mean on: the paper preset on a CUDA device."""
+    if config.preset != "paper":
+        return False
+    if config.device == "auto":  # only then is torch asked (and imported)
+        import torch
+
+        return torch.cuda.is_available()
+    return config.device.startswith("cuda")
+
+
+def network_precision() -> tuple[str, bool]:
+    """The [gtforge] precision ('fp32' or 'bf16') and channels_last with `auto` resolved."""
+    config = gtforge()
+    auto = _paper_on_cuda(config)
+    dtype = ("bf16" if auto else "fp32") if config.precision == "auto" else config.precision
+    layout = auto if config.channels_last == "auto" else config.channels_last == "true"
+    return dtype, layout
 
 
 def preset_setting(stage: str, name: str, param: luigi.Parameter, variant: str | None = None):
