@@ -30,9 +30,8 @@ import tasks  # noqa: F401  (loads luigi.cfg)
 from models.vqvae2 import VQVAE2, Quantize
 from pipeline.image.ingest import decode_hr
 from pipeline.image.sample import copy_sample_corpus
-from pipeline.store.seeding import rng
 from pipeline.train import vqvae as vq
-from pipeline.train.cfmg import sample_crops
+from pipeline.train.feed import AlignedCrops, CropBatches
 
 SCOPES = ("data", "quantise", "ema", "logging", "optimiser")
 
@@ -83,7 +82,9 @@ class Trainer:
 
     def __init__(self, images, config: dict, crop: int, batch: int):
         torch.manual_seed(0)
-        self.images, self.crop, self.batch = images, crop, batch
+        self.batches = CropBatches({str(j): im for j, im in enumerate(images)},
+                                   [[str(j)] for j in range(len(images))],
+                                   AlignedCrops(crop, flips=4), batch, "bench")
         self.model = VQVAE2(**config)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=3e-4)
         self.stats = vq.EpochStats(self.model.quantize_t.n_embed)
@@ -93,8 +94,8 @@ class Trainer:
 
     def step(self) -> None:
         with record_function("data"):
-            x = sample_crops(rng("bench", self.i), lambda j: [self.images[j]], len(self.images),
-                             self.batch, self.crop)[:, 0].mul_(2).sub_(1)
+            (x,) = self.batches[self.i]
+            x = x.mul_(2).sub_(1)
         losses, codes = vq.train_step(self.model, self.opt, x)
         self.stats.add(losses, codes)
         self.i += 1

@@ -38,6 +38,11 @@ class Quantize(nn.Module):
         self.register_buffer("pending_init", torch.tensor(bool(data_init)))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # Distances, codes and the EMA stay float32 when the network runs under bf16 autocast.
+        with torch.autocast(x.device.type, enabled=False):
+            return self._quantise(x.float())
+
+    def _quantise(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         flat = x.reshape(-1, self.dim)
         if self.training and self.pending_init:
             self.init_from(flat.detach())

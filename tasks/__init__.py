@@ -1,7 +1,7 @@
 """gtforge's Luigi tasks, one module per stage. `luigi --module tasks BuildDataset` finds them."""
 
 from tasks.config import gtforge
-from tasks.degrade import DegradeForEnhancer, DegradeLR
+from tasks.degrade import DegradeLR
 from tasks.enhance import EnhanceHR
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
@@ -20,7 +20,7 @@ from tasks.vqvae_degrade import VQVAEDegradeLR
 from tasks.write_shards import WriteShards
 
 __all__ = [
-    "BuildDataset", "DegradeForEnhancer", "DegradeLR", "EnhanceHR", "EvaluateTargets", "FuseGT",
+    "BuildDataset", "DegradeLR", "EnhanceHR", "EvaluateTargets", "FuseGT",
     "IngestHR", "LoadSR", "MeasureTruth", "PublishDataset", "Report", "ScorePatches",
     "SelectPatches", "SuperResolveGT", "TrainEnhancer", "TrainJudge", "TrainMaskGenerator",
     "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR", "WriteShards", "gtforge",

@@ -79,7 +79,7 @@ class Stage(luigi.Task):
         for name in self.global_settings:
             values[name] = getattr(config, name)
         if self.heavy:
-            values["precision"] = network_precision()[0]
+            values["network_precision"] = network_precision()[0]  # [gtforge] precision
         return json.loads(cache.canonical_json(values))
 
     @property

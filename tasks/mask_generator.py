@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import torch
 
     from models.cfmg import CFMG
+    from pipeline.train.feed import ArrayStore
 
 MODEL_FILE = "cfmg.pt"
 SOURCES = ("gt", *(f"sr_x{s}" for s in SR_SCALES))
@@ -57,7 +58,7 @@ class TrainMaskGenerator(TrainingStage):
     `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
     Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
-    version = 3  # 3: steps seeded from the stage key
+    version = 4  # 4: crops from DataLoader workers, seeded per sample
     uses_iqa = True
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
@@ -73,7 +74,6 @@ class TrainMaskGenerator(TrainingStage):
     metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric: weight}
     # Per-step seeding makes the result independent of the checkpoint interval.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
         deps = source_stages()
@@ -81,28 +81,42 @@ class TrainMaskGenerator(TrainingStage):
             deps["judge"] = TrainJudge()
         return deps
 
+    def _arrays(self, out: Path) -> tuple[ArrayStore, list[list[str]]]:
+        """The GT and its SR variants as training arrays, and one group of names per photo
+        (sources in SOURCES order); ValueError naming the photo when their sizes differ."""
+        ids = [img.id for img in read_images(self.input_dir("gt"))]
+        groups = [[f"{i}_{name}" for name in SOURCES] for i in ids]
+        store = self.array_store(out, {
+            f"{i}_{name}": functools.partial(read_rgb, image_path(self.input_dir(name), i))
+            for i in ids for name in SOURCES})
+        for i, group in zip(ids, groups, strict=True):
+            sizes = {store.get(name).shape for name in group}
+            if len(sizes) > 1:
+                raise ValueError(f"image {i}: its sources {SOURCES} differ in size {sizes}")
+        return store, groups
+
     def build(self, out: Path) -> dict:
         from pipeline.quality.iqa import create_metric  # lazy: pyiqa is slow to import
         from pipeline.train import cfmg
+        from pipeline.train.feed import AlignedCrops, CropBatches
         from pipeline.train.loop import cpu_state, save_checkpoint
 
         s, device = self.settings, self.device
-        ids = [img.id for img in read_images(self.input_dir("gt"))]
-        stack = functools.lru_cache(maxsize=self.resolved("cached_images"))(
-            lambda i: read_sources(self, ids[i]))
+        store, groups = self._arrays(out)
+        feed = self.feed(CropBatches(store, groups, AlignedCrops(s["crop"], flips=4),
+                                     s["batch_size"], self.seed_for("batch"), stack=True),
+                         s["iterations"])
         judge = (self.input_stages()["judge"].load_model(device)
                  if "judge" in s["metrics"] else None)
         perceptual = cfmg.Perceptual(s["metrics"], device, create_metric, judge)
         training = cfmg.build_training(
             len(SOURCES), s["model"], perceptual, lr=s["lr"], weight_decay=s["weight_decay"],
             warmup=s["warmup"], total=s["iterations"], grad_clip=s["grad_clip"],
-            seed=self.seed_for("init"), device=device)
+            seed=self.seed_for("init"), device=device, precision=self.precision)
 
         def step(i: int) -> dict[str, float]:
-            r = rng(self.key, "batch", i)
-            c = float(r.uniform(0, 1))
-            crops = cfmg.sample_crops(r, stack, len(ids), s["batch_size"], s["crop"])
-            return training.step(i, crops.to(device), c)
+            c = float(rng(self.key, "c", i).uniform(0, 1))
+            return training.step(i, feed(i).to(device), c)
 
         def save() -> None:
             save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),

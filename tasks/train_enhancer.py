@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import luigi
-import numpy as np
 
 from pipeline.image.ingest import read_images
 from pipeline.store.durable import sha256_file
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import rng
 from pipeline.train.loss_settings import LossWeights, require_vgg19_file
 from tasks.base import Stage
-from tasks.degrade import DegradeForEnhancer
+from tasks.degrade import load_recipe
 from tasks.ingest import IngestHR
 from tasks.training import TrainingStage
 
@@ -45,11 +42,12 @@ def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
 
 
 class TrainEnhancer(TrainingStage):
-    """Train the `backbone` generator (RCAN or ELAN, no upsampler) to turn the
-    DegradeForEnhancer(`degradation`) images back into the IngestHR originals, with L1 +
-    VGG19 perceptual + vanilla GAN (U-Net discriminator with spectral norm)."""
+    """Train the `backbone` generator (RCAN or ELAN, no upsampler) to turn crops of the IngestHR
+    originals, each degraded afresh with the [degradation.<degradation>] recipe
+    (pipeline.train.enhancer.DegradedPairs), back into them, with L1 + VGG19 perceptual +
+    vanilla GAN (U-Net discriminator with spectral norm)."""
 
-    version = 1
+    version = 2  # 2: a fresh degradation per sample, from DataLoader workers
     backbone = luigi.ChoiceParameter(choices=BACKBONES)
     degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
     iterations = luigi.OptionalIntParameter(default=None)
@@ -65,7 +63,6 @@ class TrainEnhancer(TrainingStage):
     # Not in the key: where the weights are (their sha256 is) and how often to checkpoint.
     vgg19_weights = luigi.OptionalParameter(default=None, significant=False)
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     @property
     def variant(self) -> str:
@@ -91,7 +88,7 @@ class TrainEnhancer(TrainingStage):
         path = self.resolved("vgg19_weights")
         return Path(path) if path and self.loss_weights.perceptual > 0 else None
 
-    def fingerprint(self) -> dict:
+    def _vgg_facts(self) -> dict:
         if self.loss_weights.perceptual <= 0:
             return {}
         path = self.vgg19_path
@@ -101,7 +98,11 @@ class TrainEnhancer(TrainingStage):
         return {"vgg19_sha256": _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)}
 
     def requires(self):
-        return {"hr": IngestHR(), "degraded": DegradeForEnhancer(degradation=self.degradation)}
+        return {"hr": IngestHR()}
+
+    def fingerprint(self) -> dict:
+        # The recipe's values decide the training pairs, not the section's name.
+        return {"recipe_values": load_recipe(self.degradation).asdict(), **self._vgg_facts()}
 
     def load_generator(self, device: torch.device | str = "cpu") -> torch.nn.Module:
         """The trained generator, in eval mode on `device`."""
@@ -131,43 +132,28 @@ class TrainEnhancer(TrainingStage):
             return None, [NO_VGG_WARNING]
         return None, []
 
-    def _pairs(self) -> tuple[int, Callable[[int], tuple[np.ndarray, np.ndarray]]]:
-        """How many training pairs there are (every HR image with each of its degraded
-        variants), and a cached reader of pair k: (clean, degraded), uint8 RGB HWC of one
-        size."""
-        hr_dir, lq_dir = self.input_dir("hr"), self.input_dir("degraded")
-        variants = int(self.input_stages()["degraded"].settings["variants"])
-        pairs = [(img.id, v) for img in read_images(hr_dir) for v in range(variants)]
-
-        @functools.lru_cache(maxsize=self.resolved("cached_images"))
-        def pair(k: int) -> tuple[np.ndarray, np.ndarray]:
-            image_id, v = pairs[k]
-            clean = read_rgb(image_path(hr_dir, image_id))
-            path = image_path(lq_dir, f"{image_id}_{v}")
-            degraded = read_rgb(path)
-            if degraded.shape != clean.shape:
-                raise ValueError(f"{path}: {degraded.shape[1]}x{degraded.shape[0]}, but its HR "
-                                 f"image is {clean.shape[1]}x{clean.shape[0]}")
-            return clean, degraded
-
-        return len(pairs), pair
-
     def build(self, out: Path) -> dict:
         from pipeline.train import enhancer
+        from pipeline.train.feed import CropBatches
         from pipeline.train.loop import cpu_state, parameter_count, save_checkpoint
 
         s, device = self.settings, self.device
         if s["crop"] % 8:
             raise ValueError(f"TrainEnhancer crop = {s['crop']}: must be a multiple of 8")
-        count, pair = self._pairs()
+        hr_dir = self.input_dir("hr")
+        ids = [img.id for img in read_images(hr_dir)]
+        store = self.array_store(out, {i: functools.partial(read_rgb, image_path(hr_dir, i))
+                                       for i in ids})
+        pairs = enhancer.DegradedPairs(s["crop"], load_recipe(self.degradation))
+        feed = self.feed(CropBatches(store, [[i] for i in ids], pairs, s["batch_size"],
+                                     self.seed_for("batch")), s["iterations"])
         perceptual, warnings = self._perceptual()
         training = enhancer.build_training(
             self.backbone, s[self.backbone], s["discriminator"], perceptual, self.loss_weights,
-            s["lr"], s["milestones"], self.seed_for("init"), device)
+            s["lr"], s["milestones"], self.seed_for("init"), device, self.precision)
 
         def step(i: int) -> dict[str, float]:
-            degraded, clean = enhancer.sample_batch(rng(self.key, "batch", i), pair, count,
-                                                    s["batch_size"], s["crop"])
+            degraded, clean = feed(i)
             return training.step(i, degraded.to(device), clean.to(device))
 
         name = f"TrainEnhancer {self.backbone}/{self.degradation}"
@@ -175,7 +161,7 @@ class TrainEnhancer(TrainingStage):
                           lambda: save_checkpoint(out / GENERATOR_FILE,
                                                   cpu_state(training.generator)),
                           name, desc=name)
-        return {"pairs": count, "final": rows[-1] if rows else None,
+        return {"images": len(ids), "final": rows[-1] if rows else None,
                 "parameters": parameter_count(training.generator),
                 "perceptual": str(self.vgg19_path) if perceptual is not None else None,
                 "warnings": warnings}

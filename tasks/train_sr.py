@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import luigi
-import numpy as np
 
-from pipeline.image.degrade import degrade
 from pipeline.image.ingest import read_images
 from pipeline.store.durable import sha256_file
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import rng
 from tasks.base import Stage
 from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
@@ -51,7 +48,7 @@ class TrainSR(_SRModel, TrainingStage):
     GT, as SuperResolveGT does, it then restores the GT's own residual degradations, as a
     pretrained Real-ESRGAN would."""
 
-    version = 3  # 3: steps seeded from the stage key
+    version = 4  # 4: crops from DataLoader workers, seeded per sample
     global_settings = ("scale",)
     iterations = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -62,33 +59,29 @@ class TrainSR(_SRModel, TrainingStage):
     second_order = luigi.OptionalListParameter(default=None)
     # Per-step seeding makes the result independent of the checkpoint interval.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
         return {"hr": IngestHR(), "lr": DegradeLR()}
 
     def build(self, out: Path) -> dict:
         from pipeline.train import sr
+        from pipeline.train.feed import CropBatches
         from pipeline.train.loop import parameter_count
 
         s, scale, device = self.settings, self.settings["scale"], self.device
-        ids = [img.id for img in read_images(self.input_dir("hr"))]
-
-        @functools.lru_cache(maxsize=self.resolved("cached_images"))
-        def pair(i: int):
-            return (read_rgb(image_path(self.input_dir("hr"), ids[i])),
-                    read_rgb(image_path(self.input_dir("lr"), ids[i])))
-
-        training = sr.build_training(scale, s["model"], s["lr"], self.seed_for("init"), device)
-        second = [load_recipe(name) for name in s["second_order"]]
-
-        def lr_pass(crop: np.ndarray, draw: np.random.Generator) -> np.ndarray:
-            return degrade(crop, second[draw.integers(len(second))], draw)
+        hr_dir, lr_dir = self.input_dir("hr"), self.input_dir("lr")
+        ids = [img.id for img in read_images(hr_dir)]
+        store = self.array_store(out, {
+            **{f"{i}_lr": functools.partial(read_rgb, image_path(lr_dir, i)) for i in ids},
+            **{f"{i}_hr": functools.partial(read_rgb, image_path(hr_dir, i)) for i in ids}})
+        sampler = sr.SecondOrderCrops(s["crop"], [load_recipe(n) for n in s["second_order"]])
+        feed = self.feed(CropBatches(store, [[f"{i}_lr", f"{i}_hr"] for i in ids], sampler,
+                                     s["batch_size"], self.seed_for("batch")), s["iterations"])
+        training = sr.build_training(scale, s["model"], s["lr"], self.seed_for("init"), device,
+                                     self.precision)
 
         def step(i: int) -> dict[str, float]:
-            lr, hr = sr.sample_pairs(rng(self.key, "batch", i), pair, len(ids),
-                                     s["batch_size"], s["crop"], scale,
-                                     lr_pass if second else None)
+            lr, hr = feed(i)
             return training.step(i, lr.to(device), hr.to(device))
 
         rows = self.train(out, training, step, s["iterations"],

@@ -10,14 +10,15 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import luigi
+import numpy as np
 
 from pipeline.image.ingest import Rejected, decode_hr, folder_fingerprint, read_images, walk_inputs
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import rng
 from tasks.ingest import IngestHR
 from tasks.training import TrainingStage
 
@@ -34,7 +35,7 @@ class TrainVQVAE2(TrainingStage):
     perplexity and dead codes per epoch), curve.csv (per step) and rejects.json (unusable
     files of extra_dir)."""
 
-    version = 2  # 2: steps seeded from the stage key
+    version = 3  # 3: crops from DataLoader workers, seeded per sample
     max_epochs = luigi.OptionalIntParameter(default=None)
     crops_per_image = luigi.OptionalIntParameter(default=None)
     batch_size = luigi.OptionalIntParameter(default=None)
@@ -46,7 +47,6 @@ class TrainVQVAE2(TrainingStage):
     extra_dir = luigi.OptionalParameter(default=None, significant=False)
     # Resume checkpoints every this many steps (0: at each epoch end); no effect on results.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
-    cached_images = luigi.OptionalIntParameter(default=None, significant=False)
 
     @property
     def extra_folder(self) -> Path | None:
@@ -60,20 +60,20 @@ class TrainVQVAE2(TrainingStage):
         extra = self.extra_folder
         return {"extra": folder_fingerprint(extra)} if extra else {}
 
-    def _sources(self, out: Path) -> list:
-        """A loader per training image (HR corpus, then extra_dir); unusable extra files go
-        to rejects.json with their reason."""
+    def _sources(self, out: Path) -> dict[str, Callable[[], np.ndarray]]:
+        """A loader per training image by name (HR corpus, then extra_dir); unusable extra
+        files go to rejects.json with their reason."""
         crop, hr_dir = self.settings["crop"], self.input_dir("hr")
-        loaders = []
+        loaders = {}
         for img in read_images(hr_dir):
             if min(img.width, img.height) < crop:
                 raise ValueError(f"HR image {img.id} ({img.source}, {img.width}x{img.height}) "
                                  f"is smaller than the TrainVQVAE2 crop {crop}")
-            loaders.append(functools.partial(read_rgb, image_path(hr_dir, img.id)))
+            loaders[img.id] = functools.partial(read_rgb, image_path(hr_dir, img.id))
         rejects = []
         if self.extra_folder:
             max_pixels = IngestHR().settings["max_pixels"]
-            for entry in walk_inputs(self.extra_folder):
+            for k, entry in enumerate(walk_inputs(self.extra_folder)):
                 try:
                     if entry.problem is not None:
                         raise Rejected(entry.problem)
@@ -81,25 +81,29 @@ class TrainVQVAE2(TrainingStage):
                 except Rejected as reason:
                     rejects.append({"source": os.fsdecode(entry.path), "reason": str(reason)})
                     continue
-                loaders.append(functools.partial(_decoded_rgb, entry.path, crop, max_pixels))
+                loaders[f"extra-{k:06d}"] = functools.partial(_decoded_rgb, entry.path, crop,
+                                                              max_pixels)
         durable.write_json(out / "rejects.json", rejects)
         return loaders
 
     def build(self, out: Path) -> dict:
         from pipeline.train import vqvae as vq
-        from pipeline.train.cfmg import sample_crops
+        from pipeline.train.feed import AlignedCrops, CropBatches
         from pipeline.train.loop import cpu_state, parameter_count, save_checkpoint
 
         s, device = self.settings, self.device
         loaders = self._sources(out)
-        load = functools.lru_cache(maxsize=self.resolved("cached_images"))(lambda i: loaders[i]())
+        store = self.array_store(out, loaders)
         steps_per_epoch = math.ceil(len(loaders) * s["crops_per_image"] / s["batch_size"])
+        total = steps_per_epoch * s["max_epochs"]
+        feed = self.feed(CropBatches(store, [[name] for name in loaders],
+                                     AlignedCrops(s["crop"], flips=4), s["batch_size"],
+                                     self.seed_for("batch")), total)
         training = vq.build_training(s["model"], s["lr"], s["beta"], steps_per_epoch,
-                                     self.seed_for("init"), device)
+                                     self.seed_for("init"), device, self.precision)
 
         def step(i: int) -> dict[str, float]:
-            crops = sample_crops(rng(self.key, "batch", i), lambda j: [load(j)], len(loaders),
-                                 s["batch_size"], s["crop"])[:, 0]
+            (crops,) = feed(i)
             losses = training.step(i, crops.to(device).mul_(2).sub_(1))
             if (i + 1) % steps_per_epoch == 0:  # training.step closed an epoch: keep it
                 epoch = (i + 1) // steps_per_epoch
@@ -113,7 +117,7 @@ class TrainVQVAE2(TrainingStage):
             (out / "epochs.png").write_bytes(
                 vq.epochs_png(training.epochs, f"TrainVQVAE2 ({s['max_epochs']} epochs)"))
 
-        rows = self.train(out, training, step, steps_per_epoch * s["max_epochs"], save, None,
+        rows = self.train(out, training, step, total, save, None,
                           ckpt_every=self.resolved("ckpt_every") or steps_per_epoch)
         return {"images": len(loaders), "steps_per_epoch": steps_per_epoch, "steps": len(rows),
                 "parameters": parameter_count(training.model),

@@ -6,18 +6,26 @@ pipeline.train.loop.train_loop with checkpoints and resume, saves the model and 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import luigi
 
 from tasks.base import Stage
 from tasks.config import gtforge
 
 if TYPE_CHECKING:
+    import numpy as np
     import torch
+    from torch.utils.data import Dataset
 
+    from pipeline.train.feed import ArrayStore, Feed
     from pipeline.train.loop import Training
+
+ARRAYS = "arrays"
 
 
 class TrainingStage(Stage):
@@ -26,6 +34,9 @@ class TrainingStage(Stage):
 
     resumable = True
     heavy = True
+    # DataLoader worker processes that make the batches (0: the training's own process).
+    # Speed, not results: every batch depends on its step alone (pipeline.train.feed).
+    loader_workers = luigi.OptionalIntParameter(default=None, significant=False)
 
     @cached_property
     def device(self) -> torch.device:
@@ -33,6 +44,25 @@ class TrainingStage(Stage):
         from pipeline.train.device import resolve_device
 
         return resolve_device(gtforge().device)
+
+    def array_store(self, out: Path,
+                    images: Mapping[str, Callable[[], np.ndarray]]) -> ArrayStore:
+        """The training images as memory-mapped copies in out/arrays (pipeline.train.feed):
+        `images` maps a name to a loader of uint8 HWC; each is written once (a resumed run
+        keeps them) and removed when the training is published."""
+        from pipeline.train.feed import ArrayStore
+
+        store = ArrayStore(out / ARRAYS)
+        for name, load in self.progress(images.items(), len(images),
+                                        f"{self.get_task_family()}: training images"):
+            store.put(name, load)
+        return store
+
+    def feed(self, batches: Dataset, total: int) -> Feed:
+        """Batches 0..total-1 of `batches`, made by `loader_workers` worker processes."""
+        from pipeline.train.feed import Feed
+
+        return Feed(batches, total, self.resolved("loader_workers"))
 
     def train(self, out: Path, training: Training, step: Callable[[int], dict[str, float]],
               total: int, save: Callable[[], None], title: str | None, *,
@@ -53,5 +83,6 @@ class TrainingStage(Stage):
                           desc=desc or self.get_task_family(), on_progress=self.show_progress,
                           device=self.device)
         save()
+        shutil.rmtree(out / ARRAYS, ignore_errors=True)
         finish_training(out, title)
         return rows

@@ -12,8 +12,8 @@ from pipeline.image.fusion import fuse_logits, high_frequency_energy
 from pipeline.image.ingest import read_images
 from pipeline.quality.iqa import MissingWeightsError, create_metric
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import rng
 from pipeline.train import cfmg
+from pipeline.train.feed import AlignedCrops, CropBatches
 from pipeline.train.schedules import warmup_cosine
 from tests.conftest import run_tasks
 
@@ -119,14 +119,17 @@ def test_condition_trades_fidelity_for_detail(sample_corpus):
     perceptual = cfmg.Perceptual({"niqe": -0.002}, "cpu", create_metric)
     full = torch.stack([torch.stack([to_tensor(s)[0] for s in st]) for st in stacks])
     gt = full[:, 0]
+    images = {f"{i}_{s}": source for i, st in enumerate(stacks) for s, source in enumerate(st)}
+    batches = CropBatches(images, [[f"{i}_{s}" for s in range(len(st))]
+                                   for i, st in enumerate(stacks)],
+                          AlignedCrops(192, flips=4), 2, "test", stack=True)
     fused = {}
     for c in (0.0, 1.0):
         model = FreeWeights()
         opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
         sched = warmup_cosine(opt, warmup=2, total=STEPS)
         for step in range(STEPS):
-            crops = cfmg.sample_crops(rng("test", step), lambda i: stacks[i],
-                                            len(stacks), 2, 192)
+            crops = batches[step]
             logs = cfmg.train_step(model, opt, sched, crops, c, perceptual, 1.0)
             assert np.isfinite(logs["loss"]) and logs["c"] == c
         fused[c] = fuse_logits(full, cfmg.predict_logits(model, gt, c))

@@ -10,7 +10,8 @@ from pipeline.image import degrade as D
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb
 from tasks.config import section
-from tasks.degrade import DRAWS_JSON, DegradeForEnhancer, DegradeLR, load_recipe
+from tasks.degrade import DRAWS_JSON, DegradeLR, load_recipe
+from tasks.train_enhancer import TrainEnhancer
 from tests.conftest import run_tasks
 
 RECIPES = ("noise", "blur", "sr")
@@ -211,19 +212,24 @@ def test_every_recipe_field_is_listed():
     assert set(FIELD_CHANGES) == {f.name for f in dataclasses.fields(D.Recipe)}
 
 
+def _enhancer(degradation):
+    return TrainEnhancer(backbone="rcan", degradation=degradation)
+
+
 @pytest.mark.parametrize("field", sorted(FIELD_CHANGES))
 def test_each_recipe_field_changes_the_key(build_env, field):
-    base = DegradeForEnhancer(degradation="noise").key
-    blur_base, lr_base = DegradeForEnhancer(degradation="blur").key, DegradeLR().key
+    """The enhancers degrade on the fly: their keys follow their recipe's values."""
+    base = _enhancer("noise").key
+    blur_base, lr_base = _enhancer("blur").key, DegradeLR().key
     value = FIELD_CHANGES[field]
     if field == "final_scale":  # 1 -> 1.0 is the same recipe; 2 is not
         build_env.set("degradation.noise", field, value)
-        assert DegradeForEnhancer(degradation="noise").key == base
+        assert _enhancer("noise").key == base
         value = "2"
     build_env.set("degradation.noise", field, value)
-    assert DegradeForEnhancer(degradation="noise").key != base
+    assert _enhancer("noise").key != base
     # the other recipes did not change
-    assert (DegradeForEnhancer(degradation="blur").key, DegradeLR().key) == (blur_base, lr_base)
+    assert (_enhancer("blur").key, DegradeLR().key) == (blur_base, lr_base)
     build_env.set("degradation.sr", field, value)
     assert DegradeLR().key != lr_base
 
@@ -244,18 +250,13 @@ def test_recipe_fields_change_the_output(recipes, fixed, change):
 
 
 def test_stage_settings_change_the_key(build_env):
-    noise, blur = DegradeForEnhancer(degradation="noise"), DegradeForEnhancer(degradation="blur")
-    assert noise.key != blur.key
-    build_env.set("tiny.DegradeForEnhancer", "variants", 3)
-    assert DegradeForEnhancer(degradation="noise").key != noise.key
+    assert _enhancer("noise").key != _enhancer("blur").key
     lr = DegradeLR().key
     for key, value in section("degradation.sr").items():
         build_env.set("degradation.sr_copy", key, value)
     assert DegradeLR(recipe="sr_copy").key != lr  # another recipe name, same values
     build_env.set("gtforge", "scale", 2)
     assert DegradeLR().key != lr
-    build_env.set("degradation.noise", "noise_sigma", "[20, 30]")
-    assert DegradeForEnhancer(degradation="noise").key != noise.key
 
 
 def test_degrade_lr_refuses_a_final_scale_other_than_scale(build_env, tmp_path):
@@ -264,26 +265,20 @@ def test_degrade_lr_refuses_a_final_scale_other_than_scale(build_env, tmp_path):
         DegradeLR().build(tmp_path)
 
 
-def test_stages_build_on_the_corpus(build_env):
-    enhancer, lr = DegradeForEnhancer(degradation="noise"), DegradeLR()
-    run_tasks(enhancer, lr)
-    hr_dir = enhancer.input_dir("hr")
+def test_degrade_lr_builds_on_the_corpus(build_env):
+    lr = DegradeLR()
+    run_tasks(lr)
+    hr_dir = lr.input_dir("hr")
     images = read_images(hr_dir)
-    recipe = load_recipe("noise")
+    recipe = load_recipe("sr")
     for img in images:
         hr = read_rgb(image_path(hr_dir, img.id))
-        for v in range(2):  # tiny variants
-            out = read_rgb(image_path(enhancer.out_dir, f"{img.id}_{v}"))
-            assert out.shape == hr.shape
-            again = D.degrade(hr, recipe, np.random.default_rng(enhancer.seed_for(img.id, v)))
-            np.testing.assert_array_equal(out, again)
-        assert read_rgb(image_path(lr.out_dir, img.id)).shape == (img.height // 4,
-                                                                  img.width // 4, 3)
-    assert len(list((enhancer.out_dir / "images").iterdir())) == 2 * len(images)
-    draws = json.loads((enhancer.out_dir / DRAWS_JSON).read_text())
-    assert set(draws) == {f"{img.id}_{v}" for img in images for v in range(2)}
-    assert not np.array_equal(read_rgb(image_path(enhancer.out_dir, f"{images[0].id}_0")),
-                              read_rgb(image_path(enhancer.out_dir, f"{images[0].id}_1")))
+        out = read_rgb(image_path(lr.out_dir, img.id))
+        assert out.shape == (img.height // 4, img.width // 4, 3)
+        again = D.degrade(hr, recipe, np.random.default_rng(lr.seed_for(img.id)))
+        np.testing.assert_array_equal(out, again)
+    draws = json.loads((lr.out_dir / DRAWS_JSON).read_text())
+    assert set(draws) == {img.id for img in images}
 
 
 def _identity_recipe(final_scale: int, mode: str) -> D.Recipe:

@@ -15,7 +15,7 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from pipeline.train.curve import CURVE_CSV, read_curve
 from pipeline.train.enhancer import EnhancerTraining, build_generator, build_training
-from pipeline.train.enhancer import sample_batch as enhancer_batch
+from pipeline.train.feed import AlignedCrops, CropBatches
 from pipeline.train.loop import (
     NonFiniteLoss,
     TrainState,
@@ -44,6 +44,14 @@ def pairs(small_corpus):
         noisy = clean + rng("test-noise", name).normal(0, 10, clean.shape)
         out.append((clean, np.clip(noisy, 0, 255).round().astype(np.uint8)))
     return out
+
+
+def _batch(pairs, seed, step, n, crop):
+    """Batch `step` of aligned (noisy, clean) crops of the pairs: float (n,3,crop,crop)."""
+    images = {f"{kind}{i}": image for i, (clean, noisy) in enumerate(pairs)
+              for kind, image in (("d", noisy), ("c", clean))}
+    groups = [[f"d{i}", f"c{i}"] for i in range(len(pairs))]
+    return CropBatches(images, groups, AlignedCrops(crop), n, seed)[step]
 
 
 def _narrow_vgg_state():
@@ -114,7 +122,7 @@ def test_step_with_perceptual_and_without_gan(pairs):
     training = build_training("rcan", MICRO["rcan"], {"n_feats": 8}, perceptual,
                               LossWeights(gan=0.0), 1e-4, [10], seed=0)
     d_before = {k: v.clone() for k, v in training.discriminator.state_dict().items()}
-    losses = training.step(0, *enhancer_batch(rng("b"), pairs.__getitem__, len(pairs), 2, 32))
+    losses = training.step(0, *_batch(pairs, "b", 0, 2, 32))
     assert set(losses) == {"l1", "perceptual"} and all(map(math.isfinite, losses.values()))
     assert all(torch.equal(v, training.discriminator.state_dict()[k]) for k, v in d_before.items())
 
@@ -125,15 +133,14 @@ def test_tiny_enhancer_l1_falls(backbone, pairs):
     training = build_training(backbone, json.loads(tiny[backbone]),
                               json.loads(tiny["discriminator"]), None, LossWeights(),
                               float(tiny["lr"]), [1000], seed=0)
-    held_out = enhancer_batch(rng("eval"), pairs.__getitem__, len(pairs), 8, 64)
+    held_out = _batch(pairs, "eval", 0, 8, 64)
 
     def held_out_l1() -> float:
         with torch.no_grad():
             return float(F.l1_loss(training.generator.eval()(held_out[0]), held_out[1]))
 
     before = held_out_l1()  # the untrained generator is the identity: the noise's L1
-    curve = [training.step(i, *enhancer_batch(rng("train", i), pairs.__getitem__, len(pairs),
-                                              4, 32))["l1"] for i in range(30)]
+    curve = [training.step(i, *_batch(pairs, "train", i, 4, 32))["l1"] for i in range(30)]
     assert np.mean(curve[-5:]) < 0.95 * np.mean(curve[:5])
     assert held_out_l1() < before
 
@@ -145,7 +152,7 @@ def _train(backbone, ckpt_dir, pairs, total, kill_at=None, poison_at=None):
     def step(i):
         if i == kill_at:
             raise KeyboardInterrupt  # the process dies between checkpoints
-        degraded, clean = enhancer_batch(rng("batch", i), pairs.__getitem__, len(pairs), 2, 32)
+        degraded, clean = _batch(pairs, "batch", i, 2, 32)
         if i == poison_at:
             degraded[0, 0, 0, 0] = float("nan")  # a corrupt batch
         return training.step(i, degraded, clean)

@@ -6,7 +6,6 @@ import torch
 from models.rrdb import RRDBNet
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import rng
 from pipeline.train import sr
 from tasks.super_resolve import SuperResolveGT
 from tasks.train_sr import LoadSR, TrainSR
@@ -79,15 +78,6 @@ def test_super_resolve_resizes_back_to_the_gt_size():
         out = sr.super_resolve(Nearest(), ramp, scale, tile=16, overlap=4)
         assert out.shape == ramp.shape and out.dtype == np.uint8
         assert np.abs(out.astype(int) - ramp).mean() < 3  # a smooth image survives the trip
-
-
-def test_sample_pairs_keeps_crops_aligned():
-    hr = np.random.default_rng(1).integers(0, 256, (64, 80, 3), dtype=np.uint8)
-    lr = cv2.resize(hr, (20, 16), interpolation=cv2.INTER_AREA)
-    lrs, hrs = sr.sample_pairs(rng("pairs"), lambda i: (hr, lr), 1, 8, 6, 4)
-    assert lrs.shape == (8, 3, 6, 6) and hrs.shape == (8, 3, 24, 24)
-    down = torch.nn.functional.avg_pool2d(hrs, 4)  # the same box filter as INTER_AREA
-    assert (down - lrs).abs().max() <= 1.01 / 255
 
 
 def _small_corpus(tmp_path, sample_corpus, size=(208, 200)):

@@ -9,9 +9,8 @@ from models.vqvae2 import VQVAE2, Quantize
 from pipeline.image.ingest import read_images
 from pipeline.quality import lr_stats
 from pipeline.store.imageio import image_path, read_rgb
-from pipeline.store.seeding import rng
 from pipeline.train import vqvae as vq
-from pipeline.train.cfmg import sample_crops
+from pipeline.train.feed import AlignedCrops, CropBatches
 from pipeline.train.loop import load_checkpoint
 from tasks.ingest import IngestHR
 from tasks.train_vqvae import TrainVQVAE2
@@ -105,7 +104,8 @@ def photo() -> np.ndarray:
 def test_loss_falls_within_a_few_dozen_steps(photo):
     model = micro_model()
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x = sample_crops(rng(0, 0), lambda j: [photo], 1, 4, 32)[:, 0] * 2 - 1  # one fixed batch
+    (x,) = CropBatches({"p": photo}, [["p"]], AlignedCrops(32, flips=4), 4, 0)[0]
+    x = x * 2 - 1  # one fixed batch
     losses = [vq.train_step(model, opt, x)[0]["loss"] for _ in range(40)]
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 

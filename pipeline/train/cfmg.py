@@ -13,38 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from models.cfmg import CFMG
 from pipeline.image.fusion import fuse_logits
 from pipeline.train.loop import Training, descend
+from pipeline.train.precision import FP32, Precision
 from pipeline.train.schedules import warmup_cosine
 
 MetricFactory = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
-
-
-def sample_crops(rng: np.random.Generator, stack: Callable[[int], list[np.ndarray]],
-                 count: int, batch: int, crop: int) -> torch.Tensor:
-    """`batch` aligned random crops with random horizontal/vertical flips from images
-    0..count-1; `stack(i)` gives image i's S sources, uint8 RGB HWC of one size (source 0 the
-    GT). Returns (B,S,3,crop,crop) float32 in [0,1].
-    """
-    out = None
-    for b in range(batch):
-        sources = stack(int(rng.integers(count)))
-        if out is None:
-            out = np.empty((batch, len(sources), crop, crop, 3), np.uint8)
-        h, w = sources[0].shape[:2]
-        if min(h, w) < crop:
-            raise ValueError(f"image {w}x{h} is smaller than the CFMG crop {crop}")
-        y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-        flip_y, flip_x = rng.integers(2, size=2)
-        for s, image in enumerate(sources):
-            patch = image[y:y + crop, x:x + crop]
-            out[b, s] = patch[::-1 if flip_y else 1, ::-1 if flip_x else 1]
-    return torch.from_numpy(out).permute(0, 1, 4, 2, 3).float().div_(255)
 
 
 class Perceptual:
@@ -96,13 +74,13 @@ def _judge_term(judge: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor]
 
 def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
               perceptual: Callable[[torch.Tensor, torch.Tensor],
-                                   tuple[torch.Tensor, dict[str, float]]]
-              ) -> tuple[torch.Tensor, dict[str, float]]:
+                                   tuple[torch.Tensor, dict[str, float]]],
+              precision: Precision = FP32) -> tuple[torch.Tensor, dict[str, float]]:
     """The objective on one batch: sources (B,S,3,h,w) in [0,1], source 0 the GT; returns
     (loss, {loss, mse (on [-1,1]), P, c, metric scores}). P sees the fused image clipped to
-    [0,1]."""
+    [0,1]. The CFMG runs at `precision`; the fusion, MSE and P in float32."""
     gt = sources[:, 0]
-    logits = model(gt, torch.full((len(gt),), c, device=gt.device))
+    logits = precision.forward(model, gt, torch.full((len(gt),), c, device=gt.device))
     fused = fuse_logits(sources, logits)
     mse = 4.0 * F.mse_loss(fused, gt)  # on [-1, 1], as BGT
     p, raw = perceptual(fused.clamp(0, 1), gt)
@@ -113,10 +91,11 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
 
 def train_step(model: CFMG, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, sources: torch.Tensor,
-               c: float, perceptual: Perceptual, grad_clip: float) -> dict[str, float]:
+               c: float, perceptual: Perceptual, grad_clip: float,
+               precision: Precision = FP32) -> dict[str, float]:
     """One optimiser step on `cfmg_loss` with gradient-norm clipping; returns the logged values."""
     model.train()
-    loss, logs = cfmg_loss(model, sources, c, perceptual)
+    loss, logs = cfmg_loss(model, sources, c, perceptual, precision)
     descend(optimizer, loss, clip=(model.parameters(), grad_clip))
     scheduler.step()
     return logs
@@ -139,18 +118,21 @@ class CFMGTraining(Training):
         """Update i on aligned crops (B,S,3,h,w) in [0,1] (source 0 the GT) at condition `c`;
         returns the logged values of `cfmg_loss`."""
         return train_step(self.model, self.opt, self.sched, sources, c, self.perceptual,
-                          self.grad_clip)
+                          self.grad_clip, self.precision)
 
 
 def build_training(sources: int, config: Mapping[str, Any], perceptual: Perceptual, *,
                    lr: float, weight_decay: float, warmup: int, total: int, grad_clip: float,
-                   seed: int, device: torch.device | str = "cpu") -> CFMGTraining:
+                   seed: int, device: torch.device | str = "cpu",
+                   precision: Precision = FP32) -> CFMGTraining:
     """The training of a CFMG fusing `sources` images, of size `config` (width, stages, bins,
     ...), initialised from `seed` (same weights on every clean build), on `device`, for `total`
-    steps."""
+    steps, forward passes at `precision`."""
     torch.manual_seed(seed)
-    model = CFMG(sources=sources, **config).to(device)
-    return CFMGTraining(model, perceptual, lr, weight_decay, warmup, total, grad_clip)
+    model = precision.prepare(CFMG(sources=sources, **config).to(device))
+    training = CFMGTraining(model, perceptual, lr, weight_decay, warmup, total, grad_clip)
+    training.precision = precision
+    return training
 
 
 @torch.no_grad()

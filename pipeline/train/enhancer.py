@@ -22,12 +22,15 @@ from models.elan import ELAN
 from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
 from pipeline.image.conversions import to_images, to_tensor
+from pipeline.image.degrade import Recipe, apply
+from pipeline.image.degrade import draw as draw_choice
 from pipeline.image.tiling import tiled_apply
+from pipeline.train.feed import AlignedCrops
 from pipeline.train.loop import Training, descend
 from pipeline.train.loss_settings import LossWeights
 from pipeline.train.losses import PerceptualLoss, gan_loss
+from pipeline.train.precision import FP32, Precision
 from pipeline.train.schedules import learning_rate
-from pipeline.train.sr import sample_pairs
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {"rcan": RCAN, "elan": ELAN}
 
@@ -42,13 +45,24 @@ def build_generator(backbone: str, config: Mapping[str, Any]) -> nn.Module:
         raise ValueError(f"bad {backbone} configuration {dict(config)}: {e}") from None
 
 
-def sample_batch(rng: np.random.Generator,
-                 pair: Callable[[int], tuple[np.ndarray, np.ndarray]], count: int, batch: int,
-                 crop: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A batch of aligned crops from pairs 0..count-1; `pair(i)` gives (clean, degraded),
-    uint8 RGB HWC of one size. Each crop gets one of the 8 flips/rotations.
-    Returns (degraded, clean), float32 [0,1] (B,3,crop,crop)."""
-    return sample_pairs(rng, pair, count, batch, crop, scale=1)
+class DegradedPairs:
+    """The enhancers' sampler (pipeline.train.feed): a crop of the clean image with a fresh
+    Eq. 1 degradation drawn from `recipe` for every sample, as HGGT trains. The degradation
+    runs on the crop plus a `margin` on every side (the blur kernel's reach), which is then cut
+    away from both. Returns [degraded, clean], uint8 RGB HWC of `crop` pixels."""
+
+    def __init__(self, crop: int, recipe: Recipe, margin: int = 8):
+        if recipe.final_scale != 1:
+            raise ValueError(f"an enhancer recipe keeps the size (final_scale = 1), not "
+                             f"{recipe.final_scale}")
+        self.region, self.recipe, self.margin = AlignedCrops(crop + 2 * margin), recipe, margin
+
+    def __call__(self, draw: np.random.Generator,
+                 images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        (clean,) = self.region(draw, images)
+        degraded = apply(clean, draw_choice(self.recipe, draw), draw)
+        inner = np.s_[self.margin:-self.margin, self.margin:-self.margin]
+        return [np.ascontiguousarray(degraded[inner]), np.ascontiguousarray(clean[inner])]
 
 
 class EnhancerTraining(Training):
@@ -79,23 +93,24 @@ class EnhancerTraining(Training):
         use_gan = self.weights.gan > 0
         self.generator.train()
         self.discriminator.train().requires_grad_(False)
-        out = self.generator(degraded)
+        run = self.precision.forward
+        out = run(self.generator, degraded)
         l1 = F.l1_loss(out, clean)
         losses = {"l1": l1}
         total = self.weights.l1 * l1
         if self.perceptual is not None and self.weights.perceptual > 0:
-            losses["perceptual"] = self.perceptual(out, clean)
+            losses["perceptual"] = run(self.perceptual, out, clean)
             total = total + self.weights.perceptual * losses["perceptual"]
         if use_gan:
-            losses["g_gan"] = gan_loss(self.discriminator(out), real=True)
+            losses["g_gan"] = gan_loss(run(self.discriminator, out), real=True)
             total = total + self.weights.gan * losses["g_gan"]
         descend(self.opt_g, total)
         if use_gan:
             self.discriminator.requires_grad_(True)
             self.opt_d.zero_grad(set_to_none=True)
-            losses["d_real"] = gan_loss(self.discriminator(clean), real=True)
+            losses["d_real"] = gan_loss(run(self.discriminator, clean), real=True)
             losses["d_real"].backward()
-            losses["d_fake"] = gan_loss(self.discriminator(out.detach()), real=False)
+            losses["d_fake"] = gan_loss(run(self.discriminator, out.detach()), real=False)
             losses["d_fake"].backward()
             self.opt_d.step()
         return {k: float(v.detach()) for k, v in losses.items()}
@@ -108,15 +123,19 @@ class EnhancerTraining(Training):
 def build_training(backbone: str, generator_config: Mapping[str, Any],
                    discriminator_config: Mapping[str, Any], perceptual: PerceptualLoss | None,
                    weights: LossWeights, lr: float, milestones: Sequence[int],
-                   seed: int, device: torch.device | str = "cpu") -> EnhancerTraining:
+                   seed: int, device: torch.device | str = "cpu",
+                   precision: Precision = FP32) -> EnhancerTraining:
     """The training of a `backbone` enhancer: generator and discriminator initialised from
-    `seed` (so two runs start identically), on `device`, with their optimisers."""
+    `seed` (so two runs start identically), on `device`, with their optimisers; forward
+    passes run at `precision`."""
     torch.manual_seed(seed)
-    generator = build_generator(backbone, generator_config).to(device)
-    discriminator = UNetDiscriminator(**discriminator_config).to(device)
+    generator = precision.prepare(build_generator(backbone, generator_config).to(device))
+    discriminator = precision.prepare(UNetDiscriminator(**discriminator_config).to(device))
     if perceptual is not None:
-        perceptual = perceptual.to(device)
-    return EnhancerTraining(generator, discriminator, perceptual, weights, lr, milestones)
+        perceptual = precision.prepare(perceptual.to(device))
+    training = EnhancerTraining(generator, discriminator, perceptual, weights, lr, milestones)
+    training.precision = precision
+    return training
 
 
 @torch.no_grad()

@@ -23,8 +23,8 @@ from models.small_sr import SmallSR
 from pipeline.image import degrade
 from pipeline.image.conversions import to_images, to_tensor
 from pipeline.store.seeding import rng
+from pipeline.train.feed import AlignedCrops
 from pipeline.train.loop import descend
-from pipeline.train.sr import sample_pairs
 
 
 @dataclass
@@ -60,22 +60,34 @@ class Samples:
         return self.candidates[rows, self.names.index(name)]
 
 
+def batch_of(samples: Samples, target: str, crops: AlignedCrops, seed: int, step: int,
+             batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch `step` of the `target` training: aligned (LR, target) crops, float32 [0,1]
+    (B,3,h,w) and (B,3,h*scale,w*scale). Sample j draws from rng(seed, step, j) and the hggt
+    target's pick from its own generator, so every target gets the same crops."""
+    lqs, hrs = [], []
+    for j in range(batch):
+        draw = rng(seed, step, j)
+        i = int(draw.integers(len(samples.lq)))
+        goal = samples.target(target, np.array([i]), rng(seed, "pick", step, j))[0]
+        lq, hr = crops(draw, [samples.lq[i], goal])
+        lqs.append(lq)
+        hrs.append(hr)
+    return to_tensor(np.stack(lqs)), to_tensor(np.stack(hrs))
+
+
 def train(samples: Samples, target: str, seed: int, steps: int, scale: int,
           batch: int = 16, crop: int = 24, lr: float = 1e-3,
           device: torch.device | str = "cpu") -> SmallSR:
     """A SmallSR trained with L1 towards `target` (AdamW, cosine schedule), seeded by `seed`
-    alone: the same seed gives the same initialisation and batches for every target."""
+    alone: the same seed gives the same initialisation and crops for every target."""
     torch.manual_seed(seed)
     model = SmallSR(scale=scale).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    crops = AlignedCrops(crop)
     for step in range(steps):
-        draw = rng(seed, "batch", step)
-
-        def pair(i: int, draw: np.random.Generator = draw) -> tuple[np.ndarray, np.ndarray]:
-            return samples.target(target, np.array([i]), draw)[0], samples.lq[i]
-
-        lq, hr = sample_pairs(draw, pair, len(samples.lq), batch, crop, scale)
+        lq, hr = batch_of(samples, target, crops, seed, step, batch)
         loss = F.l1_loss(model(lq.to(device)), hr.to(device))
         descend(opt, loss)
         sched.step()

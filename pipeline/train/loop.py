@@ -26,6 +26,7 @@ from pipeline.ops.progress import ProgressCallback, track
 from pipeline.store import durable
 from pipeline.store.seeding import derive_seed
 from pipeline.train.curve import CURVE_CSV, plot_curve, read_curve
+from pipeline.train.precision import FP32, Precision
 
 
 class NonFiniteLoss(RuntimeError):
@@ -36,7 +37,10 @@ class Training:
     """The shape of every training: a model with its optimiser and schedule. A subclass has
     `step(i, *batch) -> {loss name: float}` (update i on one batch, as tensors on the model's
     device) and names in `parts()` the objects whose state_dict a checkpoint keeps; one that
-    keeps more (running statistics) overrides `state_dict` / `load_state_dict`."""
+    keeps more (running statistics) overrides `state_dict` / `load_state_dict`. Its forward
+    passes run at `precision` (pipeline.train.precision; losses stay float32)."""
+
+    precision: Precision = FP32
 
     def parts(self) -> dict[str, Any]:
         """The models, optimisers and schedules to checkpoint, by name."""

@@ -46,11 +46,18 @@ class Precision:
         """The autocast context for forward passes on `device` (disabled for fp32)."""
         return torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=self.bf16)
 
-    def forward(self, model: torch.nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
-        """model(*inputs) under `autocast`, inputs in this layout; the output as float32."""
+    def forward(self, model: torch.nn.Module, *inputs: torch.Tensor):
+        """model(*inputs) under `autocast`, inputs in this layout; floating outputs (a tensor
+        or a tuple of them) as float32, others as they are."""
         with self.autocast(inputs[0].device):
             out = model(*(self.layout(x) for x in inputs))
-        return out.float()
+        return _as_float32(out)
+
+
+def _as_float32(out):
+    if isinstance(out, tuple):
+        return tuple(_as_float32(o) for o in out)
+    return out.float() if torch.is_tensor(out) and out.is_floating_point() else out
 
 
 FP32 = Precision()

@@ -14,7 +14,7 @@ variants nearly the same image.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +25,11 @@ import torch.nn.functional as F
 
 from models.rrdb import RRDBNet
 from pipeline.image.conversions import to_tensor, to_uint8
+from pipeline.image.degrade import Recipe, degrade
 from pipeline.image.tiling import tiled_apply
+from pipeline.train.feed import AlignedCrops
 from pipeline.train.loop import Training, descend, load_checkpoint, save_checkpoint
+from pipeline.train.precision import FP32, Precision
 
 WRAPPERS = ("params_ema", "params")
 
@@ -77,42 +80,28 @@ def save_rrdb(path: Path, model: RRDBNet) -> None:
     save_checkpoint(path, {"params": {k: v.detach().cpu() for k, v in model.state_dict().items()}})
 
 
-def _dihedral(image: np.ndarray, k: int) -> np.ndarray:
-    """One of the 8 flips/rotations of an HWC image (k in 0..7)."""
-    image = np.rot90(image, k % 4)
-    return image[:, ::-1] if k >= 4 else image
+class SecondOrderCrops:
+    """The SR sampler (pipeline.train.feed): aligned (LR, HR) crops, `crop` LR pixels, and with
+    `recipes` the LR crop degraded once more by one of them, drawn per sample (Real-ESRGAN's
+    second order). Returns [lr, hr], uint8 RGB HWC."""
 
+    def __init__(self, crop: int, recipes: Sequence[Recipe] = ()):
+        self.crops, self.recipes = AlignedCrops(crop), list(recipes)
 
-def sample_pairs(rng: np.random.Generator, pair: Callable[[int], tuple[np.ndarray, np.ndarray]],
-                 count: int, batch: int, crop: int, scale: int,
-                 lr_pass: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None
-                 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A training batch of aligned crops from pairs 0..count-1; `pair(i)` gives (hr, lr), uint8
-    RGB HWC with lr = (H//scale, W//scale). One random flip/rotation per crop; `lr_pass`, if
-    given, degrades each LR crop once more (drawing from `rng`).
-
-    Returns lr (B,3,crop,crop) and hr (B,3,crop*scale,crop*scale), float32 [0,1].
-    """
-    lrs, hrs = [], []
-    for _ in range(batch):
-        hr, lr = pair(int(rng.integers(count)))
-        if min(lr.shape[:2]) < crop:
-            raise ValueError(f"LR image {lr.shape[1]}x{lr.shape[0]} is smaller than the "
-                             f"crop {crop}")
-        y, x = int(rng.integers(lr.shape[0] - crop + 1)), int(rng.integers(lr.shape[1] - crop + 1))
-        k = int(rng.integers(8))
-        patch = lr[y:y + crop, x:x + crop]
-        lrs.append(_dihedral(lr_pass(np.ascontiguousarray(patch), rng) if lr_pass else patch, k))
-        hrs.append(_dihedral(hr[y * scale:(y + crop) * scale, x * scale:(x + crop) * scale], k))
-    return to_tensor(np.stack(lrs)), to_tensor(np.stack(hrs))
+    def __call__(self, draw: np.random.Generator,
+                 images: Sequence[np.ndarray]) -> list[np.ndarray]:
+        lr, hr = self.crops(draw, images)
+        if self.recipes:
+            lr = degrade(lr, self.recipes[int(draw.integers(len(self.recipes)))], draw)
+        return [lr, hr]
 
 
 def sr_train_step(model: RRDBNet, optimizer: torch.optim.Optimizer, lr: torch.Tensor,
-                  hr: torch.Tensor) -> float:
-    """One L1 step (the Real-ESRNet objective) on an LR batch and its HR targets; returns
-    the loss."""
+                  hr: torch.Tensor, precision: Precision = FP32) -> float:
+    """One L1 step (the Real-ESRNet objective) on an LR batch and its HR targets, the forward
+    pass at `precision`; returns the loss."""
     model.train()
-    loss = F.l1_loss(model(lr), hr)
+    loss = F.l1_loss(precision.forward(model, lr), hr)
     descend(optimizer, loss)
     return float(loss.detach())
 
@@ -130,15 +119,19 @@ class SRTraining(Training):
 
     def step(self, i: int, lr: torch.Tensor, hr: torch.Tensor) -> dict[str, float]:
         """Update i on an LR batch and its HR targets; returns {"l1": loss}."""
-        return {"l1": sr_train_step(self.model, self.opt, lr, hr)}
+        return {"l1": sr_train_step(self.model, self.opt, lr, hr, self.precision)}
 
 
 def build_training(scale: int, config: Mapping[str, int], lr: float, seed: int,
-                   device: torch.device | str = "cpu") -> SRTraining:
+                   device: torch.device | str = "cpu",
+                   precision: Precision = FP32) -> SRTraining:
     """The training of an RRDBNet of `scale` and size `config` (num_feat, num_block,
-    num_grow_ch), initialised from `seed` (same weights on every clean build), on `device`."""
+    num_grow_ch), initialised from `seed` (same weights on every clean build), on `device`,
+    forward passes at `precision`."""
     torch.manual_seed(seed)
-    return SRTraining(RRDBNet(scale=scale, **config).to(device), lr)
+    training = SRTraining(precision.prepare(RRDBNet(scale=scale, **config).to(device)), lr)
+    training.precision = precision
+    return training
 
 
 def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap: int,

@@ -20,6 +20,7 @@ from models.vqvae2 import VQVAE2
 from pipeline.image.plots import display_tile, figure, figure_png
 from pipeline.quality.lr_stats import lowpass, to_lab
 from pipeline.train.loop import Training, descend
+from pipeline.train.precision import FP32, Precision
 
 EPOCHS_CSV = "epochs.csv"
 
@@ -39,13 +40,15 @@ def perplexity(counts: torch.Tensor) -> float:
 
 
 def train_step(model: VQVAE2, optimizer: torch.optim.Optimizer, x: torch.Tensor,
-               beta: float = 0.25) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
+               beta: float = 0.25, precision: Precision = FP32
+               ) -> tuple[dict[str, float], tuple[torch.Tensor, torch.Tensor]]:
     """One step of loss = MSE(reconstruction, x) + beta * commitment on x, float (N,3,H,W) in
-    [-1, 1] (sides multiples of 8). The codebooks move by EMA inside the forward pass.
+    [-1, 1] (sides multiples of 8), the forward pass at `precision` (the codebooks in float32).
+    The codebooks move by EMA inside the forward pass.
 
     Returns the losses and per-step perplexities, and the code indices (top, bottom)."""
     model.train()
-    recon, commitment, codes = model(x)
+    recon, commitment, codes = precision.forward(model, x)
     mse = F.mse_loss(recon, x)
     loss = mse + beta * commitment
     descend(optimizer, loss)
@@ -109,7 +112,7 @@ class VQVAETraining(Training):
 
     def step(self, i: int, x: torch.Tensor) -> dict[str, float]:
         """Update i on x, float (N,3,H,W) in [-1, 1]; returns `train_step`'s losses."""
-        losses, codes = train_step(self.model, self.opt, x, self.beta)
+        losses, codes = train_step(self.model, self.opt, x, self.beta, self.precision)
         self.stats.add(losses, codes)
         if (i + 1) % self.steps_per_epoch == 0:
             self.epochs.append(self.stats.row((i + 1) // self.steps_per_epoch))
@@ -128,11 +131,15 @@ class VQVAETraining(Training):
 
 
 def build_training(config: Mapping, lr: float, beta: float, steps_per_epoch: int, seed: int,
-                   device: torch.device | str = "cpu") -> VQVAETraining:
+                   device: torch.device | str = "cpu",
+                   precision: Precision = FP32) -> VQVAETraining:
     """The training of a VQ-VAE-2 of size `config` (VQVAE2 keyword arguments), initialised
-    from `seed` (same weights on every clean build), on `device`."""
+    from `seed` (same weights on every clean build), on `device`, at `precision`."""
     torch.manual_seed(seed)
-    return VQVAETraining(VQVAE2(**config).to(device), lr, beta, steps_per_epoch)
+    model = precision.prepare(VQVAE2(**config).to(device))
+    training = VQVAETraining(model, lr, beta, steps_per_epoch)
+    training.precision = precision
+    return training
 
 
 def epochs_png(rows: Sequence[Mapping[str, float]], title: str) -> bytes:
