@@ -3,9 +3,11 @@ upsampler: a same-size (1x) image enhancer.
 
 Each ELAB block is a local feature extractor (two shift-convs) and a group-wise multi-scale
 self-attention (GMSA: the channels are split into one group per window size, attention inside
-non-overlapping windows, query = key as in the paper), both residual; every second block rolls
-its windows by half a window (the shifted variant). The input is padded to a multiple of the
-windows' least common multiple (16 for (4, 8, 16)) and the output cropped back.
+non-overlapping windows, query = key as in the paper), both residual; every second block
+shifts its windows by half a window (the shifted variant; without the paper's wrap-around,
+so a tile of a photo sees what the whole photo does away from the tile's edges). The input
+is padded to a multiple of the windows' least common multiple (16 for (4, 8, 16)) and the
+output cropped back.
 """
 
 from __future__ import annotations
@@ -64,23 +66,38 @@ class GMSA(nn.Module):
         self.project_out = nn.Conv2d(channels, channels, 1)
 
     def attend(self, x: torch.Tensor, size: int) -> torch.Tensor:
-        """(N,2C,H,W) query|value channels -> (N,C,H,W); H and W are multiples of `size`."""
+        """(N,2C,H,W) query|value channels -> (N,C,H,W); H and W are multiples of `size`.
+
+        Shifted: the windows move by half a window without wrapping around the image (the
+        paper's torch.roll joins opposite edges): the input is zero-padded by half a window
+        on every side, partitioned, and the padded positions are masked out of the keys; the
+        result is cropped back. Away from the image border this is the rolled result."""
         b, c2, h, w = x.shape
-        c, nh, nw = c2 // 2, h // size, w // size
-        if self.shift:
-            x = torch.roll(x, (-(size // 2), -(size // 2)), (2, 3))
+        c, half = c2 // 2, size // 2 if self.shift else 0
+        if half:
+            x = F.pad(x, (half, half, half, half))
+        hp, wp = x.shape[-2:]
+        nh, nw = hp // size, wp // size
         qv = x.view(b, 2, c, nh, size, nw, size).permute(1, 0, 3, 5, 4, 6, 2)
-        qv = qv.reshape(2, b * nh * nw, size * size, c)
-        y = F.scaled_dot_product_attention(qv[0], qv[0], qv[1], scale=1.0)
-        y = y.view(b, nh, nw, size, size, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
-        if self.shift:
-            y = torch.roll(y, (size // 2, size // 2), (2, 3))
-        return y
+        qv = qv.reshape(2, b, nh * nw, size * size, c)
+        mask = _window_keys(h, w, size, half, x.device)[:, None] if half else None
+        y = F.scaled_dot_product_attention(qv[0], qv[0], qv[1], attn_mask=mask, scale=1.0)
+        y = y.view(b, nh, nw, size, size, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hp, wp)
+        return y[..., half:half + h, half:half + w] if half else y
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = self.norm(self.project_in(x)).chunk(len(self.windows), dim=1)
         return self.project_out(torch.cat([self.attend(g, s)
                                            for g, s in zip(groups, self.windows, strict=True)], 1))
+
+
+def _window_keys(h: int, w: int, size: int, half: int, device: torch.device) -> torch.Tensor:
+    """(windows, size*size) bool: which positions of each window of an (h,w) map padded by
+    `half` on every side are inside the map."""
+    inside = torch.zeros(h + 2 * half, w + 2 * half, dtype=torch.bool, device=device)
+    inside[half:half + h, half:half + w] = True
+    nh, nw = inside.shape[0] // size, inside.shape[1] // size
+    return inside.view(nh, size, nw, size).permute(0, 2, 1, 3).reshape(nh * nw, size * size)
 
 
 class ELAB(nn.Module):

@@ -17,14 +17,16 @@ from tasks.train_enhancer import BACKBONES, DEGRADATIONS, TrainEnhancer
 
 class EnhanceHR(Stage):
     """images/<id>.png: uint8 RGB, the size of the HR image, from the TrainEnhancer generator
-    applied in overlapping tiles (`tile` pixels, `overlap`; pipeline.image.tiling.tiled_apply)."""
+    applied in overlapping tiles (`tile` pixels, `overlap`, `batch` tiles per forward pass;
+    pipeline.train.tiling.tiled_apply), written tile by tile as uint8."""
 
-    version = 1
+    version = 2  # 2: batched tiles cut mid-overlap, uint8 per tile; ELAN windows do not wrap
     heavy = True
     backbone = luigi.ChoiceParameter(choices=BACKBONES)
     degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
     tile = luigi.OptionalIntParameter(default=None)
     overlap = luigi.OptionalIntParameter(default=None)
+    batch = luigi.OptionalIntParameter(default=None, significant=False)  # tiles per pass (speed)
 
     def requires(self):
         return {"hr": IngestHR(),
@@ -42,5 +44,6 @@ class EnhanceHR(Stage):
         for img in self.progress(images, len(images), f"EnhanceHR {self.backbone}_"
                                  f"{self.degradation}"):
             rgb = read_rgb(image_path(self.input_dir("hr"), img.id))
-            write_rgb(image_path(out, img.id), enhance(model, rgb, s["tile"], s["overlap"], device))
+            write_rgb(image_path(out, img.id), enhance(model, rgb, s["tile"], s["overlap"], device,
+                                                       self.precision, self.resolved("batch")))
         return {"images": len(images)}

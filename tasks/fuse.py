@@ -37,9 +37,10 @@ class FuseGT(Stage):
     sum to 1 over sources; centres (bins,); sources (S,)), band_weights.json (the same per
     image, by source name) and band_weights.png (mask of each source against frequency)."""
 
-    version = 2
+    version = 3  # 3: masks from views of the training crop size; fusion per channel, uint8
     heavy = True
     c = luigi.OptionalFloatParameter(default=None)
+    views = luigi.OptionalIntParameter(default=None)  # per side: views x views CFMG windows
 
     def requires(self):
         return {**source_stages(), "cfmg": TrainMaskGenerator()}
@@ -47,19 +48,18 @@ class FuseGT(Stage):
     def fuse(self, model: CFMG, image_id: str, centres: torch.Tensor,
              device: torch.device | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(fused uint8 RGB HWC, logits (S,bins), weights at the ring centres (S,bins)) of one
-        image at this stage's c."""
-        import torch
-
-        from pipeline.image.conversions import to_images, to_tensor
-        from pipeline.image.fusion import fuse_logits, mask_profile
+        image at this stage's c: the CFMG sees `views` x `views` windows of its training crop
+        (pipeline.train.cfmg.predict_photo), the FFT fusion runs on the whole photo one colour
+        channel at a time (pipeline.image.fusion.fuse_photo)."""
+        from pipeline.image.fusion import fuse_photo, mask_profile
         from pipeline.train import cfmg
 
-        sources = torch.stack([to_tensor(x, device)[0] for x in read_sources(self, image_id)])
-        with torch.no_grad():
-            logits = cfmg.predict_logits(model, sources[None, 0], self.settings["c"])
-            fused = fuse_logits(sources[None], logits)
-        return (to_images(fused[0]), logits[0].cpu().numpy(),
-                mask_profile(logits, centres)[0].cpu().numpy())
+        sources = read_sources(self, image_id)
+        crop = self.input_stages()["cfmg"].settings["crop"]
+        logits = cfmg.predict_photo(model, sources[0], self.settings["c"], crop,
+                                    self.settings["views"], device, self.precision).cpu()
+        fused = fuse_photo(sources, logits)
+        return fused, logits[0].numpy(), mask_profile(logits, centres)[0].numpy()
 
     def build(self, out: Path) -> dict:
         import torch

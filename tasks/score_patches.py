@@ -9,10 +9,11 @@ from pathlib import Path
 import luigi
 import numpy as np
 
+from pipeline.image.crops import version_chunks as crop_chunks
 from pipeline.quality import scores as score_table
 from pipeline.quality import voting
 from pipeline.store import durable
-from pipeline.store.imageio import image_path, read_rgb, read_rgb_sized
+from pipeline.store.imageio import image_path
 from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.config import gtforge
@@ -86,36 +87,27 @@ class ScorePatches(Stage):
 
         return scores
 
-    def _crops(self, patches: dict):
-        """(patch indices, originals (n,H,W,3), candidates (n,K,H,W,3)) in chunks, image by
-        image."""
-        size, pending = patches["size"], []
+    def _crops(self, patches: dict, scratch: Path):
+        """(patch indices, originals (n,H,W,3), candidates (n,K,H,W,3)) in chunks of at most
+        `chunk` patches, image by image; the versions of an image are spilled to `scratch`
+        and read back by rows (pipeline.image.crops), so no image is held decoded K+1 times."""
+        size = patches["size"]
         by_image: dict[str, list[int]] = defaultdict(list)
         for i, image_id in enumerate(patches["image_id"]):
             by_image[str(image_id)].append(i)
         for image_id in self.progress(list(by_image), len(by_image), "ScorePatches"):
-            stack = self._versions(image_id)
-            for i in by_image[image_id]:
-                x, y = int(patches["x"][i]), int(patches["y"][i])
-                crop = stack[:, y:y + size, x:x + size]
-                if crop.shape[1:3] != (size, size):
-                    raise RuntimeError(f"patch {i} of {image_id} at x={x}, y={y}, size {size} "
-                                       f"passes the border of the {stack.shape[2]}x"
-                                       f"{stack.shape[1]} HR image")
-                pending.append((i, crop))
-            if len(pending) >= self.resolved("chunk") or image_id == next(reversed(by_image)):
-                yield (np.array([p[0] for p in pending]), np.stack([p[1][0] for p in pending]),
-                       np.stack([p[1][1:] for p in pending]))
-                pending = []
-
-    def _versions(self, image_id: str) -> np.ndarray:
-        """The original and every candidate of one image: uint8 (1+K,H,W,3)."""
-        original = read_rgb(image_path(self.input_dir("hr"), image_id))
-        versions = [original]
-        for folder in self.candidate_dirs.values():
-            versions.append(read_rgb_sized(image_path(folder, image_id), original.shape,
-                                           "the HR image"))
-        return np.stack(versions)
+            rows = np.array(by_image[image_id])
+            paths = [image_path(self.input_dir("hr"), image_id),
+                     *(image_path(folder, image_id) for folder in self.candidate_dirs.values())]
+            try:
+                for idx, crops in crop_chunks(paths, patches["x"][rows], patches["y"][rows],
+                                              size, self.resolved("chunk"), scratch):
+                    yield rows[idx], crops[:, 0], crops[:, 1:]
+            except ValueError as e:
+                raise RuntimeError(f"{image_id}: {e}") from None
+            finally:
+                for file in scratch.glob("*.raw"):
+                    file.unlink()
 
     def build(self, out: Path) -> dict:
         from pipeline.quality import annotate
@@ -131,10 +123,13 @@ class ScorePatches(Stage):
         scores = np.full((n, k + 1, len(names)), np.nan, np.float32)
         differences = np.zeros((n, k), np.float32)
         score = self._scorer(device)
-        for idx, original, candidates in self._crops(patches):
+        scratch = out / ".scratch"
+        scratch.mkdir()
+        for idx, original, candidates in self._crops(patches, scratch):
             scores[idx] = score(original, candidates)
             differences[idx] = annotate.difference(original, candidates,
                                                    s["difference_measure"], device)
+        scratch.rmdir()
         table = self._label(scores, differences, infos, margins, names)
         score_table.save(out, table)
         np.savez(out / DIFFERENCE, difference=differences,

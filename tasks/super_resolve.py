@@ -17,16 +17,18 @@ SR_SCALES = (2, 3, 4)
 
 
 class SuperResolveGT(Stage):
-    """images/<id>.png: uint8 RGB at the GT size. The SR model runs on the GT resized to
-    scale/m of its size (m = the model's scale), tiled (`tile` input pixels, `overlap`), and
-    its output is resized back with cv2.INTER_AREA (pipeline.train.sr.super_resolve)."""
+    """images/<id>.png: uint8 RGB at the GT size. The SR model runs on the GT (padded to a
+    whole ratio) resized to scale/m of its size (m = the model's scale), tiled (`tile` input
+    pixels, `overlap`, `batch` tiles per pass), and each tile's output is brought back by
+    scale x scale block means as it comes (pipeline.train.sr.super_resolve)."""
 
-    version = 2
+    version = 3  # 3: exact s x s block means per tile (GT padded to a whole ratio), uint8 tiles
     heavy = True
     scale = luigi.ChoiceParameter(choices=SR_SCALES, var_type=int)
     tile = luigi.OptionalIntParameter(default=None)
     overlap = luigi.OptionalIntParameter(default=None)
     keep_low = luigi.OptionalFloatParameter(default=None)  # px: the GT's low-pass is kept
+    batch = luigi.OptionalIntParameter(default=None, significant=False)  # tiles per pass (speed)
     # Empty: TrainSR; a path: LoadSR. Not in the key itself: the SR stage's key is.
     sr_checkpoint = luigi.OptionalParameter(default=None, significant=False)
 
@@ -50,5 +52,5 @@ class SuperResolveGT(Stage):
             gt = read_rgb(image_path(self.input_dir("hr"), img.id))
             write_rgb(image_path(out, img.id),
                       sr.super_resolve(model, gt, s["scale"], s["tile"], s["overlap"], device,
-                                       s["keep_low"]))
+                                       s["keep_low"], self.precision, self.resolved("batch")))
         return {"images": len(images), "model_scale": model.scale}

@@ -47,7 +47,7 @@ class TrainEnhancer(TrainingStage):
     (pipeline.train.enhancer.DegradedPairs), back into them, with L1 + VGG19 perceptual +
     vanilla GAN (U-Net discriminator with spectral norm)."""
 
-    version = 2  # 2: a fresh degradation per sample, from DataLoader workers
+    version = 3  # 2: a fresh degradation per sample; 3: ELAN's shifts no longer wrap
     backbone = luigi.ChoiceParameter(choices=BACKBONES)
     degradation = luigi.ChoiceParameter(choices=DEGRADATIONS)
     iterations = luigi.OptionalIntParameter(default=None)

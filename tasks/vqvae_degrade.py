@@ -31,10 +31,13 @@ class VQVAEDegradeLR(Stage):
     ΔE against the clean LR, a colour-shift flag (mean ΔE > shift_threshold), noise and blur
     estimates, and their distribution and spread over the images."""
 
-    version = 1
+    version = 2  # 2: reconstructed tile by tile (tile, overlap)
     heavy = True
     global_settings = ("scale",)
     epochs = luigi.OptionalIntParameter(default=None)
+    tile = luigi.OptionalIntParameter(default=None)  # LR pixels per tile side
+    overlap = luigi.OptionalIntParameter(default=None)  # LR pixels between tiles
+    batch = luigi.OptionalIntParameter(default=None, significant=False)  # tiles per pass (speed)
     colour_correction = luigi.OptionalBoolParameter(default=None)
     correction_sigma = luigi.OptionalFloatParameter(default=None)  # LR pixels
     shift_threshold = luigi.OptionalFloatParameter(default=None)  # mean CIEDE2000 ΔE
@@ -66,7 +69,8 @@ class VQVAEDegradeLR(Stage):
 
         s = self.settings
         clean = vq.downsample(hr, s["scale"])
-        raw = vq.reconstruct(model, clean, device)
+        raw = vq.reconstruct(model, clean, device, s["tile"], s["overlap"], self.precision,
+                             self.resolved("batch"))
         corrected = (vq.colour_correct(raw, clean, s["correction_sigma"])
                      if s["colour_correction"] else raw)
         return clean, raw, corrected

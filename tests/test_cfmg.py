@@ -187,3 +187,33 @@ def test_keys_follow_each_setting(build_env):
     assert fused == FuseGT(c=0.3).key != FuseGT(c=1.0).key
     build_env.set("TrainSR", "iterations", 5)  # an upstream change moves the key
     assert FuseGT().key != fused
+
+
+def test_fuse_photo_per_channel_equals_the_batched_fusion():
+    from pipeline.image.conversions import to_images
+    from pipeline.image.fusion import fuse_photo
+
+    gen = np.random.default_rng(5)
+    sources = [gen.integers(0, 256, (45, 62, 3), dtype=np.uint8) for _ in range(4)]
+    logits = torch.softmax(torch.randn(1, 4, 25), dim=1) * 3
+    batched = fuse_logits(torch.stack([to_tensor(s)[0] for s in sources])[None], logits)
+    assert np.abs(fuse_photo(sources, logits).astype(int) - to_images(batched)[0]).max() <= 1
+
+
+def test_masks_come_from_views_of_the_training_crop_size():
+    """The CFMG sees only crop x crop windows of a photo, whatever its size, so a photo of the
+    same texture 4x larger gets about the same masks (the whole-image model saw a spectrum
+    whose DC and pooled features grow with the photo)."""
+    torch.manual_seed(0)
+    model = CFMG(width=8, sources=4).eval()
+    seen = []
+    model.register_forward_pre_hook(lambda m, args: seen.append(tuple(args[0].shape[-2:])))
+    gen = np.random.default_rng(0)
+    small, large = (cv2.GaussianBlur(gen.integers(0, 256, (s, s + 40, 3), dtype=np.uint8),
+                                     (0, 0), 1.5) for s in (160, 640))
+    a = cfmg.predict_photo(model, small, 0.3, crop=128, views=3)
+    b = cfmg.predict_photo(model, large, 0.3, crop=128, views=3, batch=4)
+    assert set(seen) == {(128, 128)} and len(seen) == 2 + 3  # 9 windows in 2 passes, then 9 in 3
+    assert a.shape == (1, 4, 25) and (a - b).abs().max() < 0.02
+    tiny = cfmg.predict_photo(model, small[:100, :90], 0.3, crop=128)  # smaller: seen whole
+    assert tiny.shape == (1, 4, 25) and seen[-1] == (100, 90)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 BINS = 25
@@ -151,3 +152,27 @@ def high_frequency_energy(images: torch.Tensor, cutoff: float = 0.5) -> torch.Te
     power = torch.fft.fftshift(torch.fft.fft2(images, norm="ortho"), dim=(-2, -1)).abs() ** 2
     band = radial_grid(h, w, images.device, power.dtype) > cutoff
     return power[..., band].mean(-1)
+
+
+def fuse_photo(sources: list[np.ndarray], logits: torch.Tensor) -> np.ndarray:
+    """`fuse_logits` of whole photos, uint8 RGB HWC each (source 0 the GT), with ring weights
+    `logits` (1,S,bins): the masks are built once on the rfft2 grid, then one colour channel at
+    a time each source's spectrum (float32) is added into the mix and inverted. Photo-size
+    memory: the masks (S x H x W/2 float32) and about three single-channel float32 planes.
+    Returns uint8 RGB HWC (clipped, rounded)."""
+    h, w = sources[0].shape[:2]
+    masks = half_masks_from_logits(logits.float().cpu(), h, w)[0]  # (S,H,W//2+1)
+    out = np.empty((h, w, 3), np.uint8)
+    for c in range(3):
+        mixed = None
+        for i, image in enumerate(sources):
+            plane = torch.from_numpy(np.ascontiguousarray(image[..., c])).float().div_(255)
+            spectrum = torch.fft.rfft2(plane, norm="ortho")
+            del plane
+            spectrum.mul_(masks[i])
+            mixed = spectrum if mixed is None else mixed.add_(spectrum)
+            del spectrum
+        plane = torch.fft.irfft2(mixed, s=(h, w), norm="ortho")
+        del mixed
+        out[..., c] = plane.clamp_(0, 1).mul_(255).round_().to(torch.uint8).numpy()
+    return out

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -140,3 +141,33 @@ def predict_logits(model: CFMG, gt: torch.Tensor, c: float) -> torch.Tensor:
     """Ring weights (B,S,bins) for GT images (B,3,H,W) in [0,1] at condition c (eval mode)."""
     model.eval()
     return model(gt, torch.full((len(gt),), float(c), device=gt.device))
+
+
+def view_starts(length: int, crop: int, views: int) -> list[int]:
+    """`views` evenly spaced starts of crop-long windows along an axis (fewer when they would
+    repeat; one when the axis is no longer than the crop)."""
+    if length <= crop:
+        return [0]
+    return sorted({round(i * (length - crop) / max(views - 1, 1)) for i in range(views)})
+
+
+@torch.no_grad()
+def predict_photo(model: CFMG, gt: np.ndarray, c: float, crop: int, views: int = 4,
+                  device: torch.device | str = "cpu", precision: Precision = FP32,
+                  batch: int = 8) -> torch.Tensor:
+    """Ring weights (1,S,bins) for a whole photo, uint8 RGB HWC, from views of the size it was
+    trained on: the mean of the CFMG's outputs on a views x views grid of crop x crop windows
+    at the photo's own resolution (so a ring's normalised frequency means what it meant on the
+    training crops and what it means on the photo's FFT; a downscaled view would move every
+    ring by the downscale factor), `batch` windows per forward pass. A photo smaller than
+    the crop is seen whole."""
+    model.eval()
+    h, w = gt.shape[:2]
+    boxes = [(y, x) for y in view_starts(h, crop, views) for x in view_starts(w, crop, views)]
+    total = None
+    for i in range(0, len(boxes), batch):
+        crops = np.stack([gt[y:y + crop, x:x + crop] for y, x in boxes[i:i + batch]])
+        x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
+        out = precision.forward(model, x, torch.full((len(x),), float(c), device=device))
+        total = out.sum(0, keepdim=True) if total is None else total + out.sum(0, keepdim=True)
+    return total / len(boxes)

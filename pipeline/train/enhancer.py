@@ -21,16 +21,15 @@ from torch import nn
 from models.elan import ELAN
 from models.rcan import RCAN
 from models.unet_discriminator import UNetDiscriminator
-from pipeline.image.conversions import to_images, to_tensor
 from pipeline.image.degrade import Recipe, apply
 from pipeline.image.degrade import draw as draw_choice
-from pipeline.image.tiling import tiled_apply
 from pipeline.train.feed import AlignedCrops
 from pipeline.train.loop import Training, descend
 from pipeline.train.loss_settings import LossWeights
 from pipeline.train.losses import PerceptualLoss, gan_loss
 from pipeline.train.precision import FP32, Precision
 from pipeline.train.schedules import learning_rate
+from pipeline.train.tiling import tiled_apply
 
 GENERATORS: dict[str, Callable[..., nn.Module]] = {"rcan": RCAN, "elan": ELAN}
 
@@ -140,9 +139,11 @@ def build_training(backbone: str, generator_config: Mapping[str, Any],
 
 @torch.no_grad()
 def enhance(model: nn.Module, rgb: np.ndarray, tile: int, overlap: int,
-            device: torch.device | str = "cpu") -> np.ndarray:
-    """Apply a 1x generator to uint8 RGB HWC `rgb` in overlapping tiles of `tile` pixels
-    (pipeline.image.tiling.tiled_apply). Returns uint8 RGB HWC of the same size (clipped,
-    rounded)."""
-    out = tiled_apply(model.eval(), to_tensor(rgb, device), tile, overlap)
-    return to_images(out[0])
+            device: torch.device | str = "cpu", precision: Precision = FP32,
+            batch: int = 4) -> np.ndarray:
+    """Apply a 1x generator to uint8 RGB HWC `rgb` in overlapping tiles of `tile` pixels,
+    `batch` tiles per forward pass run by `precision` (pipeline.train.tiling.tiled_apply;
+    ELAN's tiles start on its window grid). Returns uint8 RGB HWC of the same size (clipped,
+    rounded), written tile by tile."""
+    model = precision.prepare(model.eval())
+    return tiled_apply(model, rgb, tile, overlap, precision, batch=batch, device=device)

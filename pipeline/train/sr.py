@@ -2,17 +2,21 @@
 offline training on LR/HR pairs (SRTraining), and super-resolving a GT and resizing it back.
 
 How a variant at scale s is made with a model of native scale m (x4 for Real-ESRGAN x4plus
-and for the offline model): the GT (H,W) is resized to (round(H*s/m), round(W*s/m))
-(cv2.INTER_AREA when shrinking, INTER_CUBIC when enlarging; untouched when s == m), the model
-takes it to about s times the GT size, and the result is resized back to (H,W) with
-cv2.INTER_AREA, the antialiased box filter (each output pixel is the mean of the block it
-covers). So variant s is the model's idea of the GT's detail at s times its resolution;
-running the x4 model once and resizing its output to s x GT instead would make the three
-variants nearly the same image.
+and for the offline model): the GT (H,W) is reflect-padded on the bottom and right to
+(H',W'), the smallest multiples of q = a*m / gcd(a*m, s) (a: the model's input multiple, 1
+for x4, 2 for x2), so that s/m times it is a whole number of pixels; it is resized to
+(H'*s/m, W'*s/m) (cv2.INTER_AREA when shrinking, INTER_CUBIC when enlarging; untouched when
+s == m); the model takes that to exactly s times the padded GT; and the result is brought
+back by the mean of every s x s block (what cv2.INTER_AREA does for a whole factor), tile
+by tile, then cropped to (H,W). So variant s is the model's idea of the GT's detail at s
+times its resolution; running the x4 model once and resizing its output to s x GT instead
+would make the three variants nearly the same image. Nothing of photo size exists in float
+but the optional keep_low correction (one channel at a time).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -24,12 +28,12 @@ import torch
 import torch.nn.functional as F
 
 from models.rrdb import RRDBNet
-from pipeline.image.conversions import to_tensor, to_uint8
+from pipeline.image.conversions import to_uint8
 from pipeline.image.degrade import Recipe, degrade
-from pipeline.image.tiling import tiled_apply
 from pipeline.train.feed import AlignedCrops
 from pipeline.train.loop import Training, descend, load_checkpoint, save_checkpoint
 from pipeline.train.precision import FP32, Precision
+from pipeline.train.tiling import tiled_apply
 
 WRAPPERS = ("params_ema", "params")
 
@@ -134,24 +138,45 @@ def build_training(scale: int, config: Mapping[str, int], lr: float, seed: int,
     return training
 
 
+def _padded(gt: np.ndarray, multiple: int) -> np.ndarray:
+    h, w = gt.shape[:2]
+    ph, pw = -h % multiple, -w % multiple
+    if not (ph or pw):
+        return gt
+    return cv2.copyMakeBorder(gt, 0, ph, 0, pw, cv2.BORDER_REFLECT_101
+                              if ph < h and pw < w else cv2.BORDER_REPLICATE)
+
+
+def keep_low_pass(variant: np.ndarray, gt: np.ndarray, sigma: float) -> np.ndarray:
+    """`variant` with its Gaussian low-pass (sigma px) replaced by `gt`'s: uint8 RGB HWC,
+    computed in float32 one channel at a time."""
+    out = np.empty_like(variant)
+    for c in range(3):
+        v, g = variant[..., c].astype(np.float32), gt[..., c].astype(np.float32)
+        v += cv2.GaussianBlur(g, (0, 0), sigma)
+        v -= cv2.GaussianBlur(variant[..., c].astype(np.float32), (0, 0), sigma)
+        out[..., c] = to_uint8(v)
+    return out
+
+
 def super_resolve(model: RRDBNet, gt: np.ndarray, scale: int, tile: int, overlap: int,
-                  device: torch.device | str = "cpu", keep_low: float = 0.0) -> np.ndarray:
+                  device: torch.device | str = "cpu", keep_low: float = 0.0,
+                  precision: Precision = FP32, batch: int = 4) -> np.ndarray:
     """Variant `scale` of `gt` (uint8 RGB HWC): the model applied to the GT at `scale` times its
-    resolution (see the module docstring), resized back to the GT size. Tiled: `tile` input
-    pixels per side with `overlap` (pipeline.image.tiling.tiled_apply). With `keep_low` > 0 the
-    variant's Gaussian low-pass (sigma `keep_low` px) is replaced by the GT's: an SR model's
-    drift in tone or colour stays out, its detail stays in. Returns uint8 RGB HWC, GT size.
+    resolution and brought back by s x s block means (see the module docstring). Tiled:
+    `tile` input pixels per side with `overlap`, `batch` tiles per forward pass run by
+    `precision` (pipeline.train.tiling.tiled_apply). With `keep_low` > 0 the variant's
+    Gaussian low-pass (sigma `keep_low` px) is replaced by the GT's: an SR model's drift in
+    tone or colour stays out, its detail stays in. Returns uint8 RGB HWC, GT size.
     """
     h, w = gt.shape[:2]
-    m = model.scale
-    size = (max(1, round(w * scale / m)), max(1, round(h * scale / m)))
-    x = gt if size == (w, h) else cv2.resize(
-        gt, size, interpolation=cv2.INTER_AREA if scale < m else cv2.INTER_CUBIC)
-    with torch.no_grad():
-        y = tiled_apply(model.eval(), to_tensor(x, device), tile, overlap, scale=m)[0]
-    y = y.clamp(0, 1).permute(1, 2, 0).float().cpu().numpy()
-    back = cv2.resize(y, (w, h), interpolation=cv2.INTER_AREA) * 255
-    if keep_low > 0:
-        low = lambda v: cv2.GaussianBlur(v, (0, 0), keep_low)  # noqa: E731
-        back += low(gt.astype(np.float32)) - low(back)
-    return to_uint8(back)
+    m, align = model.scale, 4 // model.scale
+    padded = _padded(gt, align * m // math.gcd(align * m, scale))
+    hp, wp = padded.shape[:2]
+    size = (wp * scale // m, hp * scale // m)
+    x = padded if scale == m else cv2.resize(
+        padded, size, interpolation=cv2.INTER_AREA if scale < m else cv2.INTER_CUBIC)
+    model = precision.prepare(model.eval())
+    back = tiled_apply(model, x, tile, overlap, precision, scale=m, reduce=scale, align=align,
+                       batch=batch, device=device)[:h, :w]
+    return keep_low_pass(back, gt, keep_low) if keep_low > 0 else np.ascontiguousarray(back)

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import color
 
-from models.vqvae2 import VQVAE2
+from models.vqvae2 import STRIDE, VQVAE2
 from pipeline.image.plots import display_tile, figure, figure_png
 from pipeline.quality.lr_stats import lowpass, to_lab
 from pipeline.train.loop import Training, descend
 from pipeline.train.precision import FP32, Precision
+from pipeline.train.tiling import tiled_apply
 
 EPOCHS_CSV = "epochs.csv"
 
@@ -188,12 +189,31 @@ def from_model(x: torch.Tensor) -> np.ndarray:
     return x.byte().permute(1, 2, 0).cpu().numpy()
 
 
+class UnitRange(torch.nn.Module):
+    """A VQ-VAE-2 seen as an image-to-image network on [0,1] (the tiler's range): x -> its
+    reconstruction, mapped from and back to [-1, 1]. `multiple`: tiles start on its latent
+    grid (8 pixels)."""
+
+    multiple = STRIDE
+
+    def __init__(self, model: VQVAE2):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x * 2 - 1)[0].add(1).mul(0.5)
+
+
 @torch.no_grad()
-def reconstruct(model: VQVAE2, rgb: np.ndarray, device: torch.device | str = "cpu") -> np.ndarray:
-    """Pass a uint8 RGB HWC image through the model in eval mode (codebooks frozen); any size
-    (the model pads to multiples of 8). Returns uint8 RGB HWC of the same size."""
-    model.eval()
-    return from_model(model(to_model(rgb, device))[0])
+def reconstruct(model: VQVAE2, rgb: np.ndarray, device: torch.device | str = "cpu",
+                tile: int = 512, overlap: int = 128, precision: Precision = FP32,
+                batch: int = 4) -> np.ndarray:
+    """Pass a uint8 RGB HWC image through the model in eval mode (codebooks frozen), any size,
+    in tiles of `tile` pixels starting on the 8-pixel latent grid, cut in the middle of an
+    `overlap` that covers the encoder-decoder's receptive field (pipeline.train.tiling), `batch`
+    tiles per forward pass. Returns uint8 RGB HWC of the same size, filled tile by tile."""
+    wrapped = precision.prepare(UnitRange(model.eval()))
+    return tiled_apply(wrapped, rgb, tile, overlap, precision, batch=batch, device=device)
 
 
 def colour_correct(degraded: np.ndarray, clean: np.ndarray, sigma: float = 8.0) -> np.ndarray:
