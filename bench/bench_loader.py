@@ -10,9 +10,17 @@ Every variant runs the same pipeline after reading a sample: paired random crop,
 rotations, CHW tensors, default collate. Two tensor types: float32 in [0,1] made in the
 workers, and uint8 from the workers made float32 in the main process (`to_float`, on the CPU
 here; a trainer does it on its GPU), both timed up to float32 batches in the main process.
-Also the shard writer's MB/s against writing the same bytes with numpy.tofile.
+The 20 read cells (2 dtypes x 2 worker counts x 5 variants) run once per repeat in a rotating
+order (bench.rotation: rows of a balanced Latin square); each figure is the median (min-max)
+over repeats, each ratio the median (min-max) of per-repeat ratios. All stores are read from
+the page cache (written just before, no fsync and no cache drop for any of them).
 
-    .venv/bin/python -m bench.bench_loader            # about 3 minutes on 2 cores
+Also shard writing: bench.bench_write's three writers (numpy.tofile, plain h5py, ShardWriter)
+on 256 samples, each with fsync (tofile and h5py fsync every file; ShardWriter its shards,
+folder and manifest, as always) and without (ShardWriter's fsync calls stubbed out), the six
+cells in a rotating order, so both sides of every ratio sync alike.
+
+    .venv/bin/python -m bench.bench_loader            # about 3-4 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -28,6 +36,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from bench.bench_write import print_table
+from bench.bench_write import run as write_rates
+from bench.rotation import ratio, rotate, spread
 from examples.photo_shards import candidates, patches, read_photos, scores
 from pipeline.shards.dataset import (
     DTYPES,
@@ -40,7 +51,6 @@ from pipeline.shards.dataset import (
 )
 from pipeline.shards.export import export_folder, export_lmdb
 from pipeline.shards.writer import ShardWriter
-from pipeline.store.durable import sha256_file
 
 PATCH, SCALE, CROP, BATCH = 192, 4, 128, 16
 
@@ -142,46 +152,50 @@ def samples_per_second(dataset, workers: int, batches: int, sampler=None,
     return done * BATCH / elapsed
 
 
-def bench_write(folder: Path, count: int, reps: int) -> list[tuple[str, float]]:
-    """MB/s of ShardWriter against numpy.tofile of the same arrays (same disk, same process)."""
-    rand = np.random.default_rng(1)
-    k, lr = 3, PATCH // SCALE
-    data = {"gt": rand.integers(0, 256, (count, PATCH, PATCH, 3), np.uint8),
-            "cand": rand.integers(0, 256, (count, k, PATCH, PATCH, 3), np.uint8),
-            "lq": rand.integers(0, 256, (count, lr, lr, 3), np.uint8),
-            "labels": rand.integers(-1, 2, (count, k)).astype(np.int8),
-            "scores": rand.random((count, k + 1, 2), np.float32)}
-    nbytes = sum(v.nbytes for v in data.values()) + data["lq"].nbytes
-    times: dict[str, list[float]] = {"tofile": [], "tofile + sha256": [], "ShardWriter": []}
-    for rep in range(reps):
-        raw = folder / f"raw-{rep}.bin"
-        start = time.perf_counter()
-        with open(raw, "wb") as f:
-            for v in (data["gt"], data["cand"], data["labels"], data["scores"], data["lq"],
-                      data["lq"]):
-                v.tofile(f)
-        times["tofile"].append(time.perf_counter() - start)
-        sha256_file(raw)
-        times["tofile + sha256"].append(time.perf_counter() - start)
-        raw.unlink()
-        start = time.perf_counter()
-        with ShardWriter(folder / f"w-{rep}", samples_per_shard=64, patch_size=PATCH,
-                         scale=SCALE, candidate_names=["a", "b", "c"], metric_names=["m", "n"],
-                         compression=None, params={}, sources=["s"]) as w:
-            for i in range(count):
-                w.add(data["gt"][i], data["cand"][i], data["labels"][i], data["scores"][i],
-                      data["lq"][i], data["lq"][i], "id", 0, 0, 0)
-        times["ShardWriter"].append(time.perf_counter() - start)
-        for p in (folder / f"w-{rep}").iterdir():
-            p.unlink()
-    return [(name, nbytes / np.median(t) / 1e6) for name, t in times.items()]
+def variants(folder: Path, arrays: dict) -> dict:
+    """name -> (workers, dtype) -> (dataset, batch sampler or None), the five read paths."""
+
+    def shards(dtype: str) -> ShardDataset:
+        return ShardDataset(folder / "shards", crop=CROP, target="original", dtype=dtype)
+
+    def paired(kind: str, dtype: str) -> PairedSource:
+        if kind == "floor":
+            return PairedSource("floor", dtype, arrays=(arrays["gts"], arrays["lqs"]),
+                                names=arrays["names"])
+        return PairedSource(kind, dtype, folder / kind, names=arrays["names"])
+
+    return {
+        "shards": lambda w, dt: (shards(dt), None),
+        "shards + ShardBatchSampler": lambda w, dt: (
+            ds := shards(dt), ShardBatchSampler(ds, BATCH, w, drop_last=True)),
+        "png folder": lambda w, dt: (paired("png", dt), None),
+        "lmdb (png bytes)": lambda w, dt: (paired("lmdb", dt), None),
+        "floor (RAM array)": lambda w, dt: (paired("floor", dt), None),
+    }
+
+
+def read_rates(folder: Path, arrays: dict, batches: int,
+               reps: int) -> dict[tuple[str, str, int], list[float]]:
+    """samples/s of every (dtype, variant, workers) cell, one value per repeat (repeat order),
+    the 20 cells in a rotating order (bench.rotation)."""
+    paths = variants(folder, arrays)
+
+    def cell(dtype: str, name: str, workers: int):
+        def measure() -> float:
+            ds, sampler = paths[name](workers, dtype)
+            return samples_per_second(ds, workers, batches, sampler)
+        return measure
+
+    return rotate({(dtype, name, workers): cell(dtype, name, workers) for dtype in DTYPES
+                   for workers in (0, 2) for name in paths}, reps)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--patches", type=int, default=320)
     p.add_argument("--batches", type=int, default=100, help="timed batches per measurement")
-    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--reps", type=int, default=5, help="repeats of the read cells and of the "
+                   "write cells")
     args = p.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="bench_loader_", dir=os.environ.get("TMPDIR")) as tmp:
@@ -189,43 +203,17 @@ def main() -> None:
         start = time.perf_counter()
         arrays, n = build(folder, args.patches)
         print(f"{n} patches of {PATCH}x{PATCH} (x{SCALE} LR) built in "
-              f"{time.perf_counter() - start:.0f} s; crops {CROP}x{CROP}, batch {BATCH}")
-        def shards(dtype: str) -> ShardDataset:
-            return ShardDataset(folder / "shards", crop=CROP, target="original", dtype=dtype)
-
-        variants = {
-            "shards": lambda w, dt: (shards(dt), None),
-            "shards + ShardBatchSampler": lambda w, dt: (
-                ds := shards(dt), ShardBatchSampler(ds, BATCH, w, drop_last=True)),
-            "png folder": lambda w, dt: (PairedSource("png", dt, folder / "png",
-                                                      names=arrays["names"]), None),
-            "lmdb (png bytes)": lambda w, dt: (PairedSource("lmdb", dt, folder / "lmdb",
-                                                            names=arrays["names"]), None),
-            "floor (RAM array)": lambda w, dt: (PairedSource(
-                "floor", dt, arrays=(arrays["gts"], arrays["lqs"]), names=arrays["names"]),
-                None),
-        }
-        cells = [(dtype, name, workers) for dtype in DTYPES for workers in (0, 2)
-                 for name in variants]
-        results: dict[tuple[str, str, int], list[float]] = {cell: [] for cell in cells}
-        order = np.random.default_rng(0)
-        for _ in range(args.reps):   # interleaved in a new order each time: noise hits all alike
-            for i in order.permutation(len(cells)):
-                dtype, name, workers = cells[i]
-                ds, sampler = variants[name](workers, dtype)
-                results[cells[i]].append(samples_per_second(ds, workers, args.batches, sampler))
-        rate = {cell: float(np.median(results[cell])) for cell in cells}
+              f"{time.perf_counter() - start:.0f} s; crops {CROP}x{CROP}, batch {BATCH}; "
+              f"median (min-max) of {args.reps} repeats, cells in rotating order")
+        rates = read_rates(folder, arrays, args.batches, args.reps)
         print("\n| tensors from workers | variant | workers | samples/s | shards ÷ variant |")
         print("|---|---|---|---|---|")
-        for (dtype, name, workers), value in rate.items():
-            print(f"| {dtype} | {name} | {workers} | {value:.0f} | "
-                  f"{rate[(dtype, 'shards', workers)] / value:.2f} |")
-        writes = bench_write(folder, 256, args.reps)
-        print("\n| writer (256 samples, 3 candidates, 192 px) | MB/s | ÷ tofile |")
-        print("|---|---|---|")
-        for name, value in writes:
-            print(f"| {name} | {value:.0f} | {value / writes[0][1]:.2f} |")
-
+        for (dtype, name, workers), values in rates.items():
+            print(f"| {dtype} | {name} | {workers} | {spread(values).fmt('.0f')} | "
+                  f"{ratio(rates[(dtype, 'shards', workers)], values).fmt('.2f')} |")
+        print("\nshard writing (bench.bench_write's cases, 256 samples; fsync on both sides in "
+              "the 'yes' rows, on neither in the 'no' rows):\n")
+        print_table(write_rates(256, args.reps, folder))
 
 if __name__ == "__main__":
     main()

@@ -11,8 +11,10 @@ files of 64 samples by:
   the end of each shard, sha256 of every shard and the manifest).
 Each case runs with and without fsync (tofile and h5py: os.fsync of each file after it is
 written; ShardWriter always syncs, so its "no fsync" row has durable.fsync_* stubbed out).
-Cases are interleaved in a new order on every repeat; the table gives the median MB/s with
-the min-max spread, and each rate as a fraction of tofile's in the same fsync setting.
+The six cells run once per repeat in a rotating order (bench.rotation: balanced Latin square,
+6 repeats = one cycle); the table gives the median MB/s with the min-max spread, and each rate
+as a fraction of tofile's and of h5py's in the same fsync setting (median (min-max) of the
+per-repeat ratios).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from unittest import mock
 import h5py
 import numpy as np
 
+from bench.rotation import ratio, rotate, spread
 from pipeline.shards.writer import ShardWriter
 from pipeline.store import durable
 
@@ -92,39 +95,51 @@ CASES = {"tofile": write_tofile, "h5py": write_h5py, "ShardWriter": write_shards
 
 
 def run(samples: int, repeats: int, root: Path) -> dict[tuple[str, bool], list[float]]:
+    """MB/s of every (writer, fsync) cell, one value per repeat (in repeat order), the six
+    cells in a rotating order (bench.rotation) after one untimed call each, every call writing
+    into a fresh folder under `root`."""
     data = make_arrays(samples)
     nbytes = sum(v.nbytes for v in data.values())
-    cells = [(name, sync) for sync in (False, True) for name in CASES]
-    rates: dict[tuple[str, bool], list[float]] = {c: [] for c in cells}
-    order = np.random.default_rng(0)
-    for _ in range(repeats):
-        for i in order.permutation(len(cells)):
-            name, sync = cells[i]
+
+    def cell(name: str, sync: bool):
+        def write() -> float:
             folder = Path(tempfile.mkdtemp(dir=root))
             start = time.perf_counter()
             CASES[name](folder, data, sync)
-            rates[(name, sync)].append(nbytes / (time.perf_counter() - start) / 1e6)
+            rate = nbytes / (time.perf_counter() - start) / 1e6
             shutil.rmtree(folder)
-    return rates
+            return rate
+        return write
+
+    cells = {(name, sync): cell(name, sync) for sync in (False, True) for name in CASES}
+    for write in cells.values():
+        write()  # warm-up: imports, first file creation, page-cache state
+    return rotate(cells, repeats)
+
+
+def print_table(rates: dict[tuple[str, bool], list[float]]) -> None:
+    """Print median MB/s (min-max) per cell and the median (min-max) of the per-repeat ratios
+    to tofile and to h5py in the same fsync setting."""
+    print("| writer | fsync | MB/s | ÷ tofile (same fsync) | ÷ h5py (same fsync) |")
+    print("|---|---|---|---|---|")
+    for (name, sync), values in rates.items():
+        print(f"| {name} | {'yes' if sync else 'no'} | {spread(values).fmt('.0f')} | "
+              f"{ratio(values, rates[('tofile', sync)]).fmt('.2f')} | "
+              f"{ratio(values, rates[('h5py', sync)]).fmt('.2f')} |")
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--samples", type=int, default=256)
-    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--repeats", type=int, default=12, help="repeats (a multiple of 6 = "
+                   "whole cycles of the rotation)")
     p.add_argument("--dir", type=Path, default=None, help="where to write (default: a temp dir)")
     args = p.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         rates = run(args.samples, args.repeats, Path(tmp))
     print(f"\n{args.samples} samples of {PATCH} px, {K} candidates, {args.samples // PER_FILE} "
-          f"files; median of {args.repeats} (min-max)\n")
-    print("| writer | fsync | MB/s | ÷ tofile (same fsync) |")
-    print("|---|---|---|---|")
-    for (name, sync), values in rates.items():
-        floor = np.median(rates[("tofile", sync)])
-        med = np.median(values)
-        print(f"| {name} | {'yes' if sync else 'no'} | {med:.0f} ({min(values):.0f}-"
-              f"{max(values):.0f}) | {med / floor:.2f} |")
+          f"files; median (min-max) of {args.repeats} repeats, cells in rotating order\n")
+    print_table(rates)
 
 
 if __name__ == "__main__":
