@@ -17,7 +17,7 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.base import Stage
 from tasks.config import gtforge
-from tasks.degrade import DegradeLR
+from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
 from tasks.write_shards import DATASET, WriteShards
 
@@ -113,7 +113,7 @@ class EvaluateTargets(_WithReferences, Stage):
         with the build's DegradeLR recipe."""
         from pipeline.train import evaluate as ev
 
-        recipe = self.input_stages()["lr"].recipe_spec
+        recipe = load_recipe(self.input_stages()["lr"].settings["recipe"])
         images = {img.source: img for img in self.input_stages()["hr"].images()}
         pairs = []
         for index in held:

@@ -79,9 +79,12 @@ def difference(original: np.ndarray, candidates: np.ndarray, measure: str = "mad
         ssim = iqa.score_images("ssim", flat, reference=np.repeat(original, k, axis=0),
                                 device=device)
         return (1.0 - ssim).reshape(n, k).astype(np.float32)
-    diff = original[:, None].astype(np.float32) - candidates.astype(np.float32)
-    if measure == "mean_diff":
-        return np.abs(diff.mean(axis=(2, 3, 4))).astype(np.float32)
-    return np.abs(diff).mean(axis=(2, 3, 4)).astype(np.float32)
+    out = np.empty((n, k), np.float32)
+    base = original.astype(np.float32)
+    for j in range(k):  # one candidate at a time: float copies of a chunk, not of all K
+        diff = base - candidates[:, j].astype(np.float32)
+        out[:, j] = (np.abs(diff.mean(axis=(1, 2, 3))) if measure == "mean_diff"
+                     else np.abs(diff).mean(axis=(1, 2, 3)))
+    return out
 
 
