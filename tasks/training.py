@@ -6,6 +6,7 @@ pipeline.train.loop.train_loop with checkpoints and resume, saves the model and 
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Callable, Mapping
 from functools import cached_property
@@ -59,10 +60,11 @@ class TrainingStage(Stage):
         return store
 
     def feed(self, batches: Dataset, total: int) -> Feed:
-        """Batches 0..total-1 of `batches`, made by `loader_workers` worker processes."""
+        """Batches 0..total-1 of `batches`, made by `loader_workers` worker processes (at
+        most one per core)."""
         from pipeline.train.feed import Feed
 
-        return Feed(batches, total, self.resolved("loader_workers"))
+        return Feed(batches, total, min(self.resolved("loader_workers"), os.cpu_count() or 1))
 
     def train(self, out: Path, training: Training, step: Callable[[int], dict[str, float]],
               total: int, save: Callable[[], None], title: str | None, *,
