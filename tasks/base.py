@@ -13,11 +13,20 @@ import luigi
 
 from pipeline.ops.progress import track
 from pipeline.store import cache
+from pipeline.store import hashes as cache_hashes
 from pipeline.store.seeding import derive_seed
 from tasks.config import gtforge, network_precision, preset_setting
 
 if TYPE_CHECKING:
     from pipeline.train.precision import Precision
+
+
+HASHES_JSON = "input-hashes.json"  # in [gtforge] workdir: sha256 of input files, by path
+
+
+def input_hashes() -> cache_hashes.HashCache:
+    """The workdir's remembered sha256 of input files (pipeline.store.hashes)."""
+    return cache_hashes.HashCache(Path(gtforge().workdir) / HASHES_JSON)
 
 
 class StageTarget(luigi.LocalTarget):

@@ -15,7 +15,7 @@ from pipeline.image.ingest import folder_fingerprint
 from pipeline.quality import results, truth
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from tasks.base import Stage
+from tasks.base import Stage, input_hashes
 from tasks.config import gtforge
 from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
@@ -38,7 +38,7 @@ class _WithReferences:
         return truth.reference_index(Path(folder))
 
     def fingerprint(self) -> dict:
-        return {"references": folder_fingerprint(Path(gtforge().references))}
+        return {"references": folder_fingerprint(Path(gtforge().references), input_hashes())}
 
     def shard_set(self) -> ShardSet:
         from pipeline.shards.reader import ShardSet  # h5py: only for a stage that runs

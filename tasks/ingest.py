@@ -11,7 +11,7 @@ import luigi
 from pipeline.image import ingest
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, write_rgb
-from tasks.base import Stage
+from tasks.base import Stage, input_hashes
 from tasks.config import gtforge
 
 
@@ -34,7 +34,7 @@ class IngestHR(Stage):
 
     def fingerprint(self) -> dict:
         # The folder's content decides the output, not its path.
-        return {"inputs": ingest.folder_fingerprint(self.folder)}
+        return {"inputs": ingest.folder_fingerprint(self.folder, input_hashes())}
 
     def provenance(self) -> dict:
         # The folder and its count of entries, not a row per file.

@@ -19,6 +19,7 @@ import numpy as np
 from pipeline.image.ingest import Rejected, decode_hr, folder_fingerprint, read_images, walk_inputs
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
+from tasks.base import input_hashes
 from tasks.ingest import IngestHR
 from tasks.training import TrainingStage
 
@@ -58,7 +59,7 @@ class TrainVQVAE2(TrainingStage):
 
     def fingerprint(self) -> dict:
         extra = self.extra_folder
-        return {"extra": folder_fingerprint(extra)} if extra else {}
+        return {"extra": folder_fingerprint(extra, input_hashes())} if extra else {}
 
     def _sources(self, out: Path) -> dict[str, Callable[[], np.ndarray]]:
         """A loader per training image by name (HR corpus, then extra_dir); unusable extra

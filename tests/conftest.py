@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
@@ -17,22 +16,11 @@ from pipeline.image.sample import copy_sample_corpus
 SMALL_CORPUS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
 
 
-# IngestHR's key includes file mtimes: a fixed one makes keys, and so seeded draws, the same in
-# every test session.
-FIXED_MTIME_NS = 1_700_000_000 * 10**9
-
-
-def _pin_mtimes(folder: Path) -> Path:
-    for path in folder.iterdir():
-        os.utime(path, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
-    return folder
-
-
 @pytest.fixture(scope="session")
 def sample_corpus(tmp_path_factory) -> Path:
     """All sample photographs, copied once per session."""
     copies = copy_sample_corpus(tmp_path_factory.mktemp("sample") / "all")
-    return _pin_mtimes(copies[0].parent)
+    return copies[0].parent
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +29,7 @@ def small_corpus(sample_corpus, tmp_path_factory) -> Path:
     dest = tmp_path_factory.mktemp("small")
     for name in SMALL_CORPUS:
         shutil.copyfile(sample_corpus / name, dest / name)
-    return _pin_mtimes(dest)
+    return dest
 
 
 class Settings:

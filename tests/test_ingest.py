@@ -90,6 +90,33 @@ def test_each_setting_changes_the_key(build_env, name, value):
     assert IngestHR().key != base
 
 
+def _build_keys() -> list[tuple[str, str]]:
+    from tasks.graph import stages
+    from tasks.publish import BuildDataset
+
+    return [(stage.get_task_family(), stage.key) for stage in stages(BuildDataset())]
+
+
+def test_same_photos_anywhere_give_the_same_keys(build_env, small_corpus, tmp_path):
+    """Copied to another folder without their modification times (another host, a checkout),
+    then touched: every stage of the build keeps its key, and so its seeds and bytes."""
+    import shutil
+
+    build_env.set("gtforge", "candidates", "rcan_blur,fused")
+    before = _build_keys()
+    copy = shutil.copytree(small_corpus, tmp_path / "copy", copy_function=shutil.copyfile)
+    assert {p.stat().st_mtime_ns for p in copy.iterdir()} != \
+        {p.stat().st_mtime_ns for p in small_corpus.iterdir()}
+    build_env.set("gtforge", "input_dir", copy)
+    assert _build_keys() == before
+    for path in copy.iterdir():
+        os.utime(path, ns=(1, 1))
+    Register.clear_instance_cache()
+    assert _build_keys() == before
+    hashes = json.loads((tmp_path / "work" / "input-hashes.json").read_text())
+    assert {row[1] for row in hashes.values()} >= {1}  # the touched files were hashed again
+
+
 def test_key_follows_folder_content_not_its_path(build_env, small_corpus, tmp_path):
     import shutil
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
 
+from pipeline.store.hashes import HashCache
+
 IMAGES_JSON = "images.json"
 REJECTS_JSON = "rejects.json"
 
@@ -107,17 +109,20 @@ def walk_inputs(folder: Path) -> list[InputEntry]:
     return found
 
 
-def folder_fingerprint(folder: Path) -> list[list]:
-    """(relative path, size, mtime) of every input file, (relative path, reason) of every
-    other entry: changes when a photo is added or edited, or an entry appears or goes."""
+def folder_fingerprint(folder: Path, hashes: HashCache) -> list[list]:
+    """(relative path, sha256 of the content) of every input file, (relative path, reason) of
+    every other entry: changes when a photo is added, edited or renamed, or an entry appears
+    or goes; not when a file is only touched or copied elsewhere (`hashes` re-hashes a file
+    only when its size or mtime changed)."""
     rows = []
     for entry in walk_inputs(folder):
         name = os.fsdecode(entry.path.relative_to(folder))
-        if entry.problem is not None:
-            rows.append([name, entry.problem])
-            continue
-        st = entry.path.stat()
-        rows.append([name, st.st_size, st.st_mtime_ns])
+        try:
+            rows.append([name, entry.problem if entry.problem is not None
+                         else hashes.sha256(entry.path)])
+        except OSError as e:
+            rows.append([name, f"cannot be read: {e.strerror}"])
+    hashes.save()
     return rows
 
 

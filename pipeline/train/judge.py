@@ -26,6 +26,7 @@ from pipeline.quality.judge import (
     degraded,
 )
 from pipeline.train.loop import Training, descend
+from pipeline.train.precision import FP32, Precision
 from pipeline.train.schedules import warmup_cosine
 
 # A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer, an SR variant).
@@ -128,18 +129,22 @@ def batch_pairs(rng: np.random.Generator, pool: Pool, rows: np.ndarray, count: i
 # ---------------------------------------------------------------- the loss and the training
 
 def judge_loss(model: PairJudge, a: torch.Tensor, b: torch.Tensor,
-               gain: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy of the judge's outputs (logits) against soft labels
-    sigmoid(gain / TEMPERATURE): which of the two is closer, sure when the gain is large."""
-    return F.binary_cross_entropy_with_logits(model(a, b), torch.sigmoid(gain / TEMPERATURE))
+               gain: torch.Tensor, precision: Precision = FP32) -> torch.Tensor:
+    """Binary cross-entropy of the judge's outputs (logits, the forward pass at `precision`)
+    against soft labels sigmoid(gain / TEMPERATURE): which of the two is closer, sure when the
+    gain is large."""
+    logits = precision.forward(model, a, b)
+    return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(gain / TEMPERATURE))
 
 
 def judge_step(model: PairJudge, optimizer: torch.optim.Optimizer, a: np.ndarray,
-               b: np.ndarray, gain: np.ndarray, device: torch.device | str = "cpu") -> float:
-    """One optimiser step on a batch of pairs (uint8 NHWC, gains (N,3) dB); returns the loss."""
+               b: np.ndarray, gain: np.ndarray, device: torch.device | str = "cpu",
+               precision: Precision = FP32) -> float:
+    """One optimiser step on a batch of pairs (uint8 NHWC, gains (N,3) dB), the forward pass at
+    `precision`; returns the loss."""
     model.train()
     loss = judge_loss(model, to_tensor(a, device), to_tensor(b, device),
-                      torch.as_tensor(gain, dtype=torch.float32, device=device))
+                      torch.as_tensor(gain, dtype=torch.float32, device=device), precision)
     descend(optimizer, loss)
     return float(loss.detach())
 
@@ -159,17 +164,22 @@ class JudgeTraining(Training):
 
     def step(self, i: int, a: np.ndarray, b: np.ndarray, gain: np.ndarray) -> dict[str, float]:
         """Update i on a batch of pairs (uint8 NHWC each, gains (N,3) dB); returns {"bce": loss}."""
-        loss = judge_step(self.model, self.opt, a, b, gain, self.device)
+        loss = judge_step(self.model, self.opt, a, b, gain, self.device, self.precision)
         self.sched.step()
         return {"bce": loss}
 
 
 def build_training(width: int, lr: float, total: int, seed: int,
-                   device: torch.device | str = "cpu") -> JudgeTraining:
+                   device: torch.device | str = "cpu",
+                   precision: Precision = FP32) -> JudgeTraining:
     """The training of a PairJudge of `width` with a head per HEADS, initialised from `seed`
-    (same weights on every clean build), on `device`, for `total` steps."""
+    (same weights on every clean build), on `device`, for `total` steps, forward passes at
+    `precision`."""
     torch.manual_seed(seed)
-    return JudgeTraining(PairJudge(width=width, heads=len(HEADS)).to(device), lr, total, device)
+    model = precision.prepare(PairJudge(width=width, heads=len(HEADS)).to(device))
+    training = JudgeTraining(model, lr, total, device)
+    training.precision = precision
+    return training
 
 
 # ---------------------------------------------------------------- generators from models
