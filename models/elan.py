@@ -70,8 +70,12 @@ class GMSA(nn.Module):
 
         Shifted: the windows move by half a window without wrapping around the image (the
         paper's torch.roll joins opposite edges): the input is zero-padded by half a window
-        on every side, partitioned, and the padded positions are masked out of the keys; the
-        result is cropped back. Away from the image border this is the rolled result."""
+        on every side and partitioned. A padded key is a zero vector, so its logit is 0 and its
+        value 0: it only adds exp(0) to the softmax's denominator. An extra value channel that
+        is 1 at the keys inside the map yields, per query, the share of the denominator they
+        hold; dividing by it is attention with the padding masked out, in the unmasked (fast)
+        kernel. The result is cropped back. Away from the image border this is the rolled
+        result."""
         b, c2, h, w = x.shape
         c, half = c2 // 2, size // 2 if self.shift else 0
         if half:
@@ -80,8 +84,15 @@ class GMSA(nn.Module):
         nh, nw = hp // size, wp // size
         qv = x.view(b, 2, c, nh, size, nw, size).permute(1, 0, 3, 5, 4, 6, 2)
         qv = qv.reshape(2, b, nh * nw, size * size, c)
-        mask = _window_keys(h, w, size, half, x.device)[:, None] if half else None
-        y = F.scaled_dot_product_attention(qv[0], qv[0], qv[1], attn_mask=mask, scale=1.0)
+        q, v = qv[0], qv[1]
+        if half:  # a last channel: 0 in the queries and keys, in the values 1 at a key inside
+            # the map and 0 in the padding (one head size for all three: the fast kernel)
+            inside = _window_keys(h, w, size, half, x.device).to(v.dtype)
+            v = torch.cat([v, inside[None, :, :, None].expand(b, -1, -1, 1)], -1)
+            q = F.pad(q, (0, 1))
+        y = F.scaled_dot_product_attention(q, q, v, scale=1.0)
+        if half:
+            y = y[..., :c] / y[..., c:]
         y = y.view(b, nh, nw, size, size, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, hp, wp)
         return y[..., half:half + h, half:half + w] if half else y
 
