@@ -92,7 +92,7 @@ class Stage(luigi.Task):
         return json.loads(cache.canonical_json(values))
 
     @property
-    def precision(self) -> Precision:
+    def network_precision(self) -> Precision:
         """How this stage's networks run: [gtforge] precision and channels_last, resolved."""
         from pipeline.train.precision import Precision
 

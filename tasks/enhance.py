@@ -44,6 +44,7 @@ class EnhanceHR(Stage):
         for img in self.progress(images, len(images), f"EnhanceHR {self.backbone}_"
                                  f"{self.degradation}"):
             rgb = read_rgb(image_path(self.input_dir("hr"), img.id))
-            write_rgb(image_path(out, img.id), enhance(model, rgb, s["tile"], s["overlap"], device,
-                                                       self.precision, self.resolved("batch")))
+            enhanced = enhance(model, rgb, s["tile"], s["overlap"], device,
+                               self.network_precision, self.resolved("batch"))
+            write_rgb(image_path(out, img.id), enhanced)
         return {"images": len(images)}

@@ -57,7 +57,7 @@ class FuseGT(Stage):
         sources = read_sources(self, image_id)
         crop = self.input_stages()["cfmg"].settings["crop"]
         logits = cfmg.predict_photo(model, sources[0], self.settings["c"], crop,
-                                    self.settings["views"], device, self.precision).cpu()
+                                    self.settings["views"], device, self.network_precision).cpu()
         fused = fuse_photo(sources, logits)
         return fused, logits[0].numpy(), mask_profile(logits, centres)[0].numpy()
 

@@ -112,7 +112,7 @@ class TrainMaskGenerator(TrainingStage):
         training = cfmg.build_training(
             len(SOURCES), s["model"], perceptual, lr=s["lr"], weight_decay=s["weight_decay"],
             warmup=s["warmup"], total=s["iterations"], grad_clip=s["grad_clip"],
-            seed=self.seed_for("init"), device=device, precision=self.precision)
+            seed=self.seed_for("init"), device=device, precision=self.network_precision)
 
         def step(i: int) -> dict[str, float]:
             c = float(rng(self.key, "c", i).uniform(0, 1))

@@ -50,7 +50,8 @@ class SuperResolveGT(Stage):
         images = read_images(self.input_dir("hr"))
         for img in self.progress(images, len(images), f"SuperResolveGT x{s['scale']}"):
             gt = read_rgb(image_path(self.input_dir("hr"), img.id))
-            write_rgb(image_path(out, img.id),
-                      sr.super_resolve(model, gt, s["scale"], s["tile"], s["overlap"], device,
-                                       s["keep_low"], self.precision, self.resolved("batch")))
+            variant = sr.super_resolve(model, gt, s["scale"], s["tile"], s["overlap"], device,
+                                       s["keep_low"], self.network_precision,
+                                       self.resolved("batch"))
+            write_rgb(image_path(out, img.id), variant)
         return {"images": len(images), "model_scale": model.scale}

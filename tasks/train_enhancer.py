@@ -150,7 +150,7 @@ class TrainEnhancer(TrainingStage):
         perceptual, warnings = self._perceptual()
         training = enhancer.build_training(
             self.backbone, s[self.backbone], s["discriminator"], perceptual, self.loss_weights,
-            s["lr"], s["milestones"], self.seed_for("init"), device, self.precision)
+            s["lr"], s["milestones"], self.seed_for("init"), device, self.network_precision)
 
         def step(i: int) -> dict[str, float]:
             degraded, clean = feed(i)

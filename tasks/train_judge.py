@@ -117,7 +117,7 @@ class TrainJudge(TrainingStage):
         pool = JT.build_pool(bases, ranges, self._generators(draw), edge, draw)
         train_rows, held_rows = JT.held_out_rows(len(pool.bases), s["holdout"])
         training = JT.build_training(s["width"], s["lr"], s["iterations"], self.seed_for("init"),
-                                     self.device, self.precision)
+                                     self.device, self.network_precision)
         fresh = int(round(s["fresh_share"] * s["batch_size"]))
 
         def step(i: int) -> dict[str, float]:

@@ -78,7 +78,7 @@ class TrainSR(_SRModel, TrainingStage):
         feed = self.feed(CropBatches(store, [[f"{i}_lr", f"{i}_hr"] for i in ids], sampler,
                                      s["batch_size"], self.seed_for("batch")), s["iterations"])
         training = sr.build_training(scale, s["model"], s["lr"], self.seed_for("init"), device,
-                                     self.precision)
+                                     self.network_precision)
 
         def step(i: int) -> dict[str, float]:
             lr, hr = feed(i)

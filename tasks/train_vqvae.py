@@ -101,7 +101,7 @@ class TrainVQVAE2(TrainingStage):
                                      AlignedCrops(s["crop"], flips=4), s["batch_size"],
                                      self.seed_for("batch")), total)
         training = vq.build_training(s["model"], s["lr"], s["beta"], steps_per_epoch,
-                                     self.seed_for("init"), device, self.precision)
+                                     self.seed_for("init"), device, self.network_precision)
 
         def step(i: int) -> dict[str, float]:
             (crops,) = feed(i)

@@ -69,7 +69,7 @@ class VQVAEDegradeLR(Stage):
 
         s = self.settings
         clean = vq.downsample(hr, s["scale"])
-        raw = vq.reconstruct(model, clean, device, s["tile"], s["overlap"], self.precision,
+        raw = vq.reconstruct(model, clean, device, s["tile"], s["overlap"], self.network_precision,
                              self.resolved("batch"))
         corrected = (vq.colour_correct(raw, clean, s["correction_sigma"])
                      if s["colour_correction"] else raw)

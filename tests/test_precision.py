@@ -56,8 +56,12 @@ def test_precision_defaults_and_key(build_env):
     build_env.set("gtforge", "precision", "bf16")
     assert TrainSR().key != key and TrainSR().settings["network_precision"] == "bf16"
     build_env.set("gtforge", "channels_last", "true")
-    assert TrainSR().precision == Precision("bf16", True)
+    assert TrainSR().network_precision == Precision("bf16", True)
     assert "network_precision" not in Stage.settings.func(_LightStage())  # networks only
+    from tasks.train_judge import TrainJudge  # its own `precision` is the vote calibration's
+
+    assert TrainJudge().network_precision == Precision("bf16", True)
+    assert TrainJudge().settings["precision"] == 0.9
 
 
 class _LightStage(Stage):
