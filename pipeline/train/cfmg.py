@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from models.cfmg import CFMG
+from pipeline.image.conversions import to_tensor
 from pipeline.image.fusion import fuse_logits
 from pipeline.train.loop import Training, descend
 from pipeline.train.precision import FP32, Precision
@@ -167,7 +168,7 @@ def predict_photo(model: CFMG, gt: np.ndarray, c: float, crop: int, views: int =
     total = None
     for i in range(0, len(boxes), batch):
         crops = np.stack([gt[y:y + crop, x:x + crop] for y, x in boxes[i:i + batch]])
-        x = torch.from_numpy(crops).to(device).permute(0, 3, 1, 2).float().div_(255)
+        x = to_tensor(crops, device)
         out = precision.forward(model, x, torch.full((len(x),), float(c), device=device))
         total = out.sum(0, keepdim=True) if total is None else total + out.sum(0, keepdim=True)
     return total / len(boxes)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from pipeline.image.conversions import to_tensor
 from pipeline.store import durable
 from pipeline.store.seeding import rng
 
@@ -122,8 +123,7 @@ class CropBatches(Dataset):
 
     def __getitem__(self, step: int) -> tuple[torch.Tensor, ...] | torch.Tensor:
         samples = [self.sample(step, j) for j in range(self.batch)]
-        parts = [torch.from_numpy(np.stack(crops)).permute(0, 3, 1, 2).float().div_(255)
-                 for crops in zip(*samples, strict=True)]
+        parts = [to_tensor(np.stack(crops)) for crops in zip(*samples, strict=True)]
         return torch.stack(parts, 1) if self.stack else tuple(parts)
 
 

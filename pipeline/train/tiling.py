@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pipeline.image.conversions import to_tensor
 from pipeline.train.precision import FP32, Precision
 
 Forward = Callable[[torch.Tensor], torch.Tensor]
@@ -62,11 +63,6 @@ def _pad_to(image: np.ndarray, align: int) -> np.ndarray:
     return np.pad(image, ((0, ph), (0, pw), (0, 0)), mode=mode)
 
 
-def _to_input(tiles: list[np.ndarray], device: torch.device | str) -> torch.Tensor:
-    batch = torch.from_numpy(np.stack(tiles)).to(device)
-    return batch.permute(0, 3, 1, 2).float().div_(255.0)
-
-
 def tile_outputs(forward: Forward, image: np.ndarray, tile: int, overlap: int, *,
                  scale: int = 1, reduce: int = 1, align: int = 1, batch: int = 4,
                  device: torch.device | str = "cpu"
@@ -90,7 +86,7 @@ def tile_outputs(forward: Forward, image: np.ndarray, tile: int, overlap: int, *
     for i in range(0, len(jobs), batch):
         group = jobs[i:i + batch]
         tiles = [padded[y.start:y.start + th, x.start:x.start + tw] for y, x in group]
-        out = forward(_to_input(tiles, device))
+        out = forward(to_tensor(np.stack(tiles), device))
         for (y, x), piece in zip(group, out, strict=True):
             y0, y1 = min(y.keep0, h), min(y.keep1, h)
             x0, x1 = min(x.keep0, w), min(x.keep1, w)
