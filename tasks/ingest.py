@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict
+from functools import cached_property
 from pathlib import Path
 
 import luigi
@@ -32,9 +33,14 @@ class IngestHR(Stage):
     def requires(self):
         return []
 
+    @cached_property
+    def _inputs(self) -> list[list]:
+        # Walked and hashed once per instance, as the key is computed once (Stage.key).
+        return ingest.folder_fingerprint(self.folder, input_hashes())
+
     def fingerprint(self) -> dict:
         # The folder's content decides the output, not its path.
-        return {"inputs": ingest.folder_fingerprint(self.folder, input_hashes())}
+        return {"inputs": self._inputs}
 
     def provenance(self) -> dict:
         # The folder and its count of entries, not a row per file.
