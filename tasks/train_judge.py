@@ -32,11 +32,12 @@ CALIBRATION_JSON = "calibration.json"
 
 
 class TrainJudge(TrainingStage):
-    """Train models.judge.PairJudge on pairs of versions of cleaner corpus crops (the pool:
-    blur, noise, JPEG, sharpening, smoothing and rescaling within `versions`, and the
-    `generators` — the build's enhancers and SR model — applied to degraded crops), then
-    calibrate each head's margin on held-out pairs. Writes judge.pt ({'state', 'width'}),
-    calibration.json (margins in dB per head, held-out accuracy), curve.csv and curve.png."""
+    """Train models.judge.PairJudge on pairs of an input (a cleaner corpus crop, degraded within
+    `versions` or not) and a version made from it (by the `generators` — the build's
+    enhancers and SR model — or by one blur, noise, JPEG, sharpening, smoothing or rescaling
+    step), then calibrate each head's margin on held-out (input, generator output) pairs.
+    Writes judge.pt ({'state', 'width'}), calibration.json (margins in dB per head, the pairs
+    they were calibrated on, held-out accuracy), curve.csv and curve.png."""
 
     version = 1
     # Luigi runs higher priorities (and their requirements) first: this training and what it
@@ -51,7 +52,7 @@ class TrainJudge(TrainingStage):
     batch_size = luigi.OptionalIntParameter(default=None)
     lr = luigi.OptionalFloatParameter(default=None)
     width = luigi.OptionalIntParameter(default=None)
-    fresh_share = luigi.OptionalFloatParameter(default=None)  # of a batch: new classical pairs
+    fresh_share = luigi.OptionalFloatParameter(default=None)  # of a batch: new pairs, no generator
     holdout = luigi.OptionalFloatParameter(default=None)  # share of bases kept for calibration
     precision = luigi.OptionalFloatParameter(default=None)  # of a vote, on held-out pairs
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
@@ -138,15 +139,21 @@ class TrainJudge(TrainingStage):
                 **calibration}
 
     def _calibrate(self, model: PairJudge, pool: Pool, rows: np.ndarray) -> dict:
-        """Margins from held-out pairs, and how often the judge orders them right."""
+        """Margins from every held-out pair of an input and a generator's output for it (what
+        a label is asked of; every held-out pair when there are no generators), and how often
+        the judge orders every held-out pair right."""
         from pipeline.quality import judge as J
 
-        a, b, gain = pool.pairs(rng(self.key, "calibration"), 40 * len(rows), rows)
+        a, b, gain = pool.every_pair(rows)
         predicted = J.judge(model, a, b[:, None], self.device)[:, 0]
-        margins = J.calibrate(predicted, gain, self.settings["precision"])
         clear = np.abs(gain) > 0.25
         order = ((predicted > 0) == (gain > 0)) | ~clear
-        return {"margins": dict(zip(J.HEADS, margins.round(4).tolist(), strict=True)),
-                "heldout_pairs": len(a),
-                "heldout_order_accuracy": dict(zip(J.HEADS, (order.sum(0) / len(a)).round(4)
-                                                   .tolist(), strict=True))}
+        if pool.generated:
+            a, b, gain = pool.every_pair(rows, generated=True)
+            predicted = J.judge(model, a, b[:, None], self.device)[:, 0]
+        margins = J.calibrate(predicted, gain, self.settings["precision"])
+        heads = lambda v: dict(zip(J.HEADS, np.round(v, 4).tolist(), strict=True))  # noqa: E731
+        return {"margins": heads(margins),
+                "calibrated_on": {"pairs": len(gain),
+                                  "kind": "generated" if pool.generated else "all"},
+                "heldout_pairs": len(order), "heldout_order_accuracy": heads(order.mean(0))}

@@ -38,20 +38,35 @@ def test_closeness_falls_with_the_damage(photo):
     assert (J.closeness(J.blur(clean, 0.8), clean) > J.closeness(J.blur(clean, 2.0), clean)).all()
 
 
-def test_pool_holds_every_version_and_its_closeness(photo):
+def test_pool_pairs_compare_the_input_with_what_was_made_from_it(photo):
     rng = np.random.default_rng(1)
     bases = JT.crop_bases([photo], 6, 40, (0.5, 1.0), rng)
     assert bases.shape == (6, 40, 40, 3) and bases.dtype == np.uint8
+
     def brighten(x: np.ndarray) -> np.ndarray:  # a generator that always moves away in PSNR
         return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
 
     pool = JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng)
+    # the input, the generator's output for it, two processing steps of it
     assert pool.versions.shape == (6, 4, 32, 32, 3) and pool.closeness.shape == (6, 4, 3)
-    np.testing.assert_array_equal(pool.versions[:, 3], brighten(pool.versions[:, 2]))
-    assert (pool.closeness[:, 3, 0] < pool.closeness[:, 2, 0]).all()
-    a, b, gain = pool.pairs(rng, 50)
-    assert a.shape == b.shape == (50, 32, 32, 3) and gain.shape == (50, 3)
-    assert not any((x == y).all() and g.any() for x, y, g in zip(a, b, gain, strict=True))
+    np.testing.assert_array_equal(pool.versions[:, 1], brighten(pool.versions[:, 0]))
+    assert (pool.closeness[:, 1, 0] < pool.closeness[:, 0, 0]).all()
+    rows = np.array([1, 4])
+    inputs = pool.versions[rows, 0]
+    a, b, gain = pool.pairs(rng, 40, rows)
+    assert a.shape == b.shape == (40, 32, 32, 3) and gain.shape == (40, 3)
+    assert all(any((x == y).all() for y in inputs) for x in a)  # a is always an input
+    assert not any((x == y).all() for y in inputs for x in b)
+    a, b, gain = pool.every_pair(rows, generated=True)
+    assert len(a) == 2
+    np.testing.assert_array_equal(b, brighten(a))
+    assert (gain[:, 0] < 0).all()
+    a, b, gain = pool.every_pair(rows)
+    assert len(a) == 6 and gain.shape == (6, 3)
+    with pytest.raises(ValueError, match="no generator"):
+        JT.build_pool(bases, J.VersionRanges(), [], 4, rng).every_pair(rows, generated=True)
+    a, b, gain = JT.fresh_pairs([photo], 8, 24, 4, (0.5, 1.0), J.VersionRanges(), rng)
+    assert a.shape == b.shape == (8, 24, 24, 3) and gain.shape == (8, 3)
 
 
 def test_a_short_training_learns_which_version_is_closer(photo):

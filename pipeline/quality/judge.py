@@ -3,17 +3,19 @@
 The question a label answers is "is this candidate closer to the clean photo than the
 original?", and no clean photo exists. The judge learns it one level up, where the answer is
 known: a crop of the corpus, shrunk a little (area downscaling averages noise and blur away,
-so it is cleaner than the corpus itself), is the *base*; versions of it are made the ways the
-build makes candidates and originals (HGGT's Eq. 1 degradations, sharpening and smoothing, and
-the build's own trained enhancers and SR model applied to degraded and clean bases), and every
-pair of versions is labelled by how much closer one is to the base than the other. The
-network (models.judge.PairJudge) sees only the two versions, like an annotator.
+so it is cleaner than the corpus itself), is the *base*; the judged *input* is the base mildly
+degraded (blur, noise, JPEG: the residual flaws of a good photo) or the base itself, and
+versions are made from the input the ways the build makes candidates (the build's own trained
+enhancers and SR model, sharpening, smoothing, more degradation). Each pair (input, version) is
+labelled by how much closer the version is to the base than the input. The network
+(models.judge.PairJudge) sees only the two images, like an annotator.
 
 Three heads, three annotators (HGGT's three people): the distance to the base in PSNR, in SSIM
 (as dB: -10 log10(1 - SSIM)) and in PSNR of the gradient magnitude (edges). Each outputs, in dB
 of its distance, how much closer the second image is; a head votes Positive above its margin,
-Negative below minus it. Margins are calibrated on held-out pairs of the same kind, never on
-a benchmark. Images are uint8 RGB HWC; tensors float32 [0,1] NCHW.
+Negative below minus it. Margins are calibrated on held-out pairs of an input and a
+generator's output for it (the pair a label is asked of), never on a benchmark. Images are
+uint8 RGB HWC; tensors float32 [0,1] NCHW.
 
 Here: the heads' distances (`closeness`), the versions of a base, judging with a trained judge
 (`judge`, `in_db`) and calibrating its margins (`calibrate`). Its training (the pool of versions,
@@ -89,12 +91,12 @@ def closeness(x: np.ndarray, ref: np.ndarray) -> np.ndarray:
 class VersionRanges:
     """How versions of a base are made (TrainJudge `versions`): a *degradation* applies each of
     blur (Gaussian sigma, px), noise (Gaussian sigma on 0-255; grey one time in three) and
-    JPEG (quality) with probability `p`; a *classical version* is, 85% of the time, a
-    degradation, then 0-2 processing steps (those three again, sharpen, smooth, rescale)."""
+    JPEG (quality) with probability `p`; a *processing step* is one of those three, sharpening,
+    smoothing or rescaling."""
 
-    blur: tuple[float, float] = (0.3, 2.0)
-    noise: tuple[float, float] = (1.0, 15.0)
-    jpeg: tuple[int, int] = (30, 95)
+    blur: tuple[float, float] = (0.3, 1.5)
+    noise: tuple[float, float] = (1.0, 8.0)
+    jpeg: tuple[int, int] = (60, 95)
     p: float = 0.6
 
 
@@ -142,18 +144,14 @@ def degraded(base: np.ndarray, ranges: VersionRanges, rng: np.random.Generator) 
     return x
 
 
-def classical_version(base: np.ndarray, ranges: VersionRanges,
-                      rng: np.random.Generator) -> np.ndarray:
-    """A version of a base: 85% of the time `degraded`, then 0-2 random steps of blur, noise,
-    JPEG, sharpen, smooth or rescale."""
-    x = degraded(base, ranges, rng) if rng.uniform() < 0.85 else base
+def processed(x: np.ndarray, ranges: VersionRanges, rng: np.random.Generator) -> np.ndarray:
+    """x after one random step: blur, noise or JPEG within `ranges`, sharpening, smoothing or
+    rescaling."""
     steps = (lambda v: blur(v, rng.uniform(*ranges.blur)),
              lambda v: add_noise(v, rng.uniform(*ranges.noise), rng.uniform() < 1 / 3, rng),
              lambda v: degrade.jpeg(v, int(rng.integers(ranges.jpeg[0], ranges.jpeg[1] + 1))),
              lambda v: sharpen(v, rng), lambda v: smooth(v, rng), lambda v: rescale(v, rng))
-    for _ in range(rng.integers(0, 3)):
-        x = steps[rng.integers(len(steps))](x)
-    return x
+    return steps[rng.integers(len(steps))](x)
 
 
 # ---------------------------------------------------------------- scoring

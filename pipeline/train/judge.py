@@ -21,9 +21,9 @@ from pipeline.quality.judge import (
     HEADS,
     TEMPERATURE,
     VersionRanges,
-    classical_version,
     closeness,
     degraded,
+    processed,
 )
 from pipeline.train.loop import Training, descend
 from pipeline.train.precision import FP32, Precision
@@ -38,23 +38,38 @@ Generator = Callable[[np.ndarray], np.ndarray]
 @dataclass
 class Pool:
     """Bases (N,S,S,3) and versions (N,V,S,S,3) of each, uint8; closeness (N,V,3) of every
-    version to its base. Pairs are drawn within a base."""
+    version to its base. Version 0 is the judged input; versions 1..`generated` are the
+    generators' outputs for it, and the rest one processing step of it. A pair is always
+    the input and a version made from it: the question a label asks (is this processing of the
+    image closer to the clean one than the image?)."""
 
     bases: np.ndarray
     versions: np.ndarray
     closeness: np.ndarray
+    generated: int = 0
 
     def pairs(self, rng: np.random.Generator, count: int,
               rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """`count` random pairs (a, b) of distinct versions of one base (from `rows`, default
+        """`count` random pairs (input, a version made from it) of bases in `rows` (default
         all): uint8 (count,S,S,3) each, and gain = closeness(b) - closeness(a), (count,3) dB."""
         rows = np.arange(len(self.bases)) if rows is None else rows
         n = rows[rng.integers(len(rows), size=count)]
-        v = self.versions.shape[1]
-        i = rng.integers(v, size=count)
-        j = (i + rng.integers(1, v, size=count)) % v
-        gain = self.closeness[n, j] - self.closeness[n, i]
-        return self.versions[n, i], self.versions[n, j], gain
+        return self._pairs(n, rng.integers(1, self.versions.shape[1], size=count))
+
+    def every_pair(self, rows: np.ndarray, generated: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Every pair (input, a version made from it) of the bases in `rows`, as `pairs`
+        returns them; with `generated`, only those of a generator's output (what a label is
+        asked of an enhancer's candidate)."""
+        stop = 1 + self.generated if generated else self.versions.shape[1]
+        if stop == 1:
+            raise ValueError("the pool has no generator outputs")
+        n, j = np.repeat(rows, stop - 1), np.tile(np.arange(1, stop), len(rows))
+        return self._pairs(n, j)
+
+    def _pairs(self, n: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        gain = self.closeness[n, j] - self.closeness[n, 0]
+        return self.versions[n, 0], self.versions[n, j], gain
 
 
 def crop_bases(images: Sequence[np.ndarray], count: int, side: int, shrink: tuple[float, float],
@@ -72,31 +87,38 @@ def crop_bases(images: Sequence[np.ndarray], count: int, side: int, shrink: tupl
     return out
 
 
+def judged_input(base: np.ndarray, ranges: VersionRanges, rng: np.random.Generator) -> np.ndarray:
+    """What the judge is shown as an original: the base `degraded` 70% of the time, else the
+    base itself (where every change is for the worse)."""
+    return degraded(base, ranges, rng) if rng.uniform() < 0.7 else base
+
+
 def build_pool(bases: np.ndarray, ranges: VersionRanges, generators: Sequence[Generator],
                border: int, rng: np.random.Generator) -> Pool:
-    """Versions of every base: two classical versions, an input (the base `degraded`, 70% of
-    the time, else the base itself) and every generator's output for that input. Everything
-    is kept and compared without a `border` of pixels on each side (where filters see the
-    edge)."""
-    inputs = np.stack([degraded(b, ranges, rng) if rng.uniform() < 0.7 else b for b in bases])
-    columns = [np.stack([classical_version(b, ranges, rng) for b in bases]) for _ in range(2)]
-    columns += [inputs, *(generate(inputs) for generate in generators)]
+    """Versions of every base: an input (`judged_input`), every generator's output for it, and
+    two `processed` steps of it. Everything is kept and compared without a `border` of pixels
+    on each side (where filters see the edge)."""
+    inputs = np.stack([judged_input(b, ranges, rng) for b in bases])
+    columns = [inputs, *(generate(inputs) for generate in generators)]
+    columns += [np.stack([processed(x, ranges, rng) for x in inputs]) for _ in range(2)]
     inner = slice(border, bases.shape[1] - border)
     versions = np.stack(columns, axis=1)[:, :, inner, inner]
     bases = bases[:, inner, inner]
     near = np.array([[closeness(v, b) for v in vs] for vs, b in zip(versions, bases, strict=True)])
-    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near)
+    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near,
+                len(generators))
 
 
 def fresh_pairs(images: Sequence[np.ndarray], count: int, side: int, border: int,
                 shrink: tuple[float, float], ranges: VersionRanges,
                 rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """`count` new pairs of classical versions of new bases (as Pool.pairs returns them):
-    unlimited data for what needs no generator."""
+    """`count` new pairs (as Pool.pairs returns them) of new bases, made without a generator:
+    an input and one `processed` step of it; unlimited data."""
     bases = crop_bases(images, count, side + 2 * border, shrink, rng)
-    inner = slice(border, border + side)
-    a, b = ([classical_version(x, ranges, rng)[inner, inner] for x in bases] for _ in range(2))
-    gain = np.array([closeness(y, x[inner, inner]) - closeness(w, x[inner, inner])
+    inputs = [judged_input(x, ranges, rng) for x in bases]
+    inner = np.s_[border:border + side, border:border + side]
+    a, b = [x[inner] for x in inputs], [processed(x, ranges, rng)[inner] for x in inputs]
+    gain = np.array([closeness(y, x[inner]) - closeness(w, x[inner])
                      for w, y, x in zip(a, b, bases, strict=True)])
     return np.stack(a), np.stack(b), gain
 
@@ -118,7 +140,7 @@ def batch_pairs(rng: np.random.Generator, pool: Pool, rows: np.ndarray, count: i
                 images: Sequence[np.ndarray], side: int, shrink: tuple[float, float],
                 ranges: VersionRanges) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A training batch of `count` pairs (as Pool.pairs returns them): count - fresh from the
-    pool's `rows`, then `fresh` new classical pairs of `side` pixels (`fresh_pairs`)."""
+    pool's `rows`, then `fresh` new pairs of `side` pixels (`fresh_pairs`)."""
     parts = [pool.pairs(rng, count - fresh, rows)]
     if fresh:
         parts.append(fresh_pairs(images, fresh, side, border(side), shrink, ranges, rng))

@@ -1,0 +1,110 @@
+"""Judge variants on the quality benchmark's build: how a TrainJudge with some settings changed
+labels the build's candidates, against the oracle of the clean references.
+
+    .venv/bin/python -m bench.bench_judge --dir data/quality [--set iterations=4800 ...]
+
+Needs a finished `make quality` (or `bench.bench_quality --no-evaluate`) in --dir. Trains the
+judge with the --set values (JSON; the rest from luigi.cfg, as the build does: everything
+upstream is cached), relabels every candidate of every shard sample with it, its own
+calibrated margins and HGGT's majority, and prints the confusion matrix against the oracle
+overall and per candidate, with the correlation of the judge's PSNR head with the true PSNR
+gain. The candidates are the build's own, so `fused` is the one its own judge shaped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import luigi
+import numpy as np
+
+from bench.bench_quality import configure
+from pipeline.quality import judge as J
+from pipeline.quality import truth, voting
+from pipeline.shards.reader import ShardSet
+from tasks.train_judge import TrainJudge
+from tasks.write_shards import DATASET, WriteShards
+
+
+def built_shards(root: Path) -> Path:
+    """The benchmark build's shard set: the newest finished one under its WriteShards folder
+    (a judge with other settings has another key, so WriteShards() would name another)."""
+    found = sorted((root / "work" / WriteShards.__name__).glob(f"*/{DATASET}/manifest.json"),
+                   key=lambda p: p.stat().st_mtime)
+    if not found:
+        raise SystemExit(f"{root}: no finished shard set; run bench.bench_quality there first")
+    return found[-1].parent
+
+
+def psnr(x: np.ndarray, ref: np.ndarray) -> float:
+    """PSNR in dB of uint8 x against ref, as the oracle measures it."""
+    return float(J.closeness(x, ref)[0])
+
+
+def relabel(stage: TrainJudge, margins: dict, shards: ShardSet, references: dict
+            ) -> tuple[dict, dict]:
+    """({candidate: labels}, {candidate: (judged PSNR-head gain, true PSNR gain)}) over every
+    referenced shard sample, labels from `stage`'s judge and `margins` (dB per head)."""
+    model = stage.load_model()
+    names = shards.candidate_names
+    labels = {n: [] for n in names}
+    pairs = {n: ([], []) for n in names}
+    for shard, n, clean in truth.referenced_samples(shards, references):
+        original = shard.image("gt_original", n)
+        candidates = np.stack([shard.image("gt_candidates", n, k) for k in range(len(names))])
+        gains = J.judge(model, original[None], candidates[None])[0]  # (K, 3) dB
+        votes = voting.vote(np.concatenate([np.zeros((1, 1, 3)), gains[None]], axis=1),
+                            [margins[h] for h in J.HEADS], [False] * 3, [False] * 3)
+        for k, name in enumerate(names):
+            labels[name].append(int(voting.majority(votes[0, k])))
+            pairs[name][0].append(float(gains[k, 0]))
+            pairs[name][1].append(psnr(candidates[k], clean) - psnr(original, clean))
+    return labels, pairs
+
+
+def report(labels: dict, pairs: dict) -> None:
+    print("| candidate | confusion (rows oracle N/S/P) | P precision | P recall | N recall | "
+          "corr(judged, true) |\n|---|---|---|---|---|---|")
+    total = np.zeros((3, 3), np.int64)
+    for name in labels:
+        judged, gain = (np.array(v) for v in pairs[name])
+        m = truth.confusion(np.array(labels[name]), truth.oracle(gain))
+        total += m
+        r = truth.rates(m)
+        print(f"| {name} | {m.tolist()} | {r['positive_precision']} | {r['positive_recall']} | "
+              f"{r['negative_recall']} | {np.corrcoef(judged, gain)[0, 1]:+.2f} |")
+    r = truth.rates(total)
+    print(f"| all | {total.tolist()} | {r['positive_precision']} | {r['positive_recall']} | "
+          f"{r['negative_recall']} | |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--dir", type=Path, default=Path("data/quality"))
+    p.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
+                   help="a TrainJudge setting, e.g. iterations=4800 or shrink=[0.25,0.5]")
+    p.add_argument("--preset", default="tiny")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+    args.no_evaluate = True
+    configure(args.dir, args)
+    overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
+    stage = TrainJudge(**overrides)
+    start = time.time()
+    if not luigi.build([stage], local_scheduler=True, workers=1):
+        raise SystemExit(f"{stage} failed")
+    calibration = json.loads((stage.out_dir / "calibration.json").read_text())
+    print(f"TrainJudge {overrides or 'as configured'}: {time.time() - start:.0f} s; margins "
+          f"{calibration['margins']}; held-out order accuracy "
+          f"{calibration['heldout_order_accuracy']}\n")
+    shards = ShardSet(built_shards(args.dir))
+    references = truth.reference_index(args.dir / "clean")
+    report(*relabel(stage, stage.margins(), shards, references))
+
+
+if __name__ == "__main__":
+    main()
