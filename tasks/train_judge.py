@@ -139,21 +139,6 @@ class TrainJudge(TrainingStage):
                 **calibration}
 
     def _calibrate(self, model: PairJudge, pool: Pool, rows: np.ndarray) -> dict:
-        """Margins from every held-out pair of an input and a generator's output for it (what
-        a label is asked of; every held-out pair when there are no generators), and how often
-        the judge orders every held-out pair right."""
-        from pipeline.quality import judge as J
+        from pipeline.train.judge import calibration
 
-        a, b, gain = pool.every_pair(rows)
-        predicted = J.judge(model, a, b[:, None], self.device)[:, 0]
-        clear = np.abs(gain) > 0.25
-        order = ((predicted > 0) == (gain > 0)) | ~clear
-        if pool.generated:
-            a, b, gain = pool.every_pair(rows, generated=True)
-            predicted = J.judge(model, a, b[:, None], self.device)[:, 0]
-        margins = J.calibrate(predicted, gain, self.settings["precision"])
-        heads = lambda v: dict(zip(J.HEADS, np.round(v, 4).tolist(), strict=True))  # noqa: E731
-        return {"margins": heads(margins),
-                "calibrated_on": {"pairs": len(gain),
-                                  "kind": "generated" if pool.generated else "all"},
-                "heldout_pairs": len(order), "heldout_order_accuracy": heads(order.mean(0))}
+        return calibration(model, pool, rows, self.settings["precision"], self.device)

@@ -69,6 +69,24 @@ def test_pool_pairs_compare_the_input_with_what_was_made_from_it(photo):
     assert a.shape == b.shape == (8, 24, 24, 3) and gain.shape == (8, 3)
 
 
+def test_margins_are_calibrated_on_the_generators_outputs(photo):
+    rng = np.random.default_rng(4)
+    bases = JT.crop_bases([photo], 20, 40, (0.5, 1.0), rng)
+    torch.manual_seed(0)
+    model = PairJudge(width=4).eval()
+
+    def brighten(x: np.ndarray) -> np.ndarray:
+        return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+
+    rows = np.arange(5)
+    found = JT.calibration(model, JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng),
+                           rows, 0.9)
+    assert found["calibrated_on"] == {"pairs": 5, "kind": "generated"}
+    assert found["heldout_pairs"] == 5 * 3 and set(found["margins"]) == set(J.HEADS)
+    plain = JT.calibration(model, JT.build_pool(bases, J.VersionRanges(), [], 4, rng), rows, 0.9)
+    assert plain["calibrated_on"] == {"pairs": 5 * 2, "kind": "all"}
+
+
 def test_a_short_training_learns_which_version_is_closer(photo):
     """On pairs (noisy, clean-ish) the judge must learn to prefer the cleaner one."""
     rng = np.random.default_rng(2)
