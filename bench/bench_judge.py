@@ -22,10 +22,10 @@ import luigi
 import numpy as np
 
 from bench.bench_quality import configure
+from pipeline.quality import annotate, truth, voting
 from pipeline.quality import judge as J
-from pipeline.quality import truth, voting
 from pipeline.shards.reader import ShardSet
-from tasks.train_judge import TrainJudge
+from tasks.train_judge import CALIBRATION_JSON, TrainJudge
 from tasks.write_shards import DATASET, WriteShards
 
 
@@ -44,24 +44,24 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return float(J.closeness(x, ref)[0])
 
 
-def relabel(stage: TrainJudge, margins: dict, shards: ShardSet, references: dict
-            ) -> tuple[dict, dict]:
+def relabel(stage: TrainJudge, shards: ShardSet, references: dict) -> tuple[dict, dict]:
     """({candidate: labels}, {candidate: (judged PSNR-head gain, true PSNR gain)}) over every
-    referenced shard sample, labels from `stage`'s judge and `margins` (dB per head)."""
-    model = stage.load_model()
+    referenced shard sample, labels from `stage`'s judge and calibrated margins."""
+    model, margins = stage.load_model(), stage.margins()
     names = shards.candidate_names
     labels = {n: [] for n in names}
     pairs = {n: ([], []) for n in names}
     for shard, n, clean in truth.referenced_samples(shards, references):
         original = shard.image("gt_original", n)
         candidates = np.stack([shard.image("gt_candidates", n, k) for k in range(len(names))])
-        gains = J.judge(model, original[None], candidates[None])[0]  # (K, 3) dB
-        votes = voting.vote(np.concatenate([np.zeros((1, 1, 3)), gains[None]], axis=1),
-                            [margins[h] for h in J.HEADS], [False] * 3, [False] * 3)
-        for k, name in enumerate(names):
-            labels[name].append(int(voting.majority(votes[0, k])))
-            pairs[name][0].append(float(gains[k, 0]))
-            pairs[name][1].append(psnr(candidates[k], clean) - psnr(original, clean))
+        gains = J.judge(model, original[None], candidates[None])  # (1, K, 3) dB
+        votes = voting.vote(annotate.pairwise_scores(gains), [margins[h] for h in J.HEADS],
+                            [False] * 3, [False] * 3)
+        before = psnr(original, clean)
+        for k, (name, label) in enumerate(zip(names, voting.majority(votes[0]), strict=True)):
+            labels[name].append(int(label))
+            pairs[name][0].append(float(gains[0, k, 0]))
+            pairs[name][1].append(psnr(candidates[k], clean) - before)
     return labels, pairs
 
 
@@ -97,13 +97,12 @@ def main() -> None:
     start = time.time()
     if not luigi.build([stage], local_scheduler=True, workers=1):
         raise SystemExit(f"{stage} failed")
-    calibration = json.loads((stage.out_dir / "calibration.json").read_text())
+    calibration = json.loads((stage.out_dir / CALIBRATION_JSON).read_text())
     print(f"TrainJudge {overrides or 'as configured'}: {time.time() - start:.0f} s; margins "
           f"{calibration['margins']}; held-out order accuracy "
           f"{calibration['heldout_order_accuracy']}\n")
     shards = ShardSet(built_shards(args.dir))
-    references = truth.reference_index(args.dir / "clean")
-    report(*relabel(stage, stage.margins(), shards, references))
+    report(*relabel(stage, shards, truth.reference_index(args.dir / "clean")))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from models.judge import PairJudge
-    from pipeline.train.judge import Generator, Pool
+    from pipeline.train.judge import Generator
 
 MODEL_FILE = "judge.pt"
 SR_GENERATOR = "sr"
@@ -129,7 +129,8 @@ class TrainJudge(TrainingStage):
         calibration = {}
 
         def save() -> None:
-            calibration.update(self._calibrate(training.model, pool, held_rows))
+            calibration.update(JT.calibration(training.model, pool, held_rows, s["precision"],
+                                              self.device))
             save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),
                                                "width": s["width"]})
             durable.write_json(out / CALIBRATION_JSON, calibration)
@@ -137,8 +138,3 @@ class TrainJudge(TrainingStage):
         self.train(out, training, step, s["iterations"], save, "TrainJudge")
         return {"pool": {"bases": len(pool.bases), "versions": pool.versions.shape[1]},
                 **calibration}
-
-    def _calibrate(self, model: PairJudge, pool: Pool, rows: np.ndarray) -> dict:
-        from pipeline.train.judge import calibration
-
-        return calibration(model, pool, rows, self.settings["precision"], self.device)

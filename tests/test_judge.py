@@ -38,13 +38,15 @@ def test_closeness_falls_with_the_damage(photo):
     assert (J.closeness(J.blur(clean, 0.8), clean) > J.closeness(J.blur(clean, 2.0), clean)).all()
 
 
+def brighten(x: np.ndarray) -> np.ndarray:
+    """A version generator that always moves away from the base in PSNR."""
+    return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
+
+
 def test_pool_pairs_compare_the_input_with_what_was_made_from_it(photo):
     rng = np.random.default_rng(1)
     bases = JT.crop_bases([photo], 6, 40, (0.5, 1.0), rng)
     assert bases.shape == (6, 40, 40, 3) and bases.dtype == np.uint8
-
-    def brighten(x: np.ndarray) -> np.ndarray:  # a generator that always moves away in PSNR
-        return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
 
     pool = JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng)
     # the input, the generator's output for it, two processing steps of it
@@ -74,9 +76,6 @@ def test_margins_are_calibrated_on_the_generators_outputs(photo):
     bases = JT.crop_bases([photo], 20, 40, (0.5, 1.0), rng)
     torch.manual_seed(0)
     model = PairJudge(width=4).eval()
-
-    def brighten(x: np.ndarray) -> np.ndarray:
-        return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
 
     rows = np.arange(5)
     found = JT.calibration(model, JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng),

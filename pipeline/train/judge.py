@@ -61,13 +61,22 @@ class Pool:
     def every_pair(self, rows: np.ndarray, generated: bool = False
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every pair (input, a version made from it) of the bases in `rows`, as `pairs`
-        returns them; with `generated`, only those of a generator's output (what a label is
-        asked of an enhancer's candidate)."""
-        stop = 1 + self.generated if generated else self.versions.shape[1]
-        if stop == 1:
+        returns them, each row's versions in turn; with `generated`, only those of a
+        generator's output (what a label is asked of an enhancer's candidate)."""
+        if generated and not self.generated:
             raise ValueError("the pool has no generator outputs")
-        n, j = np.repeat(rows, stop - 1), np.tile(np.arange(1, stop), len(rows))
-        return self._pairs(n, j)
+        n, j = self.every_index(rows)
+        keep = self.from_generator(j) if generated else slice(None)
+        return self._pairs(n[keep], j[keep])
+
+    def from_generator(self, j: np.ndarray) -> np.ndarray:
+        """bool: which version columns `j` hold a generator's output."""
+        return (j >= 1) & (j <= self.generated)
+
+    def every_index(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(base rows, version columns) of `every_pair(rows)`, in its order."""
+        v = self.versions.shape[1]
+        return np.repeat(rows, v - 1), np.tile(np.arange(1, v), len(rows))
 
     def _pairs(self, n: np.ndarray, j: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         gain = self.closeness[n, j] - self.closeness[n, 0]
@@ -159,12 +168,10 @@ def calibration(model: PairJudge, pool: Pool, rows: np.ndarray, precision: float
     a, b, gain = pool.every_pair(rows)
     predicted = judge(model, a, b[:, None], device)[:, 0]
     order = ((predicted > 0) == (gain > 0)) | (np.abs(gain) <= 0.25)
-    if pool.generated:
-        a, b, gain = pool.every_pair(rows, generated=True)
-        predicted = judge(model, a, b[:, None], device)[:, 0]
+    chosen = pool.from_generator(pool.every_index(rows)[1]) if pool.generated else slice(None)
     heads = lambda v: dict(zip(HEADS, np.round(v, 4).tolist(), strict=True))  # noqa: E731
-    return {"margins": heads(calibrate(predicted, gain, precision)),
-            "calibrated_on": {"pairs": len(gain),
+    return {"margins": heads(calibrate(predicted[chosen], gain[chosen], precision)),
+            "calibrated_on": {"pairs": len(gain[chosen]),
                               "kind": "generated" if pool.generated else "all"},
             "heldout_pairs": len(order), "heldout_order_accuracy": heads(order.mean(0))}
 
