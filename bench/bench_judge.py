@@ -46,17 +46,17 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
 
 def relabel(stage: TrainJudge, shards: ShardSet, references: dict) -> tuple[dict, dict]:
     """({candidate: labels}, {candidate: (judged PSNR-head gain, true PSNR gain)}) over every
-    referenced shard sample, labels from `stage`'s judge and calibrated margins."""
-    model, margins = stage.load_model(), stage.margins()
-    names = shards.candidate_names
+    referenced shard sample, labels from `stage`'s judge and its calibrated margins for each
+    candidate."""
+    model, names = stage.load_model(), shards.candidate_names
+    margins = np.array([[stage.margins(name)[h] for h in J.HEADS] for name in names])
     labels = {n: [] for n in names}
     pairs = {n: ([], []) for n in names}
     for shard, n, clean in truth.referenced_samples(shards, references):
         original = shard.image("gt_original", n)
         candidates = np.stack([shard.image("gt_candidates", n, k) for k in range(len(names))])
         gains = J.judge(model, original[None], candidates[None])  # (1, K, 3) dB
-        votes = voting.vote(annotate.pairwise_scores(gains), [margins[h] for h in J.HEADS],
-                            [False] * 3, [False] * 3)
+        votes = voting.vote(annotate.pairwise_scores(gains), margins, [False] * 3, [False] * 3)
         before = psnr(original, clean)
         for k, (name, label) in enumerate(zip(names, voting.majority(votes[0]), strict=True)):
             labels[name].append(int(label))

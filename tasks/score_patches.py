@@ -32,7 +32,7 @@ class ScorePatches(Stage):
     label_stats.json: label counts (pipeline.quality.voting.label_stats) and filters. Annotators:
     the `metrics` (pyiqa names, and "judge" for the three heads of TrainJudge)."""
 
-    version = 2
+    version = 3  # 3: margins per candidate (the judge's own calibration for each generator)
     uses_iqa = True
     metrics = luigi.OptionalListParameter(default=None)
     margins = luigi.OptionalDictParameter(default=None)
@@ -58,17 +58,22 @@ class ScorePatches(Stage):
         return {name: stage.out_dir for name, stage in self.input_stages().items()
                 if name not in (*ROLES, voting.JUDGE)}
 
-    def _margins(self, names: list[str]) -> list[float]:
-        """Each annotator's margin: `margins`, else (judge heads) TrainJudge's calibration."""
-        margins = dict(self.settings["margins"])
-        if voting.JUDGE in self.input_stages():
-            calibrated = self.input_stages()[voting.JUDGE].margins()
-            margins = {**{f"{voting.JUDGE}_{h}": v for h, v in calibrated.items()}, **margins}
-        missing = [m for m in names if m not in margins]
+    def _margins(self, names: list[str]) -> np.ndarray:
+        """Each annotator's margin for each candidate, float64 (K, M): `margins`, else (the
+        judge's heads) TrainJudge's calibration for that candidate."""
+        judge = self.input_stages().get(voting.JUDGE)
+
+        def margins(candidate: str | None) -> dict[str, float]:
+            calibrated = judge.margins(candidate) if judge is not None else {}
+            return {**{f"{voting.JUDGE}_{h}": v for h, v in calibrated.items()},
+                    **self.settings["margins"]}
+
+        missing = [m for m in names if m not in margins(None)]
         if missing:
             raise ValueError(f"[ScorePatches] margins has no value for {missing} "
-                             f"(metrics = {self.settings['metrics']}, margins = {margins})")
-        return [float(margins[m]) for m in names]
+                             f"(metrics = {self.settings['metrics']}, margins = {margins(None)})")
+        rows = [[float(margins(c)[m]) for m in names] for c in self.candidate_dirs]
+        return np.array(rows, np.float64).reshape(len(rows), len(names))
 
     def _scorer(self, device):
         """scores(original (n,H,W,3), candidates (n,K,H,W,3)) -> (n,K+1,M), every annotator."""
@@ -140,8 +145,8 @@ class ScorePatches(Stage):
                 "metrics": names, "difference_measure": s["difference_measure"],
                 "labels": stats["all_candidates"]}
 
-    def _label(self, scores: np.ndarray, differences: np.ndarray, infos: list, margins: list,
-               names: list[str]) -> score_table.ScoreTable:
+    def _label(self, scores: np.ndarray, differences: np.ndarray, infos: list,
+               margins: np.ndarray, names: list[str]) -> score_table.ScoreTable:
         s = self.settings
         full_reference = [info.full_reference for info in infos]
         votes = voting.vote(scores, margins, [info.lower_better for info in infos],
@@ -155,16 +160,18 @@ class ScorePatches(Stage):
             keep=keep, labels=labels, vote_counts=counts, scores=scores, votes=votes,
             candidate_names=list(self.candidate_dirs), metric_names=names,
             lower_better=[info.lower_better for info in infos],
-            modes=[info.mode for info in infos], margins=list(margins))
+            modes=[info.mode for info in infos], margins=margins)
 
     def _stats(self, table: score_table.ScoreTable, differences: np.ndarray, infos: list,
-               margins: list) -> dict:
+               margins: np.ndarray) -> dict:
         s, k = self.settings, len(table.candidate_names)
         stats = voting.label_stats(table.labels, table.votes, table.keep,
                                      table.candidate_names, table.metric_names)
         stats["metrics"] = [{"name": info.name, "mode": info.mode,
                              "lower_better": info.lower_better, "score_range": info.score_range,
-                             "margin": margin} for info, margin in zip(infos, margins, strict=True)]
+                             "margins": dict(zip(table.candidate_names, column.tolist(),
+                                                 strict=True))}
+                            for info, column in zip(infos, margins.T, strict=True)]
         stats["fr_policy"] = s["fr_policy"]
         differs = voting.difference_keep(differences, s["difference_threshold"])
         informative = voting.informative(table.labels)

@@ -35,11 +35,12 @@ class TrainJudge(TrainingStage):
     """Train models.judge.PairJudge on pairs of an input (a cleaner corpus crop, degraded within
     `versions` or not) and a version made from it (by the `generators` — the build's
     enhancers and SR model — or by one blur, noise, JPEG, sharpening, smoothing or rescaling
-    step), then calibrate each head's margin on held-out (input, generator output) pairs.
-    Writes judge.pt ({'state', 'width'}), calibration.json (margins in dB per head, the pairs
-    they were calibrated on, held-out accuracy), curve.csv and curve.png."""
+    step), then calibrate each head's margin on held-out (input, generator output) pairs, of
+    every generator together and of each on its own. Writes judge.pt ({'state', 'width'}),
+    calibration.json (margins in dB per head, per generator too, the pairs they were
+    calibrated on, held-out accuracy), curve.csv and curve.png."""
 
-    version = 1
+    version = 2  # 2: margins per generator (candidate_margins) beside the pooled ones
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -83,25 +84,28 @@ class TrainJudge(TrainingStage):
         model.load_state_dict(payload["state"])
         return model.to(device).eval()
 
-    def margins(self) -> dict[str, float]:
-        """Calibrated vote margin of every head, in dB: {"psnr": ..., "ssim": ..., ...}."""
-        return json.loads((self.out_dir / CALIBRATION_JSON).read_text())["margins"]
+    def margins(self, candidate: str | None = None) -> dict[str, float]:
+        """Calibrated vote margin of every head, in dB: {"psnr": ..., "ssim": ..., ...}: those
+        of `candidate` when it was a generator (calibrated on its own outputs), else those
+        of every generator's outputs together."""
+        found = json.loads((self.out_dir / CALIBRATION_JSON).read_text())
+        return found.get("candidate_margins", {}).get(candidate, found["margins"])
 
-    def _generators(self, draw: np.random.Generator) -> list[Generator]:
-        """The version generators of the `generators` that are inputs: the enhancers, and the
-        SR model at a scale drawn from `draw` per crop."""
+    def _generators(self, draw: np.random.Generator) -> dict[str, Generator]:
+        """The version generators of the `generators` that are inputs, by name: the enhancers,
+        and the SR model at a scale drawn from `draw` per crop."""
         from pipeline.train import judge as JT
         from pipeline.train.sr import super_resolve
 
         inputs, device = self.input_stages(), self.device
-        found = [JT.network_generator(stage.load_generator(device), device)
-                 for name, stage in inputs.items() if name in ENHANCER_CANDIDATES]
+        found = {name: JT.network_generator(stage.load_generator(device), device)
+                 for name, stage in inputs.items() if name in ENHANCER_CANDIDATES}
         if SR_GENERATOR in inputs:
             model = inputs[SR_GENERATOR].load_model(device)
             keep_low = SuperResolveGT(scale=SR_SCALES[0]).settings["keep_low"]
-            found.append(JT.sr_generator(
+            found[SR_GENERATOR] = JT.sr_generator(
                 lambda x, s: super_resolve(model, x, s, tile=4096, overlap=0, device=device,
-                                           keep_low=keep_low), SR_SCALES, draw))
+                                           keep_low=keep_low), SR_SCALES, draw)
         return found
 
     def build(self, out: Path) -> dict:
@@ -115,7 +119,8 @@ class TrainJudge(TrainingStage):
         draw, edge = rng(self.key, "pool"), JT.border(s["crop"])
         bases = JT.crop_bases(images, s["bases"], s["crop"] + 2 * edge, shrink, draw)
         # the generators load after the bases are cut, as ever: the weights stay bit for bit
-        pool = JT.build_pool(bases, ranges, self._generators(draw), edge, draw)
+        generators = self._generators(draw)
+        pool = JT.build_pool(bases, ranges, list(generators.values()), edge, draw)
         train_rows, held_rows = JT.held_out_rows(len(pool.bases), s["holdout"])
         training = JT.build_training(s["width"], s["lr"], s["iterations"], self.seed_for("init"),
                                      self.device, self.network_precision)
@@ -130,7 +135,7 @@ class TrainJudge(TrainingStage):
 
         def save() -> None:
             calibration.update(JT.calibration(training.model, pool, held_rows, s["precision"],
-                                              self.device))
+                                              self.device, list(generators)))
             save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),
                                                "width": s["width"]})
             durable.write_json(out / CALIBRATION_JSON, calibration)

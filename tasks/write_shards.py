@@ -34,7 +34,7 @@ class WriteShards(Stage):
     (tasks.graph.provenance), the input folder's accounting and, per source photo, how many
     grid positions it had, how many passed the texture test, were kept and were written."""
 
-    version = 2
+    version = 3  # 3: format 1.2 (candidate_margins)
     global_settings = ("scale",)
     samples_per_shard = luigi.OptionalIntParameter(default=None)
     compression = luigi.OptionalChoiceParameter(choices=["none", "lzf", "gzip"], default=None)
@@ -67,7 +67,7 @@ class WriteShards(Stage):
             out / DATASET, samples_per_shard=s["samples_per_shard"], patch_size=size, scale=scale,
             candidate_names=table.candidate_names, metric_names=table.metric_names,
             metric_lower_better=table.lower_better, metric_modes=table.modes,
-            metric_margins=table.margins,
+            candidate_margins=table.margins,
             compression=None if s["compression"] == "none" else s["compression"],
             params={"stage_key": self.key, **s}, sources=[img.source for img in images],
             provenance=graph.provenance(self),

@@ -8,11 +8,13 @@ import pytest
 from pipeline.image.ingest import read_images
 from pipeline.image.patches import texture_mask
 from pipeline.quality import annotate, iqa, voting
+from pipeline.quality.judge import HEADS
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
 from tasks import score_patches, select_patches
 from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
+from tasks.train_judge import CALIBRATION_JSON
 from tests.conftest import run_tasks
 
 P, S, N = voting.POSITIVE, voting.SIMILAR, voting.NEGATIVE
@@ -41,6 +43,15 @@ def test_lower_is_better_metric_votes_the_right_way():
     higher = voting.vote(scores, [1.0], lower_better=[False], full_reference=[False])
     assert lower[0, :, 0].tolist() == [P, N, S]
     assert higher[0, :, 0].tolist() == [N, P, S]
+
+
+def test_each_candidate_can_vote_with_its_own_margins():
+    # original 5; both candidates 1.5 better: within candidate 1's margin of 2, past 0's of 1
+    scores = np.array([[[5.0], [6.5], [6.5]]], np.float32)
+    votes = voting.vote(scores, [[1.0], [2.0]], lower_better=[False], full_reference=[False])
+    assert votes[0, :, 0].tolist() == [P, S]
+    with pytest.raises(ValueError, match="3 candidates"):
+        voting.vote(scores, [[1.0], [2.0], [3.0]], [False], [False])
 
 
 def test_full_reference_can_only_say_similar_or_negative():
@@ -227,8 +238,26 @@ def test_stage_with_the_learned_judge(build_env, candidates):
     assert (table.labels[:, 0] == S).all() and (table.vote_counts[:, 0] == [0, 3, 0]).all()
     margins = task.input_stages()["judge"].margins()
     stats = json.loads((task.out_dir / "label_stats.json").read_text())
-    assert [m["margin"] for m in stats["metrics"]] == [pytest.approx(margins[h]) for h in
-                                                       ("psnr", "ssim", "edges")]
+    for name in ("same", "noisy"):  # not generators of the judge: its pooled margins
+        assert [m["margins"][name] for m in stats["metrics"]] == [
+            pytest.approx(margins[h]) for h in ("psnr", "ssim", "edges")]
+
+
+def test_a_candidate_the_judge_was_calibrated_on_votes_with_its_own_margins(build_env,
+                                                                             candidates):
+    candidates("same", "noisy")
+    build_env.set("ScorePatches", "metrics", '["judge"]')
+    build_env.set("ScorePatches", "margins", "{}")
+    judge = ScorePatches().requires()["judge"]
+    run_tasks(judge)
+    calibration = json.loads((judge.out_dir / CALIBRATION_JSON).read_text())
+    calibration["candidate_margins"] = {"noisy": {h: 50.0 for h in HEADS}}
+    (judge.out_dir / CALIBRATION_JSON).write_text(json.dumps(calibration))
+    task = ScorePatches()
+    run_tasks(task)
+    table = task.table()
+    np.testing.assert_allclose(table.margins, [list(judge.margins().values()), [50.0] * 3])
+    assert (table.labels[:, 1] == S).all()  # no judged gain passes 50 dB
 
 
 def test_difference_filter_drops_unchanged_patches(build_env, candidates):

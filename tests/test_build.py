@@ -42,9 +42,9 @@ with h5py.File(sys.argv[1], "r") as f:
     names = [m.decode() for m in scores.attrs["metric_names"]]
     lower = scores.attrs["metric_lower_better"].tolist()
     modes = [m.decode() for m in scores.attrs["metric_modes"]]
-    margins = scores.attrs["metric_margins"].tolist()
+    margins = scores.attrs["candidate_margins"].T.tolist()  # (M, K)
 print(json.dumps({"c": stages["FuseGT"]["settings"]["c"],
-                  "metrics": [{"name": n, "margin": g, "lower_better": b, "mode": m}
+                  "metrics": [{"name": n, "margins": g, "lower_better": b, "mode": m}
                               for n, g, b, m in zip(names, margins, lower, modes)],
                   "lr_recipe": stages["DegradeLR"]["facts"]["recipe_values"]}))
 """
@@ -93,7 +93,7 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     made = json.loads(recorded.stdout)
     assert made["c"] == 0.3 and made["lr_recipe"]["resize_probs"] == [0.1, 0.85, 0.05]
     assert {m["name"] for m in made["metrics"]} == set(manifest["metric_names"])
-    assert all(m["margin"] > 0 and m["mode"] == "pairwise" for m in made["metrics"])
+    assert all(min(m["margins"]) > 0 and m["mode"] == "pairwise" for m in made["metrics"])
     assert summary(out)["samples"] == sum(s["samples"] for s in manifest["shards"]) > 10
     assert (out / "report" / "index.html").stat().st_size > 1000
     with h5py.File(out / manifest["shards"][0]["file"], "r") as f:

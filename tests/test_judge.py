@@ -84,6 +84,34 @@ def test_margins_are_calibrated_on_the_generators_outputs(photo):
     assert found["heldout_pairs"] == 5 * 3 and set(found["margins"]) == set(J.HEADS)
     plain = JT.calibration(model, JT.build_pool(bases, J.VersionRanges(), [], 4, rng), rows, 0.9)
     assert plain["calibrated_on"] == {"pairs": 5 * 2, "kind": "all"}
+    assert plain["candidate_margins"] == {}
+
+
+def test_each_generator_gets_margins_from_its_own_outputs(photo):
+    """A judge is more reliable on some kinds of candidate than on others: each generator's
+    margins come from the held-out pairs of its own outputs alone."""
+    class Brightness(torch.nn.Module):  # calls a brighter version better, by its brightness
+        def forward(self, a, b):
+            return 100 * (b - a).mean(dim=(1, 2, 3))[:, None].repeat(1, len(J.HEADS))
+
+    rng = np.random.default_rng(5)
+    bases = JT.crop_bases([photo], 40, 40, (0.5, 1.0), rng)
+    model = Brightness()
+    darken = lambda x: np.clip(x.astype(np.int16) - 12, 0, 255).astype(np.uint8)  # noqa: E731
+    pool = JT.build_pool(bases, J.VersionRanges(), [brighten, darken], 4, rng)
+    rows = np.arange(30)
+    found = JT.calibration(model, pool, rows, 0.9, names=["bright", "dark"])
+    a, b, gain = pool.every_pair(rows)
+    predicted = J.judge(model, a, b[:, None])[:, 0]
+    column = pool.every_index(rows)[1]
+    for g, name in enumerate(["bright", "dark"]):
+        own = J.calibrate(predicted[column == g + 1], gain[column == g + 1], 0.9)
+        assert list(found["candidate_margins"][name].values()) == pytest.approx(own, abs=1e-4)
+    # in PSNR, right about every darkened version (worse), wrong about every brightened one
+    assert found["candidate_margins"]["dark"]["psnr"] == pytest.approx(0.1)
+    assert found["candidate_margins"]["bright"]["psnr"] > 1.0
+    with pytest.raises(ValueError, match="1 generator names"):
+        JT.calibration(model, pool, rows, 0.9, names=["bright"])
 
 
 def test_a_short_training_learns_which_version_is_closer(photo):

@@ -71,7 +71,7 @@ class ReportScores(Stage):
             vote_counts=np.zeros((n, k, 3), np.uint8),
             scores=rng.normal(5, 1, (n, k + 1, m)).astype(np.float32),
             votes=np.zeros((n, k, m), np.int8), candidate_names=CANDIDATES, metric_names=METRICS,
-            lower_better=[True] * m, modes=["NR"] * m, margins=[1.0] * m))
+            lower_better=[True] * m, modes=["NR"] * m, margins=np.ones((k, m))))
         ids = [img.id for img in read_images(self.input_dir("hr"))]
         rows = [{"id": i, "delta_e": 1.5 + k, "shifted": False} for k, i in enumerate(ids)]
         lr_stats.save(out, rows, {"images": len(rows)})

@@ -48,12 +48,20 @@ def make_shards(out: Path, n: int = 7, k: int = 2, m: int = 3, per_shard: int = 
                      candidate_names=names, metric_names=metrics, compression=compression,
                      params={"seed": seed}, sources=sources,
                      metric_lower_better=[i == 0 for i in range(m)], metric_modes=modes,
+                     candidate_margins=candidate_margins(k, m),
                      provenance={"stages": {"FuseGT": {"settings": {"c": 0.3}}}},
                      manifest_extra={"inputs": {"entries": 3, "built": 2, "rejected": 1}}) as w:
         for i in range(n):
             w.add(**{key: v[i] for key, v in data.items()}, image_id=f"{i:016x}",
                   x=4 * i, y=8, source_index=i % 2)
     return data
+
+
+def candidate_margins(k: int, m: int) -> np.ndarray:
+    """(K,M) margins: metric 0's differ per candidate, the others are shared."""
+    margins = np.full((k, m), 0.5, np.float32)
+    margins[:, :1] = np.arange(1, k + 1)[:, None]
+    return margins
 
 
 def read_plain(out: Path) -> dict[str, np.ndarray]:
@@ -76,9 +84,11 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
     assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.h5" for i in range(3)]
     assert manifest["samples"] == 7 and manifest["format_version"] == 1
-    assert manifest["format_minor_version"] == 1 and manifest["inputs"]["rejected"] == 1
+    assert manifest["format_minor_version"] == 2 and manifest["inputs"]["rejected"] == 1
     assert manifest["sources"] == ["a/photo one.png", "b/ünïcode.jpg"]
     assert manifest["metric_modes"] == ["NR", "FR", "pairwise"]
+    assert manifest["candidate_margins"] == {"cand0": [1.0, 0.5, 0.5], "cand1": [2.0, 0.5, 0.5]}
+    assert manifest["metric_margins"] == [None, 0.5, 0.5]
     assert manifest["provenance"]["stages"]["FuseGT"]["settings"]["c"] == 0.3
     back = read_plain(tmp_path)
     for name, value in data.items():
@@ -97,7 +107,11 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
         assert [m.decode() for m in f["scores"].attrs["metric_modes"]] == manifest["metric_modes"]
         assert [c.decode() for c in f["vote_counts"].attrs["columns"]] == \
             ["negative", "similar", "positive"]
-        assert f.attrs["format_minor_version"] == 1
+        assert f.attrs["format_minor_version"] == 2
+        np.testing.assert_array_equal(f["scores"].attrs["candidate_margins"],
+                                      candidate_margins(2, 3))
+        # one margin per metric where every candidate shared it
+        np.testing.assert_array_equal(f["scores"].attrs["metric_margins"], [np.nan, 0.5, 0.5])
         assert json.loads(f.attrs["provenance"]) == manifest["provenance"]
         assert [s.decode() for s in f["sources"][:]] == manifest["sources"]
         assert f["gt_original"].chunks == (1, PATCH, PATCH, 3)
@@ -334,11 +348,12 @@ def _as_version_1_0(out: Path) -> None:
             del f["vote_counts"]
             for name in ("format_minor_version", "provenance"):
                 del f.attrs[name]
-            for name in ("metric_lower_better", "metric_modes", "metric_margins"):
+            for name in ("metric_lower_better", "metric_modes", "metric_margins",
+                         "candidate_margins"):
                 del f["scores"].attrs[name]
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("format_minor_version", "provenance", "metric_modes", "metric_lower_better",
-                "metric_margins", "inputs"):
+                "metric_margins", "candidate_margins", "inputs"):
         del manifest[key]
     (out / "manifest.json").write_text(json.dumps(manifest))
     _rehash(out)

@@ -20,7 +20,7 @@ class ScoreTable:
     keep bool (N,), labels int8 (N,K), vote_counts uint8 (N,K,3) (voters saying -1, 0, +1),
     scores float32 (N,K+1,M) (row 0 the original), votes int8 (N,K,M), candidate_names (K,),
     metric_names (M,), lower_better bool (M,), modes (M,) "NR" / "FR" / "pairwise", and the
-    vote margins used (M,), in each metric's units."""
+    vote margins used, float64 (K,M): each candidate's per metric, in the metric's units."""
 
     keep: np.ndarray
     labels: np.ndarray
@@ -31,7 +31,7 @@ class ScoreTable:
     metric_names: list[str]
     lower_better: list[bool]
     modes: list[str]
-    margins: list[float]
+    margins: np.ndarray
 
 
 _NAME_LISTS = ("candidate_names", "metric_names", "modes")
@@ -62,5 +62,5 @@ def load(folder: Path) -> ScoreTable:
     for name in _NAME_LISTS:
         values[name] = [str(v) for v in values[name]]
     values["lower_better"] = [bool(v) for v in values["lower_better"]]
-    values["margins"] = [float(v) for v in values["margins"]]
+    values["margins"] = np.asarray(values["margins"], np.float64)
     return ScoreTable(**values)

@@ -32,19 +32,24 @@ FR_POLICIES = ("vote", "veto", "ignore")
 DIFFERENCE_MEASURES = ("mean_diff", "mad", "ssim")
 
 
-def vote(scores: np.ndarray, margins: Sequence[float], lower_better: Sequence[bool],
-         full_reference: Sequence[bool]) -> np.ndarray:
+def vote(scores: np.ndarray, margins: np.ndarray | Sequence[float],
+         lower_better: Sequence[bool], full_reference: Sequence[bool]) -> np.ndarray:
     """Per-metric votes from raw scores (N,K+1,M) (index 0 = original): int8 (N,K,M) in {-1,0,+1}.
 
     The improvement of candidate k under metric m is (score_k - score_0), negated for
-    lower-is-better metrics; it votes +1 above margins[m], -1 below -margins[m], else 0.
+    lower-is-better metrics; it votes +1 above its margin, -1 below minus it, else 0. `margins`
+    is (M,), the same for every candidate, or (K,M), a row per candidate.
     FR metrics cannot vote +1 (clipped to 0). A NaN score (a metric failing on a patch) votes 0.
     """
     scores = np.asarray(scores, np.float64)
     margins = np.asarray(margins, np.float64)
     sign = np.where(np.asarray(lower_better, bool), -1.0, 1.0)
-    if scores.ndim != 3 or scores.shape[2] != len(margins) or len(sign) != len(margins):
-        raise ValueError(f"scores {scores.shape} vs {len(margins)} margins / directions")
+    m = scores.shape[2] if scores.ndim == 3 else -1
+    if margins.ndim == 2 and margins.shape[0] != scores.shape[1] - 1:
+        raise ValueError(f"scores {scores.shape} vs margins for {margins.shape[0]} candidates")
+    if m != margins.shape[-1] or margins.ndim > 2 or len(sign) != m:
+        raise ValueError(f"scores {scores.shape} vs margins {margins.shape} / {len(sign)} "
+                         "directions")
     if (margins < 0).any():
         raise ValueError(f"margins must be >= 0, got {margins.tolist()}")
     gain = (scores[:, 1:, :] - scores[:, :1, :]) * sign

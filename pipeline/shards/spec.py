@@ -10,7 +10,8 @@ A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest
     vote_counts    (N,K,3)         uint8       annotators voting -1, 0, +1 (format 1.1)
     scores         (N,K+1,M)       float32     index 0 = original, attrs metric_names (M),
                                                metric_lower_better, metric_modes and
-                                               metric_margins (1.1)
+                                               metric_margins (1.1), candidate_margins
+                                               (K,M) (1.2)
     lq             (N,H/s,W/s,3)   uint8 RGB   degraded LR input (s = scale)
     lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
     meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
@@ -19,8 +20,9 @@ A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest
 Image arrays are chunked one image per chunk (`gt_candidates` one candidate of one sample per
 chunk), so a random read touches one chunk. No object, variable-length or pickled types: every
 string is fixed-length UTF-8 bytes. Root attributes `format_minor_version` (1: vote_counts, the
-metric attributes and `provenance`, the JSON of every upstream stage's settings) — a reader of
-version 1.0 ignores them and a 1.x reader reads 1.0 sets. Every file is fsync'd before the
+metric attributes and `provenance`, the JSON of every upstream stage's settings; 2: each
+candidate's own vote margins) — a reader of an earlier minor version ignores what it does not
+know, and a 1.x reader reads 1.0 sets. Every file is fsync'd before the
 rename that makes it visible, and the folder after it.
 """
 
@@ -38,7 +40,7 @@ FORMAT = "gtforge-shards"
 FORMAT_VERSION = 1
 
 
-FORMAT_MINOR_VERSION = 1
+FORMAT_MINOR_VERSION = 2
 
 
 MANIFEST = "manifest.json"

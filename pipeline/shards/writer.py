@@ -51,6 +51,16 @@ def fixed_string(value: str) -> np.ndarray:
     return np.array(value.encode(), dtype=h5py.string_dtype("utf-8", max(len(value.encode()), 1)))
 
 
+def shared_margins(candidate_margins: np.ndarray) -> list[float]:
+    """Per metric, the margin every candidate's vote needed, NaN where candidates had their own
+    (or there are none): (K,M) -> M floats."""
+    rows = np.asarray(candidate_margins, np.float64)
+    if not len(rows):
+        return [float("nan")] * rows.shape[1]
+    same = (rows == rows[0]).all(axis=0)
+    return [float(v) if ok else float("nan") for v, ok in zip(rows[0], same, strict=True)]
+
+
 def _chunks(name: str, per_sample: tuple, samples: int) -> tuple | None:
     """One image per chunk for image arrays; small per-sample tables in blocks of samples;
     None (contiguous) for datasets without elements (K = 0 or M = 0)."""
@@ -113,15 +123,18 @@ class ShardWriter:
 
     `metric_lower_better` (bools), `metric_modes` ("NR", "FR" or "pairwise") and
     `metric_margins` (the vote margins, NaN when unknown), one per metric, are written beside
-    `metric_names`; `provenance` (JSON-ready: how the set was made)
-    goes into a root attribute and the manifest; `manifest_extra` adds manifest keys only.
+    `metric_names`; `candidate_margins` (K,M), each candidate's own margins (format 1.2), when
+    given, sets `metric_margins` to the margin every candidate shared (NaN where they differ);
+    `provenance` (JSON-ready: how the set was made) goes into a root attribute and the
+    manifest; `manifest_extra` adds manifest keys only.
     """
 
     def __init__(self, out_dir: Path, *, samples_per_shard: int, patch_size: int, scale: int,
                  candidate_names: list[str], metric_names: list[str], compression: str | None,
                  params: dict, sources: list[str], metric_lower_better: list[bool] | None = None,
                  metric_modes: list[str] | None = None, metric_margins: list[float] | None = None,
-                 provenance: dict | None = None, manifest_extra: dict | None = None):
+                 candidate_margins: np.ndarray | None = None, provenance: dict | None = None,
+                 manifest_extra: dict | None = None):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         if compression == "none":
@@ -139,6 +152,10 @@ class ShardWriter:
         k, m = len(self.candidate_names), len(self.metric_names)
         self.lower_better = [bool(v) for v in (metric_lower_better or [False] * m)]
         self.metric_modes = list(metric_modes or ["NR"] * m)
+        self.candidate_margins = np.full((k, m), np.nan, np.float32)
+        if candidate_margins is not None:
+            self.candidate_margins[...] = candidate_margins  # raises on a (K,M) mismatch
+            metric_margins = shared_margins(self.candidate_margins)
         self.margins = [float(v) for v in (metric_margins or [float("nan")] * m)]
         if not len(self.lower_better) == len(self.metric_modes) == len(self.margins) == m:
             raise ValueError(f"metric_lower_better, metric_modes and metric_margins need {m} "
@@ -284,6 +301,7 @@ class ShardWriter:
         f["scores"].attrs["metric_lower_better"] = np.asarray(self.lower_better, np.int8)
         f["scores"].attrs["metric_modes"] = fixed_strings(self.metric_modes)
         f["scores"].attrs["metric_margins"] = np.asarray(self.margins, np.float32)
+        f["scores"].attrs["candidate_margins"] = self.candidate_margins
         f.close()
         self.file, self.count, self.written = None, 0, 0
         final = self.out_dir / shard_name(len(self.shards))
@@ -335,6 +353,9 @@ class ShardWriter:
             "candidate_names": self.candidate_names, "metric_names": self.metric_names,
             "metric_lower_better": self.lower_better, "metric_modes": self.metric_modes,
             "metric_margins": [None if v != v else v for v in self.margins],
+            "candidate_margins": {name: [None if v != v else float(v) for v in row]
+                                  for name, row in zip(self.candidate_names,
+                                                       self.candidate_margins, strict=True)},
             "compression": self.compression or "none",
             "samples": sum(s["samples"] for s in self.shards),
             "bytes": sum(s["bytes"] for s in self.shards),

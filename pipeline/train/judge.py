@@ -160,17 +160,24 @@ def batch_pairs(rng: np.random.Generator, pool: Pool, rows: np.ndarray, count: i
 
 
 def calibration(model: PairJudge, pool: Pool, rows: np.ndarray, precision: float,
-                device: torch.device | str = "cpu") -> dict:
+                device: torch.device | str = "cpu", names: Sequence[str] = ()) -> dict:
     """The judge's vote margins (dB per head, pipeline.quality.judge.calibrate at `precision`)
     from every pair of a held-out input (`rows`) and a generator's output for it, what a label
-    is asked of (every held-out pair when the pool has no generators), and the share of every
-    held-out pair with a clear gain (> 0.25 dB) it orders right. JSON-ready."""
+    is asked of (every held-out pair when the pool has no generators); with the generators'
+    `names` (in the pool's order), each generator's own margins from its pairs alone
+    (`candidate_margins`); and the share of every held-out pair with a clear gain (> 0.25 dB)
+    it orders right. JSON-ready."""
+    if names and len(names) != pool.generated:
+        raise ValueError(f"{len(names)} generator names for a pool of {pool.generated}")
     a, b, gain = pool.every_pair(rows)
     predicted = judge(model, a, b[:, None], device)[:, 0]
     order = ((predicted > 0) == (gain > 0)) | (np.abs(gain) <= 0.25)
-    chosen = pool.from_generator(pool.every_index(rows)[1]) if pool.generated else slice(None)
+    column = pool.every_index(rows)[1]
+    chosen = pool.from_generator(column) if pool.generated else slice(None)
     heads = lambda v: dict(zip(HEADS, np.round(v, 4).tolist(), strict=True))  # noqa: E731
-    return {"margins": heads(calibrate(predicted[chosen], gain[chosen], precision)),
+    margins = lambda keep: heads(calibrate(predicted[keep], gain[keep], precision))  # noqa: E731
+    return {"margins": margins(chosen),
+            "candidate_margins": {name: margins(column == g + 1) for g, name in enumerate(names)},
             "calibrated_on": {"pairs": len(gain[chosen]),
                               "kind": "generated" if pool.generated else "all"},
             "heldout_pairs": len(order), "heldout_order_accuracy": heads(order.mean(0))}
