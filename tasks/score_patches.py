@@ -68,11 +68,13 @@ class ScorePatches(Stage):
             return {**{f"{voting.JUDGE}_{h}": v for h, v in calibrated.items()},
                     **self.settings["margins"]}
 
-        missing = [m for m in names if m not in margins(None)]
+        pooled = margins(None)
+        missing = [m for m in names if m not in pooled]
         if missing:
             raise ValueError(f"[ScorePatches] margins has no value for {missing} "
-                             f"(metrics = {self.settings['metrics']}, margins = {margins(None)})")
-        rows = [[float(margins(c)[m]) for m in names] for c in self.candidate_dirs]
+                             f"(metrics = {self.settings['metrics']}, margins = {pooled})")
+        rows = [[float(own[m]) for m in names]
+                for own in map(margins, self.candidate_dirs)]
         return np.array(rows, np.float64).reshape(len(rows), len(names))
 
     def _scorer(self, device):
