@@ -25,8 +25,13 @@ def _load_packaged_defaults() -> None:
 _load_packaged_defaults()
 
 
+# The sections each preset reads before [paper.<Stage>], first hit wins: `small` is `tiny` with
+# trainings long enough to matter, so its sections name only what differs.
+PRESETS = {"tiny": ("tiny",), "small": ("small", "tiny"), "paper": ()}
+
+
 class gtforge(luigi.Config):  # noqa: N801  (the section name users write in luigi.cfg)
-    preset = luigi.ChoiceParameter(choices=["tiny", "paper"])
+    preset = luigi.ChoiceParameter(choices=list(PRESETS))
     input_dir = luigi.Parameter()
     workdir = luigi.Parameter()
     out_dir = luigi.Parameter()
@@ -66,12 +71,11 @@ def network_precision() -> tuple[str, bool]:
 
 
 def preset_setting(stage: str, name: str, param: luigi.Parameter, variant: str | None = None):
-    """The value of setting `name` of `stage` from [<preset>.<stage>], else [paper.<stage>];
-    with a `variant` (e.g. a backbone), [<preset>.<stage>.<variant>] and
-    [paper.<stage>.<variant>] come first in each."""
+    """The value of setting `name` of `stage` from the preset's sections ([small.<stage>], then
+    [tiny.<stage>] for `small`: PRESETS), else [paper.<stage>]; with a `variant` (e.g. a
+    backbone), [<p>.<stage>.<variant>] comes before [<p>.<stage>] in each."""
     cfg = luigi.configuration.get_config()
-    preset = gtforge().preset
-    sections = [f"{p}.{stage}{suffix}" for p in (preset, "paper")
+    sections = [f"{p}.{stage}{suffix}" for p in (*PRESETS[gtforge().preset], "paper")
                 for suffix in ((f".{variant}",) if variant else ()) + ("",)]
     for section in sections:
         if cfg.has_option(section, name):

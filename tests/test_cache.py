@@ -97,6 +97,23 @@ def test_seed_and_version_are_part_of_the_key(build_env, monkeypatch):
     assert CacheSource().key != base
 
 
+def test_small_preset_reads_its_own_sections_then_tinys_then_papers(build_env):
+    from tasks.train_enhancer import TrainEnhancer
+
+    build_env.set("tiny.TrainEnhancer", "crop", 40)
+    build_env.set("small.TrainEnhancer", "iterations", 900)
+    build_env.set("small.TrainEnhancer.elan", "iterations", 90)
+    tiny_key = TrainEnhancer(backbone="rcan", degradation="blur").key
+    build_env.set("gtforge", "preset", "small")
+    rcan = TrainEnhancer(backbone="rcan", degradation="blur")
+    elan = TrainEnhancer(backbone="elan", degradation="blur")
+    assert rcan.resolved("iterations") == 900 and elan.resolved("iterations") == 90
+    assert rcan.resolved("crop") == elan.resolved("crop") == 40  # from [tiny.TrainEnhancer]
+    assert rcan.resolved("lr") == 0.001 and rcan.resolved("batch_size") == 4  # tiny's
+    assert rcan.resolved("perceptual_layers")["conv5_4"] == 1.0  # from [paper.TrainEnhancer]
+    assert rcan.key != tiny_key
+
+
 def test_manifest_lists_files_with_hashes(runs):
     task = CacheSink()
     run_tasks(task)
