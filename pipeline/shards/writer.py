@@ -150,19 +150,8 @@ class ShardWriter:
         self.candidate_names, self.metric_names = list(candidate_names), list(metric_names)
         self.compression, self.params, self.sources = compression, dict(params), list(sources)
         k, m = len(self.candidate_names), len(self.metric_names)
-        self.lower_better = [bool(v) for v in (metric_lower_better or [False] * m)]
-        self.metric_modes = list(metric_modes or ["NR"] * m)
-        self.candidate_margins = np.full((k, m), np.nan, np.float32)
-        if candidate_margins is not None:
-            self.candidate_margins[...] = candidate_margins  # raises on a (K,M) mismatch
-            metric_margins = shared_margins(self.candidate_margins)
-        self.margins = [float(v) for v in (metric_margins or [float("nan")] * m)]
-        if not len(self.lower_better) == len(self.metric_modes) == len(self.margins) == m:
-            raise ValueError(f"metric_lower_better, metric_modes and metric_margins need {m} "
-                             "values each")
-        unknown = set(self.metric_modes) - set(METRIC_MODES)
-        if unknown:
-            raise ValueError(f"metric modes {sorted(unknown)}: known are {METRIC_MODES}")
+        self._metric_attributes(metric_lower_better, metric_modes, metric_margins,
+                                candidate_margins)
         self.provenance, self.manifest_extra = dict(provenance or {}), dict(manifest_extra or {})
         self.layout = sample_layout(patch_size, scale, k, m)
         self.attrs = {"format": fixed_string(FORMAT), "format_version": np.int32(FORMAT_VERSION),
@@ -191,6 +180,26 @@ class ShardWriter:
         self.label_counts = np.zeros((k, 3), np.int64)   # columns: -1, 0, +1
         self.closed = False
         self.manifest: dict | None = None
+
+    def _metric_attributes(self, lower_better: list[bool] | None, modes: list[str] | None,
+                           margins: list[float] | None,
+                           candidate_margins: np.ndarray | None) -> None:
+        """Check and keep the per-metric attributes (defaults: higher-better NR metrics with
+        unknown margins) and the (K,M) candidate margins."""
+        k, m = len(self.candidate_names), len(self.metric_names)
+        self.lower_better = [bool(v) for v in (lower_better or [False] * m)]
+        self.metric_modes = list(modes or ["NR"] * m)
+        self.candidate_margins = np.full((k, m), np.nan, np.float32)
+        if candidate_margins is not None:
+            self.candidate_margins[...] = candidate_margins  # raises on a (K,M) mismatch
+            margins = shared_margins(self.candidate_margins)
+        self.margins = [float(v) for v in (margins or [float("nan")] * m)]
+        if not len(self.lower_better) == len(self.metric_modes) == len(self.margins) == m:
+            raise ValueError(f"metric_lower_better, metric_modes and metric_margins need {m} "
+                             "values each")
+        unknown = set(self.metric_modes) - set(METRIC_MODES)
+        if unknown:
+            raise ValueError(f"metric modes {sorted(unknown)}: known are {METRIC_MODES}")
 
     # -- adding samples ------------------------------------------------------------------
     def add(self, gt_original: np.ndarray, gt_candidates: np.ndarray, labels: np.ndarray,
