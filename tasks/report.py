@@ -29,7 +29,7 @@ HISTORY = "builds.jsonl"  # in the Report stage root: one line per report built
 
 
 class Report(Stage):
-    version = 1
+    version = 2  # 2: the vote margins of every candidate
     global_settings = ("scale", "preset")
     samples = luigi.OptionalIntParameter(default=None)
     tile = luigi.OptionalIntParameter(default=None)

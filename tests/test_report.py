@@ -71,7 +71,8 @@ class ReportScores(Stage):
             vote_counts=np.zeros((n, k, 3), np.uint8),
             scores=rng.normal(5, 1, (n, k + 1, m)).astype(np.float32),
             votes=np.zeros((n, k, m), np.int8), candidate_names=CANDIDATES, metric_names=METRICS,
-            lower_better=[True] * m, modes=["NR"] * m, margins=np.ones((k, m))))
+            lower_better=[True] * m, modes=["NR"] * m,
+            margins=np.arange(1, k + 1)[:, None] * np.ones((k, m))))
         ids = [img.id for img in read_images(self.input_dir("hr"))]
         rows = [{"id": i, "delta_e": 1.5 + k, "shifted": False} for k, i in enumerate(ids)]
         lr_stats.save(out, rows, {"images": len(rows)})
@@ -166,7 +167,7 @@ def test_report_gathers_every_kind_of_upstream_output(built):
     assert "src=\"http" not in html and "<script" not in html  # self-contained, no script
     images = _embedded_images(html)
     assert all(img is not None and img.size for img in images)
-    rows = re.findall(r"<h3>(.*?)</h3>", html)
+    rows = re.findall(r"<h3>(image_id .*?)</h3>", html)
     assert len(rows) == len(set(rows)) == 8  # [paper.Report] samples = 8; 8 crops exist
     assert "shard-00000.h5" in html and "shard-00002.h5" in html and "source p1.png" in html
     # per sample: LR, LR VQ-VAE, original, each candidate with its label
@@ -174,8 +175,10 @@ def test_report_gathers_every_kind_of_upstream_output(built):
     assert html.count(">LR ×4<") == html.count(">LR VQ-VAE ×4<") == len(rows)
     assert "Negative</b>" in html
     for title in ("Training curves", "Scores and labels", "Colour shift", "Figures: ReportScores",
-                  "Rejected inputs (2)", "Stages: timings and cache hits"):
+                  "Rejected inputs (2)", "Stages: timings and cache hits", "Vote margins"):
         assert title in html
+    margins = html[html.index("the margin each vote needed"):]
+    assert all(f"<td>{name}</td><td>{k + 1}</td>" in margins for k, name in enumerate(CANDIDATES))
     assert "ReportTrain" in html and "12 steps" in html  # curve.csv found and drawn
     assert "4 values in stats.json, mean 3.00" in html  # delta_e of every image
     assert "notes.png" in html and "not an image" in html

@@ -28,7 +28,8 @@ def report_data(title: str, upstream: list[gather.Done], settings: Mapping, cand
         samples=samples.sample_rows(shards, sizes, settings["samples"], settings["tile"]),
         rejects=gather.rejects(upstream),
         stages=gather.stage_rows(upstream, gather.previous_report_time(history)),
-        notes=[REUSE_NOTE], tables=tables.quality_tables(truth, evaluation))
+        notes=[REUSE_NOTE], tables={**tables.quality_tables(truth, evaluation),
+                                    **tables.margin_tables(upstream)})
     sections = {"Training curves": figures.curve_figures(upstream, tmp),
                 "Scores and labels": figures.score_figures(upstream),
                 "Colour shift (CIEDE2000 ΔE)": figures.delta_e_figures(upstream)}

@@ -1,9 +1,29 @@
-"""The report's tables of quality against clean references: MeasureTruth's gains and labels
-against the oracle, and EvaluateTargets' small SR network trained per target."""
+"""The report's tables: the vote margins of every annotator for every candidate, and the
+quality against clean references (MeasureTruth's gains and labels against the oracle,
+EvaluateTargets' small SR network trained per target)."""
 
 from __future__ import annotations
 
+from pipeline.quality import scores as score_table
+from pipeline.report.gather import Done
 from pipeline.report.html import Table
+
+
+def margin_tables(upstream: list[Done]) -> dict[str, list[Table]]:
+    """The section "Vote margins": per stage with a score table, the margin each annotator's
+    vote needed for each candidate (the judge's heads are calibrated per candidate); empty
+    when no stage scored."""
+    tables = []
+    for d in upstream:
+        if not score_table.has_scores(d.folder):
+            continue
+        table = score_table.load(d.folder)
+        rows = [[name, *(f"{v:.3g}" for v in row)]
+                for name, row in zip(table.candidate_names, table.margins, strict=True)]
+        tables.append(Table(f"{d.name}: the margin each vote needed", ["candidate",
+                            *table.metric_names], rows, "in each annotator's units (the "
+                            "judge's heads: dB); Positive above it, Negative below minus it"))
+    return {"Vote margins": tables} if tables else {}
 
 
 def quality_tables(truth: dict | None, evaluation: dict | None) -> dict[str, list[Table]]:
