@@ -6,7 +6,8 @@ labels the build's candidates, against the oracle of the clean references.
 Needs a finished `make quality` (or `bench.bench_quality --no-evaluate`) in --dir. Trains the
 judge with the --set values (JSON; the rest from luigi.cfg, as the build does: everything
 upstream is cached), relabels every candidate of every shard sample with it, its own
-calibrated margins and HGGT's majority, and prints the confusion matrix against the oracle
+calibrated margins (per candidate, or with --pooled those of every generator together) and
+HGGT's majority, and prints the confusion matrix against the oracle
 overall and per candidate, with the correlation of the judge's PSNR head with the true PSNR
 gain. The candidates are the build's own, so `fused` is the one its own judge shaped.
 """
@@ -44,12 +45,14 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return float(J.closeness(x, ref)[0])
 
 
-def relabel(stage: TrainJudge, shards: ShardSet, references: dict) -> tuple[dict, dict]:
+def relabel(stage: TrainJudge, shards: ShardSet, references: dict,
+            pooled: bool = False) -> tuple[dict, dict]:
     """({candidate: labels}, {candidate: (judged PSNR-head gain, true PSNR gain)}) over every
     referenced shard sample, labels from `stage`'s judge and its calibrated margins for each
-    candidate."""
+    candidate (with `pooled`, those of every generator's pairs together, for all)."""
     model, names = stage.load_model(), shards.candidate_names
-    margins = np.array([[stage.margins(name)[h] for h in J.HEADS] for name in names])
+    margins = np.array([[stage.margins(None if pooled else name)[h] for h in J.HEADS]
+                        for name in names])
     labels = {n: [] for n in names}
     pairs = {n: ([], []) for n in names}
     for shard, n, clean in truth.referenced_samples(shards, references):
@@ -86,6 +89,9 @@ def main() -> None:
     p.add_argument("--dir", type=Path, default=Path("data/quality"))
     p.add_argument("--set", action="append", default=[], metavar="NAME=JSON",
                    help="a TrainJudge setting, e.g. iterations=4800 or shrink=[0.25,0.5]")
+    p.add_argument("--pooled", action="store_true",
+                   help="vote with the margins of every generator's pairs together, as before "
+                        "per-candidate margins")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -102,7 +108,7 @@ def main() -> None:
           f"{calibration['margins']}; held-out order accuracy "
           f"{calibration['heldout_order_accuracy']}\n")
     shards = ShardSet(built_shards(args.dir))
-    report(*relabel(stage, shards, truth.reference_index(args.dir / "clean")))
+    report(*relabel(stage, shards, truth.reference_index(args.dir / "clean"), args.pooled))
 
 
 if __name__ == "__main__":
