@@ -51,8 +51,8 @@ def relabel(stage: TrainJudge, shards: ShardSet, references: dict,
     referenced shard sample, labels from `stage`'s judge and its calibrated margins for each
     candidate (with `pooled`, those of every generator's pairs together, for all)."""
     model, names = stage.load_model(), shards.candidate_names
-    margins = np.array([[stage.margins(None if pooled else name)[h] for h in J.HEADS]
-                        for name in names])
+    own = stage.candidate_margins([None, *names])
+    margins = np.array([[own[None if pooled else name][h] for h in J.HEADS] for name in names])
     labels = {n: [] for n in names}
     pairs = {n: ([], []) for n in names}
     for shard, n, clean in truth.referenced_samples(shards, references):

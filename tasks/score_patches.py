@@ -61,20 +61,16 @@ class ScorePatches(Stage):
     def _margins(self, names: list[str]) -> np.ndarray:
         """Each annotator's margin for each candidate, float64 (K, M): `margins`, else (the
         judge's heads) TrainJudge's calibration for that candidate."""
-        judge = self.input_stages().get(voting.JUDGE)
-
-        def margins(candidate: str | None) -> dict[str, float]:
-            calibrated = judge.margins(candidate) if judge is not None else {}
-            return {**{f"{voting.JUDGE}_{h}": v for h, v in calibrated.items()},
-                    **self.settings["margins"]}
-
-        pooled = margins(None)
-        missing = [m for m in names if m not in pooled]
+        judge, candidates = self.input_stages().get(voting.JUDGE), list(self.candidate_dirs)
+        calibrated = (judge.candidate_margins([None, *candidates]) if judge is not None
+                      else dict.fromkeys([None, *candidates], {}))
+        margins = {c: {**{f"{voting.JUDGE}_{h}": v for h, v in heads.items()},
+                       **self.settings["margins"]} for c, heads in calibrated.items()}
+        missing = [m for m in names if m not in margins[None]]
         if missing:
             raise ValueError(f"[ScorePatches] margins has no value for {missing} "
-                             f"(metrics = {self.settings['metrics']}, margins = {pooled})")
-        rows = [[float(own[m]) for m in names]
-                for own in map(margins, self.candidate_dirs)]
+                             f"(metrics = {self.settings['metrics']}, margins = {margins[None]})")
+        rows = [[float(margins[c][m]) for m in names] for c in candidates]
         return np.array(rows, np.float64).reshape(len(rows), len(names))
 
     def _scorer(self, device):

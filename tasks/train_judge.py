@@ -88,8 +88,14 @@ class TrainJudge(TrainingStage):
         """Calibrated vote margin of every head, in dB: {"psnr": ..., "ssim": ..., ...}: those
         of `candidate` when it was a generator (calibrated on its own outputs), else those
         of every generator's outputs together."""
+        return self.candidate_margins([candidate])[candidate]
+
+    def candidate_margins(self, candidates: list[str | None]) -> dict[str | None, dict]:
+        """`margins` of each of `candidates` (None: the pooled ones), from one read of
+        calibration.json."""
         found = json.loads((self.out_dir / CALIBRATION_JSON).read_text())
-        return found.get("candidate_margins", {}).get(candidate, found["margins"])
+        own = found.get("candidate_margins", {})
+        return {c: own.get(c, found["margins"]) for c in candidates}
 
     def _generators(self, draw: np.random.Generator) -> dict[str, Generator]:
         """The version generators of the `generators` that are inputs, by name: the enhancers,
