@@ -22,6 +22,7 @@ def report_data(title: str, upstream: list[gather.Done], settings: Mapping, cand
     sections; curves without a picture of their own are drawn into `tmp`."""
     shards = [path for _, path in gather.files_named(upstream, "shard-*.h5")]
     sizes = [gather.shard_samples(path) for path in shards]
+    scored = gather.score_tables(upstream)
     data = ReportData(
         title=title, created=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         summary=gather.build_facts(upstream, settings, candidates, input_dir, sizes),
@@ -29,9 +30,9 @@ def report_data(title: str, upstream: list[gather.Done], settings: Mapping, cand
         rejects=gather.rejects(upstream),
         stages=gather.stage_rows(upstream, gather.previous_report_time(history)),
         notes=[REUSE_NOTE], tables={**tables.quality_tables(truth, evaluation),
-                                    **tables.margin_tables(upstream)})
+                                    **tables.margin_tables(scored)})
     sections = {"Training curves": figures.curve_figures(upstream, tmp),
-                "Scores and labels": figures.score_figures(upstream),
+                "Scores and labels": figures.score_figures(scored),
                 "Colour shift (CIEDE2000 ΔE)": figures.delta_e_figures(upstream)}
     sections.update({f"Figures: {stage}": figs
                      for stage, figs in figures.stage_figures(upstream).items()})

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from pipeline.image.plots import histograms_png, labels_png
 from pipeline.quality import lr_stats
-from pipeline.quality import scores as score_table
+from pipeline.quality.scores import ScoreTable
 from pipeline.report.gather import Done, files_named
 from pipeline.report.html import Figure
 from pipeline.train.curve import CURVE_CSV, plot_curve
@@ -15,15 +15,12 @@ from pipeline.train.curve import CURVE_CSV, plot_curve
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
-def score_figures(upstream: list[Done]) -> list[Figure]:
-    """Per stage with a score table: per metric, histograms of the original's and each
-    candidate's scores over the kept patches; and the Positive / Similar / Negative counts per
-    candidate."""
+def score_figures(scored: list[tuple[Done, ScoreTable]]) -> list[Figure]:
+    """Per stage with a score table (gather.score_tables): per metric, histograms of the
+    original's and each candidate's scores over the kept patches; and the Positive / Similar
+    / Negative counts per candidate."""
     figs = []
-    for d in upstream:
-        if not score_table.has_scores(d.folder):
-            continue
-        table = score_table.load(d.folder)
+    for d, table in scored:
         scores, labels = table.scores[table.keep], table.labels[table.keep]
         names = ["original", *table.candidate_names]
         panels = {m: {n: scores[:, k, j] for k, n in enumerate(names)}

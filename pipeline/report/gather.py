@@ -14,6 +14,7 @@ from pathlib import Path
 import h5py
 
 from pipeline.image.ingest import REJECTS_JSON, display_path, read_rejects
+from pipeline.quality import scores as score_table
 from pipeline.report.html import StageRow
 from pipeline.store import cache
 
@@ -48,6 +49,12 @@ def listing(folder: Path) -> list[Path]:
 def files_named(upstream: list[Done], pattern: str) -> list[tuple[Done, Path]]:
     """(stage, file) for every file whose name matches `pattern` in the upstream folders."""
     return [(d, p) for d in upstream for p in d.files if fnmatch(p.name, pattern)]
+
+
+def score_tables(upstream: list[Done]) -> list[tuple[Done, score_table.ScoreTable]]:
+    """Every upstream stage that wrote a score table, with the table."""
+    return [(d, score_table.load(d.folder)) for d in upstream
+            if score_table.has_scores(d.folder)]
 
 
 def shard_samples(path: Path) -> int:

@@ -4,20 +4,17 @@ EvaluateTargets' small SR network trained per target)."""
 
 from __future__ import annotations
 
-from pipeline.quality import scores as score_table
+from pipeline.quality.scores import ScoreTable
 from pipeline.report.gather import Done
 from pipeline.report.html import Table
 
 
-def margin_tables(upstream: list[Done]) -> dict[str, list[Table]]:
-    """The section "Vote margins": per stage with a score table, the margin each annotator's
-    vote needed for each candidate (the judge's heads are calibrated per candidate); empty
-    when no stage scored."""
+def margin_tables(scored: list[tuple[Done, ScoreTable]]) -> dict[str, list[Table]]:
+    """The section "Vote margins": per stage with a score table (gather.score_tables), the
+    margin each annotator's vote needed for each candidate (the judge's heads are calibrated
+    per candidate); empty when no stage scored."""
     tables = []
-    for d in upstream:
-        if not score_table.has_scores(d.folder):
-            continue
-        table = score_table.load(d.folder)
+    for d, table in scored:
         rows = [[name, *(f"{v:.3g}" for v in row)]
                 for name, row in zip(table.candidate_names, table.margins, strict=True)]
         tables.append(Table(f"{d.name}: the margin each vote needed", ["candidate",
