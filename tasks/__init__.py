@@ -17,11 +17,12 @@ from tasks.train_judge import TrainJudge
 from tasks.train_sr import LoadSR, TrainSR
 from tasks.train_vqvae import TrainVQVAE2
 from tasks.vqvae_degrade import VQVAEDegradeLR
+from tasks.write_manifest import WriteManifest
 from tasks.write_shards import WriteShards
 
 __all__ = [
     "BuildDataset", "DegradeLR", "EnhanceHR", "EvaluateTargets", "FuseGT",
     "IngestHR", "LoadSR", "MeasureTruth", "PublishDataset", "Report", "ScorePatches",
     "SelectPatches", "SuperResolveGT", "TrainEnhancer", "TrainJudge", "TrainMaskGenerator",
-    "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR", "WriteShards", "gtforge",
+    "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR", "WriteManifest", "WriteShards", "gtforge",
 ]

@@ -45,6 +45,8 @@ class gtforge(luigi.Config):  # noqa: N801  (the section name users write in lui
     references = luigi.Parameter(significant=False)  # clean photos: the build is measured
     evaluate = luigi.BoolParameter(significant=False)  # and SR networks trained on its targets
     iqa_weights = luigi.Parameter(significant=False)  # pyiqa weight files; empty: its cache
+    chunk_photos = luigi.IntParameter(significant=False)  # photos per chunk task, on average
+    training_set = luigi.Parameter(significant=False)  # a folder; empty: pinned at first build
 
     def candidate_names(self) -> list[str]:
         return [c.strip() for c in self.candidates.split(",") if c.strip()]

@@ -16,8 +16,8 @@ from pipeline.image.degrade import Recipe, apply, draw
 from pipeline.image.ingest import read_images
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from tasks.base import Stage
 from tasks.config import section
+from tasks.corpus import PhotoStage
 from tasks.ingest import IngestHR
 
 DRAWS_JSON = "draws.json"
@@ -28,7 +28,7 @@ def load_recipe(name: str) -> Recipe:
     return Recipe.from_section(section(f"degradation.{name}"), f"degradation.{name}")
 
 
-class DegradeLR(Stage):
+class DegradeLR(PhotoStage):
     """LR inputs of the SR pairs: images/<id>.png of size (H // scale, W // scale), where
     scale = [gtforge] scale must equal the recipe's final_scale, each from its own seeded draw
     (draws.json). The chain runs on the HR image cropped at the bottom and right to multiples
@@ -40,7 +40,7 @@ class DegradeLR(Stage):
     recipe = luigi.OptionalParameter(default=None)  # a [degradation.<recipe>] section
 
     def requires(self):
-        return {"hr": IngestHR()}
+        return {"hr": IngestHR(chunk=self.chunk)}
 
     def fingerprint(self) -> dict:
         return {"recipe_values": load_recipe(self.settings["recipe"]).asdict()}

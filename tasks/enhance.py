@@ -1,5 +1,5 @@
-"""EnhanceHR(backbone, degradation): a trained enhancer applied to every HR image, a candidate GT
-(rcan_noise, rcan_blur, elan_noise, elan_blur in tasks/candidates.py)."""
+"""EnhanceHR(backbone, degradation): a trained enhancer applied to every HR image of a chunk,
+a candidate GT (rcan_noise, rcan_blur, elan_noise, elan_blur in tasks/candidates.py)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import luigi
 
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.corpus import PhotoStage
 from tasks.ingest import IngestHR
 from tasks.train_enhancer import BACKBONES, DEGRADATIONS, TrainEnhancer
 
 
-class EnhanceHR(Stage):
+class EnhanceHR(PhotoStage):
     """images/<id>.png: uint8 RGB, the size of the HR image, from the TrainEnhancer generator
     applied in overlapping tiles (`tile` pixels, `overlap`, `batch` tiles per forward pass;
     pipeline.train.tiling.tiled_apply), written tile by tile as uint8."""
@@ -29,7 +29,7 @@ class EnhanceHR(Stage):
     batch = luigi.OptionalIntParameter(default=None, significant=False)  # tiles per pass (speed)
 
     def requires(self):
-        return {"hr": IngestHR(),
+        return {"hr": IngestHR(chunk=self.chunk),
                 "model": TrainEnhancer(backbone=self.backbone, degradation=self.degradation)}
 
     def build(self, out: Path) -> dict:

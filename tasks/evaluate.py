@@ -17,9 +17,11 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.base import Stage, input_hashes
 from tasks.config import gtforge
+from tasks.corpus import corpus_chunks, listing
 from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
-from tasks.write_shards import DATASET, WriteShards
+from tasks.write_manifest import WriteManifest
+from tasks.write_shards import DATASET
 
 if TYPE_CHECKING:
     from pipeline.shards.reader import ShardSet
@@ -55,7 +57,7 @@ class MeasureTruth(_WithReferences, Stage):
     version = 1
 
     def requires(self):
-        return {"shards": WriteShards()}
+        return {"shards": WriteManifest()}
 
     def build(self, out: Path) -> dict:
         found = truth.measure_shards(self.shard_set(), self.references)
@@ -71,7 +73,7 @@ class EvaluateTargets(_WithReferences, Stage):
     seed on the samples of the training photos, PSNR/SSIM of each on the held-out photos
     against their references, and the comparison (pipeline.train.evaluate.compare)."""
 
-    version = 1
+    version = 2  # 2: photos by source path (chunked builds)
     heavy = True
     global_settings = ("scale",)
     targets = luigi.OptionalListParameter(default=None)
@@ -80,18 +82,28 @@ class EvaluateTargets(_WithReferences, Stage):
     holdout = luigi.OptionalFloatParameter(default=None)  # share of the photos held out
 
     def requires(self):
-        return {"shards": WriteShards(), "hr": IngestHR(), "lr": DegradeLR()}
+        return {"shards": WriteManifest(),
+                **{f"hr:{i}": IngestHR(chunk=c) for i, c in enumerate(corpus_chunks())}}
 
-    def split(self, shards: ShardSet) -> tuple[set[int], list[int]]:
-        """(training source indices, held-out source indices) among sources with a reference:
-        a seeded share `holdout` of them is held out (at least one)."""
-        sources = shards.manifest["sources"]
-        usable = [i for i, s in enumerate(sources) if truth.reference_for(s, self.references)]
+    def fingerprint(self) -> dict:
+        # the held-out photos' LR is made with the build's DegradeLR recipe
+        return {**super().fingerprint(), "recipe_values": self.recipe.asdict()}
+
+    @functools.cached_property
+    def recipe(self):
+        """The DegradeLR recipe of the build."""
+        return load_recipe(DegradeLR().settings["recipe"])
+
+    def split(self, shards: ShardSet) -> tuple[set[str], list[str]]:
+        """(training sources, held-out sources) among the sources with a reference: a seeded
+        share `holdout` of them is held out (at least one)."""
+        usable = sorted(s for s in shards.manifest["sources"]
+                        if truth.reference_for(s, self.references))
         order = rng(self.key, "split").permutation(usable).tolist()
         held = max(1, int(round(self.settings["holdout"] * len(order))))
         return set(order[held:]), sorted(order[:held])
 
-    def samples(self, shards: ShardSet, train: set[int]) -> ev.Samples:
+    def samples(self, shards: ShardSet, train: set[str]) -> ev.Samples:
         """The training photos' samples in memory, with their clean crops."""
         from pipeline.train import evaluate as ev
 
@@ -108,18 +120,19 @@ class EvaluateTargets(_WithReferences, Stage):
                                                           "labels", "clean")),
                           names=list(shards.candidate_names))
 
-    def heldout(self, shards: ShardSet, held: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+    def heldout(self, held: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
         """(LR, clean reference) of every held-out photo; the LR made from the imperfect GT
         with the build's DegradeLR recipe."""
         from pipeline.train import evaluate as ev
 
-        recipe = load_recipe(self.input_stages()["lr"].settings["recipe"])
-        images = {img.source: img for img in self.input_stages()["hr"].images()}
+        ids = {listing().source(i): i for i in listing().photos}
+        folders = {img.id: stage.out_dir for stage in self.input_stages().values()
+                   if isinstance(stage, IngestHR) for img in stage.images()}
         pairs = []
-        for index in held:
-            source = shards.manifest["sources"][index]
-            gt = read_rgb(image_path(self.input_dir("hr"), images[source].id))
-            pairs.append((ev.heldout_lr(gt, recipe, images[source].id),
+        for source in held:
+            image_id = ids[source]
+            gt = read_rgb(image_path(folders[image_id], image_id))
+            pairs.append((ev.heldout_lr(gt, self.recipe, image_id),
                           read_rgb(truth.reference_for(source, self.references))))
         return pairs
 
@@ -131,13 +144,13 @@ class EvaluateTargets(_WithReferences, Stage):
         device = resolve_device(gtforge().device)
         shards = self.shard_set()
         train, held = self.split(shards)
-        samples, pairs = self.samples(shards, train), self.heldout(shards, held)
+        samples, pairs = self.samples(shards, train), self.heldout(held)
         runs = [(t, seed) for seed in range(s["seeds"]) for t in s["targets"]]
         measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
         for target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
             measured[target].append(ev.measure(model, pairs, device))
-        held_names = [Path(shards.manifest["sources"][i]).name for i in held]
+        held_names = [Path(source).name for source in held]
         report = {"training_samples": len(samples.lq), "heldout": held_names,
                   "runs": measured, "comparison": ev.compare(measured)}
         results.save_evaluation(out, report)

@@ -12,8 +12,8 @@ import numpy as np
 from pipeline.image import band_weights
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, write_rgb
-from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.corpus import PhotoStage
 from tasks.mask_generator import (
     MODEL_FILE,
     SOURCES,
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 PROFILE_POINTS = 200  # radii at which band_weights.png draws each mask
 
 
-class FuseGT(Stage):
+class FuseGT(PhotoStage):
     """images/<id>.png (uint8 RGB, GT size); band_weights.npz (image_id (N,), logits and
     weights (N,S,bins): the weights are each source's mask value at each ring centre, so they
     sum to 1 over sources; centres (bins,); sources (S,)), band_weights.json (the same per
@@ -43,7 +43,7 @@ class FuseGT(Stage):
     views = luigi.OptionalIntParameter(default=None)  # per side: views x views CFMG windows
 
     def requires(self):
-        return {**source_stages(), "cfmg": TrainMaskGenerator()}
+        return {**source_stages(self.chunk), "cfmg": TrainMaskGenerator()}
 
     def fuse(self, model: CFMG, image_id: str, centres: torch.Tensor,
              device: torch.device | str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -82,6 +82,8 @@ class FuseGT(Stage):
             ids.append(img.id)
             logits.append(image_logits)
             weights.append(image_weights)
+        if not ids:  # a chunk whose photos were all unusable
+            return {"images": 0, "c": c}
         logits_a, weights_a = np.stack(logits), np.stack(weights)
         band_weights.save(out, ids, logits_a, weights_a, centres.numpy(), SOURCES, c)
         radius = torch.linspace(0, 2 ** 0.5, PROFILE_POINTS)

@@ -1,12 +1,13 @@
 """The DAG as data: every task reachable from a root by requires(), and the stage folders it uses.
 
-Used by the cache tools (tasks/stage_folders.py), the Report and WriteShards' provenance. Nothing
+Used by the cache tools (tasks/stage_folders.py), the Report and the shards' provenance. Nothing
 here names a stage: everything is found by walking requires() from the root (BuildDataset
 unless told otherwise), so new stages appear without changes here.
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 
 import luigi
@@ -51,9 +52,10 @@ def walk(root: luigi.Task) -> list[luigi.Task]:
 
 
 def label(task: luigi.Task) -> str:
-    """A task's family with its significant parameters that are set, e.g.
-    EnhanceHR(backbone=rcan, degradation=noise); the family alone when none are."""
-    significant = {name for name, p in task.get_params() if p.significant}
+    """A task's family with its significant parameters that are set, except the chunk of
+    photos, e.g. EnhanceHR(backbone=rcan, degradation=noise); the family alone when none are.
+    The stages of every chunk share a label."""
+    significant = {name for name, p in task.get_params() if p.significant} - {"chunk"}
     params = [f"{k}={v}" for k, v in task.param_kwargs.items()
               if v is not None and k in significant]
     return f"{task.get_task_family()}({', '.join(params)})" if params else task.get_task_family()
@@ -67,9 +69,24 @@ def stages(root: luigi.Task) -> list[Stage]:
 def provenance(root: luigi.Task) -> dict:
     """How the output of `root` is made: every stage of its DAG (inputs first) by its label
     (graph.label), with Stage.provenance(), and the installed versions of the packages that
-    shape outputs. JSON-ready."""
-    return {"stages": {label(t): t.provenance() for t in stages(root)},
+    shape outputs. The chunks of a stage share one entry: its provenance without key and
+    photos, their number (`chunks`) and the sha256 of their sorted keys (`keys_sha256`).
+    JSON-ready."""
+    found: dict[str, list[dict]] = {}
+    for stage in stages(root):
+        found.setdefault(label(stage), []).append(stage.provenance())
+    return {"stages": {name: rows[0] if len(rows) == 1 else _chunks_entry(rows)
+                       for name, rows in found.items()},
             "versions": cache.package_versions()}
+
+
+def _chunks_entry(rows: list[dict]) -> dict:
+    """One provenance entry for the chunks of a stage (rows: their Stage.provenance())."""
+    keys = sorted(row["key"] for row in rows)
+    settings = {k: v for k, v in rows[0]["settings"].items() if k != "chunk"}
+    return {"stage": rows[0]["stage"], "version": rows[0]["version"], "settings": settings,
+            "facts": rows[0]["facts"], "chunks": len(rows),
+            "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest()}
 
 
 def find(root: luigi.Task, name: str) -> list[luigi.Task]:

@@ -9,14 +9,13 @@ from typing import TYPE_CHECKING
 import luigi
 import numpy as np
 
-from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.super_resolve import SR_SCALES, SuperResolveGT
 from tasks.train_judge import TrainJudge
-from tasks.training import TrainingStage
+from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -28,9 +27,11 @@ MODEL_FILE = "cfmg.pt"
 SOURCES = ("gt", *(f"sr_x{s}" for s in SR_SCALES))
 
 
-def source_stages() -> dict[str, Stage]:
-    """The fused sources in order: the GT (IngestHR), then SuperResolveGT x2, x3, x4."""
-    return {"gt": IngestHR(), **{f"sr_x{s}": SuperResolveGT(scale=s) for s in SR_SCALES}}
+def source_stages(chunk: tuple[str, ...] = ()) -> dict[str, Stage]:
+    """The fused sources of a chunk's photos in order: the GT (IngestHR), then SuperResolveGT
+    x2, x3, x4."""
+    return {"gt": IngestHR(chunk=chunk),
+            **{f"sr_x{s}": SuperResolveGT(scale=s, chunk=chunk) for s in SR_SCALES}}
 
 
 def read_sources(stage: Stage, image_id: str) -> list[np.ndarray]:
@@ -76,7 +77,7 @@ class TrainMaskGenerator(TrainingStage):
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
-        deps = source_stages()
+        deps = training_inputs(source_stages)
         if "judge" in self.settings["metrics"]:
             deps["judge"] = TrainJudge()
         return deps
@@ -84,11 +85,12 @@ class TrainMaskGenerator(TrainingStage):
     def _arrays(self, out: Path) -> tuple[ArrayStore, list[list[str]]]:
         """The GT and its SR variants as training arrays, and one group of names per photo
         (sources in SOURCES order); ValueError naming the photo when their sizes differ."""
-        ids = [img.id for img in read_images(self.input_dir("gt"))]
+        photos = self.training_photos(*SOURCES)
+        ids = [img.id for img, _ in photos]
         groups = [[f"{i}_{name}" for name in SOURCES] for i in ids]
         store = self.array_store(out, {
-            f"{i}_{name}": functools.partial(read_rgb, image_path(self.input_dir(name), i))
-            for i in ids for name in SOURCES})
+            f"{img.id}_{name}": functools.partial(read_rgb, image_path(dirs[name], img.id))
+            for img, dirs in photos for name in SOURCES})
         for i, group in zip(ids, groups, strict=True):
             sizes = {store.get(name).shape for name in group}
             if len(sizes) > 1:

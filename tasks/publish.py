@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 
 import luigi
@@ -12,7 +10,8 @@ import luigi
 from pipeline.store import durable
 from tasks.config import gtforge
 from tasks.report import Report
-from tasks.write_shards import DATASET, WriteShards
+from tasks.write_manifest import WriteManifest
+from tasks.write_shards import DATASET
 
 BUILD_JSON = "build.json"
 
@@ -20,12 +19,7 @@ BUILD_JSON = "build.json"
 def _link_tree(src: Path, dest: Path) -> None:
     """Hard-link every file of `src` into `dest` (a copy where links are impossible)."""
     for path in sorted(p for p in src.rglob("*") if p.is_file()):
-        target = dest / path.relative_to(src)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            os.link(path, target)
-        except OSError:
-            shutil.copy2(path, target)
+        durable.link_file(path, dest / path.relative_to(src))
 
 
 class PublishDataset(luigi.Task):
@@ -33,7 +27,7 @@ class PublishDataset(luigi.Task):
     names the keys of the shards and report it holds."""
 
     def requires(self):
-        return {"shards": WriteShards(), "report": Report()}
+        return {"shards": WriteManifest(), "report": Report()}
 
     @property
     def out_dir(self) -> Path:

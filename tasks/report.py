@@ -22,7 +22,7 @@ from tasks import graph
 from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.evaluate import EvaluateTargets, MeasureTruth
-from tasks.write_shards import WriteShards
+from tasks.write_manifest import WriteManifest
 
 REPORT_DIR = "report"
 HISTORY = "builds.jsonl"  # in the Report stage root: one line per report built
@@ -35,7 +35,7 @@ class Report(Stage):
     tile = luigi.OptionalIntParameter(default=None)
 
     def requires(self):
-        config, deps = gtforge(), {"shards": WriteShards()}
+        config, deps = gtforge(), {"shards": WriteManifest()}
         if config.references:
             deps["truth"] = MeasureTruth()
             if config.evaluate:

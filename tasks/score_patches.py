@@ -14,9 +14,9 @@ from pipeline.quality import scores as score_table
 from pipeline.quality import voting
 from pipeline.store import durable
 from pipeline.store.imageio import image_path
-from tasks.base import Stage
 from tasks.candidates import candidate_stages
 from tasks.config import gtforge
+from tasks.corpus import PhotoStage
 from tasks.ingest import IngestHR
 from tasks.select_patches import SelectPatches
 from tasks.train_judge import TrainJudge
@@ -26,7 +26,7 @@ LABEL_STATS = "label_stats.json"
 ROLES = ("patches", "hr")
 
 
-class ScorePatches(Stage):
+class ScorePatches(PhotoStage):
     """scores.npz: a pipeline.quality.scores.ScoreTable over the SelectPatches order (`table()`
     reads it); difference.npz: difference (N,K) float32 and the measure used;
     label_stats.json: label counts (pipeline.quality.voting.label_stats) and filters. Annotators:
@@ -41,10 +41,11 @@ class ScorePatches(Stage):
         choices=list(voting.DIFFERENCE_MEASURES), default=None)
     difference_threshold = luigi.OptionalFloatParameter(default=None)
     drop_all_similar = luigi.OptionalBoolParameter(default=None)
-    chunk = luigi.OptionalIntParameter(default=None, significant=False)  # patches per batch
+    batch = luigi.OptionalIntParameter(default=None, significant=False)  # patches per round
 
     def requires(self):
-        deps = {"patches": SelectPatches(), "hr": IngestHR(), **candidate_stages()}
+        deps = {"patches": SelectPatches(chunk=self.chunk), "hr": IngestHR(chunk=self.chunk),
+                **candidate_stages(self.chunk)}
         if voting.JUDGE in self.settings["metrics"]:
             deps[voting.JUDGE] = TrainJudge()
         return deps
@@ -92,7 +93,7 @@ class ScorePatches(Stage):
 
     def _crops(self, patches: dict, scratch: Path):
         """(patch indices, originals (n,H,W,3), candidates (n,K,H,W,3)) in chunks of at most
-        `chunk` patches, image by image; the versions of an image are spilled to `scratch`
+        `batch` patches, image by image; the versions of an image are spilled to `scratch`
         and read back by rows (pipeline.image.crops), so no image is held decoded K+1 times."""
         size = patches["size"]
         by_image: dict[str, list[int]] = defaultdict(list)
@@ -104,7 +105,7 @@ class ScorePatches(Stage):
                      *(image_path(folder, image_id) for folder in self.candidate_dirs.values())]
             try:
                 for idx, crops in crop_chunks(paths, patches["x"][rows], patches["y"][rows],
-                                              size, self.resolved("chunk"), scratch):
+                                              size, self.resolved("batch"), scratch):
                     yield rows[idx], crops[:, 0], crops[:, 1:]
             except ValueError as e:
                 raise RuntimeError(f"{image_id}: {e}") from None

@@ -8,15 +8,15 @@ import luigi
 
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.corpus import PhotoStage
 from tasks.ingest import IngestHR
 from tasks.train_sr import sr_model_stage
 
 SR_SCALES = (2, 3, 4)
 
 
-class SuperResolveGT(Stage):
+class SuperResolveGT(PhotoStage):
     """images/<id>.png: uint8 RGB at the GT size. The SR model runs on the GT (padded to a
     whole ratio) resized to scale/m of its size (m = the model's scale), tiled (`tile` input
     pixels, `overlap`, `batch` tiles per pass), and each tile's output is brought back by
@@ -37,7 +37,7 @@ class SuperResolveGT(Stage):
         return self.resolved("sr_checkpoint")
 
     def requires(self):
-        return {"hr": IngestHR(), "sr": sr_model_stage(self.checkpoint)}
+        return {"hr": IngestHR(chunk=self.chunk), "sr": sr_model_stage(self.checkpoint)}
 
     def build(self, out: Path) -> dict:
         from pipeline.train import sr

@@ -13,14 +13,13 @@ from typing import TYPE_CHECKING
 
 import luigi
 
-from pipeline.image.ingest import read_images
 from pipeline.store.durable import sha256_file
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train.loss_settings import LossWeights, require_vgg19_file
 from tasks.base import Stage
 from tasks.degrade import load_recipe
 from tasks.ingest import IngestHR
-from tasks.training import TrainingStage
+from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -98,7 +97,7 @@ class TrainEnhancer(TrainingStage):
         return {"vgg19_sha256": _file_sha256(str(path.resolve()), st.st_size, st.st_mtime_ns)}
 
     def requires(self):
-        return {"hr": IngestHR()}
+        return training_inputs(lambda chunk: {"hr": IngestHR(chunk=chunk)})
 
     def fingerprint(self) -> dict:
         # The recipe's values decide the training pairs, not the section's name.
@@ -140,10 +139,11 @@ class TrainEnhancer(TrainingStage):
         s, device = self.settings, self.device
         if s["crop"] % 8:
             raise ValueError(f"TrainEnhancer crop = {s['crop']}: must be a multiple of 8")
-        hr_dir = self.input_dir("hr")
-        ids = [img.id for img in read_images(hr_dir)]
-        store = self.array_store(out, {i: functools.partial(read_rgb, image_path(hr_dir, i))
-                                       for i in ids})
+        photos = self.training_photos("hr")
+        ids = [img.id for img, _ in photos]
+        store = self.array_store(out, {
+            img.id: functools.partial(read_rgb, image_path(dirs["hr"], img.id))
+            for img, dirs in photos})
         pairs = enhancer.DegradedPairs(s["crop"], load_recipe(self.degradation))
         feed = self.feed(CropBatches(store, [[i] for i in ids], pairs, s["batch_size"],
                                      self.seed_for("batch")), s["iterations"])

@@ -18,7 +18,7 @@ from tasks.ingest import IngestHR
 from tasks.super_resolve import SR_SCALES, SuperResolveGT
 from tasks.train_enhancer import TrainEnhancer
 from tasks.train_sr import sr_model_stage
-from tasks.training import TrainingStage
+from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +61,8 @@ class TrainJudge(TrainingStage):
     def requires(self):
         """IngestHR, and the models of the `generators` that are configured candidates (an
         enhancer name, or "sr" for the SR model of the fused candidate's variants)."""
-        names, deps = gtforge().candidate_names(), {"hr": IngestHR()}
+        names = gtforge().candidate_names()
+        deps = training_inputs(lambda chunk: {"hr": IngestHR(chunk=chunk)})
         for name in self.settings["generators"]:
             if name in ENHANCER_CANDIDATES and name in names:
                 backbone, degradation = name.split("_")
@@ -119,8 +120,9 @@ class TrainJudge(TrainingStage):
         from pipeline.train import judge as JT
         from pipeline.train.loop import cpu_state, save_checkpoint
 
-        s, hr = self.settings, self.input_dir("hr")
-        images = [read_rgb(image_path(hr, img.id)) for img in self.input_stages()["hr"].images()]
+        s = self.settings
+        images = [read_rgb(image_path(dirs["hr"], img.id))
+                  for img, dirs in self.training_photos("hr")]
         ranges, shrink = VersionRanges(**s["versions"]), tuple(s["shrink"])
         draw, edge = rng(self.key, "pool"), JT.border(s["crop"])
         bases = JT.crop_bases(images, s["bases"], s["crop"] + 2 * edge, shrink, draw)

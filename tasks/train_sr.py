@@ -14,13 +14,12 @@ from typing import TYPE_CHECKING
 
 import luigi
 
-from pipeline.image.ingest import read_images
 from pipeline.store.durable import sha256_file
 from pipeline.store.imageio import image_path, read_rgb
 from tasks.base import Stage
 from tasks.degrade import DegradeLR, load_recipe
 from tasks.ingest import IngestHR
-from tasks.training import TrainingStage
+from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
     import torch
@@ -61,7 +60,8 @@ class TrainSR(_SRModel, TrainingStage):
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
-        return {"hr": IngestHR(), "lr": DegradeLR()}
+        return training_inputs(lambda chunk: {"hr": IngestHR(chunk=chunk),
+                                               "lr": DegradeLR(chunk=chunk)})
 
     def build(self, out: Path) -> dict:
         from pipeline.train import sr
@@ -69,11 +69,11 @@ class TrainSR(_SRModel, TrainingStage):
         from pipeline.train.loop import parameter_count
 
         s, scale, device = self.settings, self.settings["scale"], self.device
-        hr_dir, lr_dir = self.input_dir("hr"), self.input_dir("lr")
-        ids = [img.id for img in read_images(hr_dir)]
+        photos = self.training_photos("hr", "lr")
+        ids = [img.id for img, _ in photos]
         store = self.array_store(out, {
-            **{f"{i}_lr": functools.partial(read_rgb, image_path(lr_dir, i)) for i in ids},
-            **{f"{i}_hr": functools.partial(read_rgb, image_path(hr_dir, i)) for i in ids}})
+            f"{img.id}_{role}": functools.partial(read_rgb, image_path(dirs[role], img.id))
+            for role in ("lr", "hr") for img, dirs in photos})
         sampler = sr.SecondOrderCrops(s["crop"], [load_recipe(n) for n in s["second_order"]])
         feed = self.feed(CropBatches(store, [[f"{i}_lr", f"{i}_hr"] for i in ids], sampler,
                                      s["batch_size"], self.seed_for("batch")), s["iterations"])

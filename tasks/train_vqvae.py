@@ -16,12 +16,12 @@ from pathlib import Path
 import luigi
 import numpy as np
 
-from pipeline.image.ingest import Rejected, decode_hr, folder_fingerprint, read_images, walk_inputs
+from pipeline.image.ingest import Rejected, decode_hr, folder_fingerprint, walk_inputs
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
 from tasks.base import input_hashes
 from tasks.ingest import IngestHR
-from tasks.training import TrainingStage
+from tasks.training import TrainingStage, training_inputs
 
 
 def _decoded_rgb(path: Path, min_side: int, max_pixels: int):
@@ -55,7 +55,7 @@ class TrainVQVAE2(TrainingStage):
         return Path(value) if value else None
 
     def requires(self):
-        return {"hr": IngestHR()}
+        return training_inputs(lambda chunk: {"hr": IngestHR(chunk=chunk)})
 
     def fingerprint(self) -> dict:
         extra = self.extra_folder
@@ -64,13 +64,13 @@ class TrainVQVAE2(TrainingStage):
     def _sources(self, out: Path) -> dict[str, Callable[[], np.ndarray]]:
         """A loader per training image by name (HR corpus, then extra_dir); unusable extra
         files go to rejects.json with their reason."""
-        crop, hr_dir = self.settings["crop"], self.input_dir("hr")
+        crop = self.settings["crop"]
         loaders = {}
-        for img in read_images(hr_dir):
+        for img, dirs in self.training_photos("hr"):
             if min(img.width, img.height) < crop:
-                raise ValueError(f"HR image {img.id} ({img.source}, {img.width}x{img.height}) "
-                                 f"is smaller than the TrainVQVAE2 crop {crop}")
-            loaders[img.id] = functools.partial(read_rgb, image_path(hr_dir, img.id))
+                raise ValueError(f"HR image {img.id} ({img.width}x{img.height}) is smaller "
+                                 f"than the TrainVQVAE2 crop {crop}")
+            loaders[img.id] = functools.partial(read_rgb, image_path(dirs["hr"], img.id))
         rejects = []
         if self.extra_folder:
             max_pixels = IngestHR().settings["max_pixels"]

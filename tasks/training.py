@@ -15,8 +15,10 @@ from typing import TYPE_CHECKING
 
 import luigi
 
+from pipeline.image.ingest import HRImage, read_images
 from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.corpus import listing, no_usable_photo, training_chunks, with_sources
 
 if TYPE_CHECKING:
     import numpy as np
@@ -27,6 +29,13 @@ if TYPE_CHECKING:
     from pipeline.train.loop import Training
 
 ARRAYS = "arrays"
+
+
+def training_inputs(stages: Callable[[tuple[str, ...]], dict[str, Stage]]) -> dict[str, Stage]:
+    """requires() of a training: `stages(chunk)` ({role: stage}) for every chunk of the training
+    set (tasks.corpus.training_chunks), as "<role>:<chunk number>"."""
+    return {f"{role}:{i}": stage for i, chunk in enumerate(training_chunks())
+            for role, stage in stages(chunk).items()}
 
 
 class TrainingStage(Stage):
@@ -45,6 +54,20 @@ class TrainingStage(Stage):
         from pipeline.train.device import resolve_device
 
         return resolve_device(gtforge().device)
+
+    def training_photos(self, *roles: str) -> list[tuple[HRImage, dict[str, Path]]]:
+        """(photo, {role: stage folder}) of every accepted training photo, chunk by chunk
+        (training_inputs); the first role's stage lists the photos (an IngestHR).
+        RuntimeError when there are none."""
+        inputs, photos = self.input_stages(), []
+        chunks = sorted({int(name.rsplit(":", 1)[1]) for name in inputs if ":" in name})
+        for i in chunks:
+            dirs = {role: inputs[f"{role}:{i}"].out_dir for role in roles}
+            photos += [(img, dirs) for img in read_images(dirs[roles[0]])]
+        if not photos:
+            raise no_usable_photo(listing().rejects + [
+                r for i in chunks for r in with_sources(inputs[f"{roles[0]}:{i}"].rejects())])
+        return photos
 
     def array_store(self, out: Path,
                     images: Mapping[str, Callable[[], np.ndarray]]) -> ArrayStore:

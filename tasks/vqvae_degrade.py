@@ -12,8 +12,8 @@ import numpy as np
 from pipeline.image.ingest import read_images
 from pipeline.quality import lr_stats
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
-from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.corpus import PhotoStage
 from tasks.ingest import IngestHR
 from tasks.train_vqvae import TrainVQVAE2
 
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from models.vqvae2 import VQVAE2
 
 
-class VQVAEDegradeLR(Stage):
+class VQVAEDegradeLR(PhotoStage):
     """Downsample every HR image `scale` times (PIL bicubic, antialiased; pipeline.train.vqvae.
     downsample), pass it through the TrainVQVAE2 weights after `epochs` epochs, optionally
     correct its low-frequency colour against the clean LR, and write images/<id>.png
@@ -50,7 +50,7 @@ class VQVAEDegradeLR(Stage):
             raise ValueError(f"VQVAEDegradeLR epochs={epochs} is outside 1..{max_epochs}: "
                              f"TrainVQVAE2 trains max_epochs={max_epochs} (raise "
                              f"[{gtforge().preset}.TrainVQVAE2] max_epochs to get more)")
-        return {"hr": IngestHR(), "model": train}
+        return {"hr": IngestHR(chunk=self.chunk), "model": train}
 
     def load_model(self, device: torch.device | str) -> VQVAE2:
         """The TrainVQVAE2 weights after `epochs` epochs, in eval mode on `device`."""

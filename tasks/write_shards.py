@@ -1,4 +1,5 @@
-"""WriteShards: crop every kept patch from every source and write HDF5 shards (format v1.1)."""
+"""WriteShards: crop every kept patch of a chunk's photos from every source and write HDF5 shards
+(format 1.3); WriteManifest gathers the chunks into one set."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 
 from pipeline.store.imageio import image_path, read_rgb
 from tasks import graph
-from tasks.base import Stage
 from tasks.candidates import candidate_stages
+from tasks.corpus import PhotoStage, listing, with_sources
 from tasks.degrade import DegradeLR
 from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
@@ -29,20 +30,34 @@ def _crop(image: np.ndarray, x: int, y: int, size: int) -> np.ndarray:
     return image[y:y + size, x:x + size]
 
 
-class WriteShards(Stage):
-    """dataset/: the shard set (pipeline.shards), with the provenance of every upstream stage
-    (tasks.graph.provenance), the input folder's accounting and, per source photo, how many
-    grid positions it had, how many passed the texture test, were kept and were written."""
+class WriteShards(PhotoStage):
+    """dataset/: the shard set of one chunk (pipeline.shards; shard-<tag>-NNNNN.h5, the tag
+    from the key, so the chunks' files never clash), with the provenance of every upstream
+    stage (tasks.graph.provenance), the chunk's unusable photos and, per photo, how many grid
+    positions it had, how many passed the texture test, were kept and were written. Sources
+    are the photos' paths relative to the input folder: they are in the key (a renamed photo
+    rewrites its chunk's shards, nothing upstream)."""
 
-    version = 3  # 3: format 1.2 (candidate_margins)
+    version = 4  # 4: one chunk; format 1.3 (sources per shard, relative to the input folder)
     global_settings = ("scale",)
     samples_per_shard = luigi.OptionalIntParameter(default=None)
     compression = luigi.OptionalChoiceParameter(choices=["none", "lzf", "gzip"], default=None)
 
     def requires(self):
-        candidates = {f"candidate:{name}": stage for name, stage in candidate_stages().items()}
-        return {"hr": IngestHR(), "patches": SelectPatches(), "scores": ScorePatches(),
-                "lq": DegradeLR(), "lq_vqvae": VQVAEDegradeLR(), **candidates}
+        candidates = {f"candidate:{name}": stage
+                      for name, stage in candidate_stages(self.chunk).items()}
+        return {"hr": IngestHR(chunk=self.chunk), "patches": SelectPatches(chunk=self.chunk),
+                "scores": ScorePatches(chunk=self.chunk), "lq": DegradeLR(chunk=self.chunk),
+                "lq_vqvae": VQVAEDegradeLR(chunk=self.chunk), **candidates}
+
+    def fingerprint(self) -> dict:
+        return {"sources": self.sources}
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """The chunk's photos' paths relative to the input folder, by id."""
+        found = listing()
+        return {i: found.source(i) for i in self.photos}
 
     @property
     def candidate_dirs(self) -> dict[str, Path]:
@@ -69,7 +84,8 @@ class WriteShards(Stage):
             metric_lower_better=table.lower_better, metric_modes=table.modes,
             candidate_margins=table.margins,
             compression=None if s["compression"] == "none" else s["compression"],
-            params={"stage_key": self.key, **s}, sources=[img.source for img in images],
+            params={"stage_key": self.key, **s}, tag=self.key[:12],
+            sources=[self.sources[img.id] for img in images],
             provenance=graph.provenance(self),
             manifest_extra={"inputs": self._inputs_record(),
                             "source_patches": self._source_record(images, by_image)})
@@ -98,9 +114,9 @@ class WriteShards(Stage):
                 image_id=image_id, x=x, y=y, source_index=source)
 
     def _inputs_record(self) -> dict:
-        """Every entry of the input folder: how many, how many built, and the rejects."""
+        """The chunk's photos: how many, how many built, and those unusable with the reason."""
         ingest = self.input_stages()["hr"]
-        rejects = ingest.rejects()
+        rejects = with_sources(ingest.rejects())
         built = len(ingest.images())
         return {"entries": built + len(rejects), "built": built, "rejected": len(rejects),
                 "rejects": rejects}

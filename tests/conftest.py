@@ -12,6 +12,7 @@ from luigi.task_register import Register
 
 import tasks  # noqa: F401  (loads the packaged luigi.cfg)
 from pipeline.image.sample import copy_sample_corpus
+from tasks.corpus import forget_listings
 
 SMALL_CORPUS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
 
@@ -46,6 +47,7 @@ class Settings:
             self._cfg.add_section(section)
         self._cfg.set(section, key, str(value))
         Register.clear_instance_cache()
+        forget_listings()
 
     def restore(self) -> None:
         for section, key, old in reversed(self._saved):
@@ -54,6 +56,7 @@ class Settings:
             else:
                 self._cfg.set(section, key, old)
         Register.clear_instance_cache()
+        forget_listings()
 
 
 @pytest.fixture

@@ -171,7 +171,7 @@ def candidates(build_env, monkeypatch):
     build_env.set("ScorePatches", "margins", '{"niqe": 2.0, "piqe": 10.0, "gmsd": 0.03}')
     chosen = {}
 
-    def fake():
+    def fake(chunk=()):
         return {name: FakeCandidate(kind=name) for name in chosen["names"]}
 
     monkeypatch.setattr(score_patches, "candidate_stages", fake)
@@ -279,8 +279,8 @@ def test_each_setting_changes_the_key(build_env, name, value):
     assert ScorePatches().key != base
 
 
-def test_chunk_does_not_change_the_key(build_env):
-    assert ScorePatches(chunk=8).key == ScorePatches().key
+def test_batch_does_not_change_the_key(build_env):
+    assert ScorePatches(batch=8).key == ScorePatches().key
 
 
 def test_missing_margin_is_named(build_env, candidates):

@@ -216,7 +216,8 @@ def test_the_build_dag_is_found_by_walking_it(build_env):
     assert order[-1] is root and root.get_task_family() == "BuildDataset"
     assert graph.downstream(root, "IngestHR") == order  # everything starts from the photos
     after_shards = {t.get_task_family() for t in graph.downstream(root, "WriteShards")}
-    assert after_shards == {"WriteShards", "Report", "PublishDataset", "BuildDataset"}
+    assert after_shards == {"WriteShards", "WriteManifest", "Report", "PublishDataset",
+                           "BuildDataset"}
     rows = stage_folders.stage_folders(root)
     assert len({r.key for r in rows}) == len({r.path for r in rows}) == len(rows)
     assert {"IngestHR", "SelectPatches", "ScorePatches", "WriteShards", "Report"} <= \

@@ -28,7 +28,10 @@ from pipeline.train.loop import TrainState, latest_checkpoint, load_checkpoint, 
 from tasks import cli, stage_folders
 from tasks.base import Stage
 from tasks.config import gtforge
+from tasks.corpus import listing, with_sources
 from tasks.ingest import IngestHR
+from tasks.publish import BuildDataset
+from tasks.train_vqvae import TrainVQVAE2
 from tests.conftest import run_tasks
 from tests.test_scheduler import read_runs, record, start_worker, write_worker_config
 
@@ -85,7 +88,8 @@ class FaultShards(Stage):
         n = SHARDS * PER_SHARD
         with ShardWriter(out / "dataset", samples_per_shard=PER_SHARD, patch_size=PATCH, scale=4,
                          candidate_names=["same"], metric_names=["w"], compression=None,
-                         params={"key": self.key}, sources=[i.source for i in images]) as w:
+                         params={"key": self.key},
+                         sources=[listing().source(i.id) for i in images]) as w:
             for s in self.progress(range(n), n, "FaultShards"):
                 img = read_rgb(image_path(self.input_dir("hr"), images[s % len(images)].id))
                 crop = np.ascontiguousarray(img[s % 8:s % 8 + PATCH, :PATCH])
@@ -299,19 +303,20 @@ def test_bad_inputs_are_listed_and_good_ones_processed(build_env, tmp_path):
     build_env.set("gtforge", "input_dir", folder)
     task = IngestHR()
     run_tasks(task)
-    images = {os.fsencode(Path(img.source).name): img for img in ingest.read_images(task.out_dir)}
+    images = {os.fsencode(listing().source(img.id)): img
+              for img in ingest.read_images(task.out_dir)}
     assert set(images) == {os.fsencode(n) for n in good}
     for name, check in good.items():
         rgb = read_rgb(image_path(task.out_dir, images[os.fsencode(name)].id))
         assert rgb.dtype == np.uint8 and rgb.shape[2] == 3
         assert check(rgb), name
-    rejects = {Path(r["source"]).name: r["reason"] for r in ingest.read_rejects(task.out_dir)}
+    rejects = {r["source"]: r["reason"] for r in listing().rejects + with_sources(task.rejects())}
     assert set(rejects) == set(bad)
     for name, reason in bad.items():
         assert re.search(reason, rejects[name]), (name, rejects[name])
     manifest = json.loads((task.out_dir / cache.MANIFEST).read_text())
-    assert {k: manifest["info"][k] for k in ("accepted", "rejected", "entries")} == \
-        {"accepted": len(good), "rejected": len(bad), "entries": len(good) + len(bad)}
+    assert manifest["info"]["accepted"] == len(good)
+    assert manifest["info"]["accepted"] + len(rejects) == len(good) + len(bad)
     assert cache.verify_output(task.out_dir) == []
 
 
@@ -321,9 +326,9 @@ def test_an_all_bad_corpus_fails_naming_every_file(build_env, tmp_path):
     (folder / "empty.png").write_bytes(b"")
     (folder / "huge.png").write_bytes(_png_claiming(100000, 100000))
     build_env.set("gtforge", "input_dir", folder)
-    result = luigi.build([IngestHR()], local_scheduler=True, detailed_summary=True)
-    assert result.status.name == "FAILED" and not IngestHR().complete()
-    task = IngestHR()  # run it by hand to read the message the build log shows
+    result = luigi.build([BuildDataset()], local_scheduler=True, detailed_summary=True)
+    assert result.status.name == "FAILED" and IngestHR().complete()  # unusable, listed
+    task = TrainVQVAE2()  # run the first training by hand to read the message the log shows
     task.set_progress_percentage = task.set_status_message = lambda _: None  # as luigi does
     with pytest.raises(RuntimeError) as failed:
         task.run()
@@ -358,7 +363,7 @@ def test_every_training_stage_seeds_its_steps_from_its_key(build_env, sample_cor
     monkeypatch.setattr(loop, "train_loop", recording)
     mask_generator, vqvae = TrainMaskGenerator(), TrainVQVAE2()
     run_tasks(mask_generator, vqvae)  # TrainMaskGenerator needs TrainSR and TrainJudge
-    stages = {"TrainSR": mask_generator.input_stages()["sr_x2"].input_stages()["sr"],
+    stages = {"TrainSR": mask_generator.input_stages()["sr_x2:0"].input_stages()["sr"],
               "TrainJudge": mask_generator.input_stages()["judge"],
               "TrainMaskGenerator": mask_generator, "TrainVQVAE2": vqvae}
     assert seeds == {name: stage.seed_for("steps") for name, stage in stages.items()}

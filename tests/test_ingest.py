@@ -7,6 +7,7 @@ from luigi.task_register import Register
 from PIL import Image, ImageCms
 
 from pipeline.image import ingest
+from tasks.corpus import forget_listings, listing
 from tasks.ingest import IngestHR
 from tests.conftest import run_tasks
 from tests.icc import rgb_profile
@@ -72,14 +73,15 @@ def test_ingest_stage_lists_every_reject(build_env, small_corpus, tmp_path):
     task = IngestHR()
     run_tasks(task)
     images = ingest.read_images(task.out_dir)
-    rejects = {r["source"].rsplit("/", 1)[-1]: r["reason"]
-               for r in ingest.read_rejects(task.out_dir)}
+    found = listing()
+    duplicates = {r["source"]: r["reason"] for r in found.rejects}
+    unusable = {found.source(r["image_id"]): r["reason"] for r in task.rejects()}
     assert len(images) == len(list(small_corpus.iterdir()))
-    assert set(rejects) == {"notes.png", "copy.png"} or set(rejects) == {"notes.png", "chelsea.png"}
-    assert any("duplicate" in r for r in rejects.values())
+    assert list(duplicates) == ["copy.png"] and "duplicate of chelsea.png" in duplicates["copy.png"]
+    assert list(unusable) == ["notes.png"] and "not an image" in unusable["notes.png"]
     manifest = json.loads((task.out_dir / "manifest.json").read_text())
-    assert manifest["info"]["accepted"] == len(images) and manifest["info"]["rejected"] == 2
-    assert manifest["info"]["entries"] == len(images) + 2
+    assert manifest["info"]["accepted"] == len(images) and manifest["info"]["rejected"] == 1
+    assert manifest["info"]["photos"] == len(images) + 1
 
 
 @pytest.mark.parametrize("name,value",
@@ -91,10 +93,15 @@ def test_each_setting_changes_the_key(build_env, name, value):
 
 
 def _build_keys() -> list[tuple[str, str]]:
+    """Family and key of every stage that makes the shards (WriteManifest and the Report
+    record the input folder itself)."""
     from tasks.graph import stages
-    from tasks.publish import BuildDataset
+    from tasks.write_manifest import WriteManifest
 
-    return [(stage.get_task_family(), stage.key) for stage in stages(BuildDataset())]
+    Register.clear_instance_cache()  # a new run is a new process
+    forget_listings()
+    return [(stage.get_task_family(), stage.key) for stage in stages(WriteManifest())
+            if not isinstance(stage, WriteManifest)]
 
 
 def test_same_photos_anywhere_give_the_same_keys(build_env, small_corpus, tmp_path):
@@ -111,7 +118,6 @@ def test_same_photos_anywhere_give_the_same_keys(build_env, small_corpus, tmp_pa
     assert _build_keys() == before
     for path in copy.iterdir():
         os.utime(path, ns=(1, 1))
-    Register.clear_instance_cache()
     assert _build_keys() == before
     hashes = json.loads((tmp_path / "work" / "input-hashes.json").read_text())
     assert {row[1] for row in hashes.values()} >= {1}  # the touched files were hashed again
@@ -126,6 +132,7 @@ def test_key_follows_folder_content_not_its_path(build_env, small_corpus, tmp_pa
     assert IngestHR().key == base
     (moved / "chelsea.png").write_bytes((moved / "coffee.png").read_bytes())
     Register.clear_instance_cache()  # a new run is a new process
+    forget_listings()
     assert IngestHR().key != base
 
 
@@ -193,9 +200,12 @@ def test_every_awkward_entry_is_built_or_listed(build_env, small_corpus, tmp_pat
     build_env.set("gtforge", "input_dir", folder)
     task = IngestHR()
     run_tasks(task)
-    images, rejects = ingest.read_images(task.out_dir), ingest.read_rejects(task.out_dir)
-    assert len(images) + len(rejects) == entries
+    found = listing()
+    images, unusable = ingest.read_images(task.out_dir), task.rejects()
+    assert len(images) + len(unusable) + len(found.rejects) == entries
     info = json.loads((task.out_dir / "manifest.json").read_text())["info"]
-    assert info["entries"] == entries and info["accepted"] == len(images) == 2
-    stored = {os.fsencode(r["source"]) for r in rejects} | {os.fsencode(i.source) for i in images}
-    assert os.fsencode(folder / os.fsdecode(b"caf\xe9.png")) in stored  # bytes kept exactly
+    assert info["photos"] == len(found.photos) and info["accepted"] == len(images) == 2
+    stored = {os.fsencode(r["source"]) for r in found.rejects} | \
+        {os.fsencode(found.source(r["image_id"])) for r in unusable} | \
+        {os.fsencode(found.source(i.id)) for i in images}
+    assert b"caf\xe9.png" in stored  # bytes kept exactly

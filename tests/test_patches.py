@@ -218,7 +218,8 @@ class NoiseCandidate(Stage):
 
 
 def test_stage_keeps_a_patch_when_any_version_passes(build_env, monkeypatch):
-    monkeypatch.setattr(select_patches, "candidate_stages", lambda: {"noise": NoiseCandidate()})
+    monkeypatch.setattr(select_patches, "candidate_stages",
+                        lambda chunk=(): {"noise": NoiseCandidate()})
     Register.clear_instance_cache()
     task = SelectPatches()
     run_tasks(task)

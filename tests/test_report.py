@@ -16,14 +16,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.image.ingest import read_images
+from pipeline.image.ingest import REJECTS_JSON, read_images
 from pipeline.image.plots import display_tile
 from pipeline.quality import lr_stats
 from pipeline.quality import scores as score_table
 from pipeline.report import html as page
+from pipeline.store import durable
 from pipeline.store.imageio import encode_png, image_path, read_rgb
 from pipeline.train.loop import TrainState, train_loop
 from tasks.base import Stage
+from tasks.corpus import listing, with_sources
 from tasks.ingest import IngestHR
 from tasks.report import Report
 from tests.conftest import run_tasks
@@ -119,6 +121,8 @@ class ReportShards(Stage):
             rgb = read_rgb(image_path(self.input_dir("hr"), img.id))
             crops += [(img.id, rgb[y:y + PATCH, x:x + PATCH], x, y) for x, y in ((0, 0), (64, 64))]
         (out / "dataset").mkdir()
+        rejects = listing().rejects + with_sources(self.input_stages()["hr"].rejects())
+        durable.write_json(out / REJECTS_JSON, rejects)  # as WriteManifest does
         for s in range(0, len(crops), self.per_shard):
             write_v1_shard(out / "dataset" / f"shard-{s // self.per_shard:05d}.h5",
                            crops[s:s + self.per_shard])

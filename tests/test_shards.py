@@ -84,7 +84,7 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
     assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.h5" for i in range(3)]
     assert manifest["samples"] == 7 and manifest["format_version"] == 1
-    assert manifest["format_minor_version"] == 2 and manifest["inputs"]["rejected"] == 1
+    assert manifest["format_minor_version"] == 3 and manifest["inputs"]["rejected"] == 1
     assert manifest["sources"] == ["a/photo one.png", "b/ünïcode.jpg"]
     assert manifest["metric_modes"] == ["NR", "FR", "pairwise"]
     assert manifest["candidate_margins"] == {"cand0": [1.0, 0.5, 0.5], "cand1": [2.0, 0.5, 0.5]}
@@ -107,7 +107,7 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
         assert [m.decode() for m in f["scores"].attrs["metric_modes"]] == manifest["metric_modes"]
         assert [c.decode() for c in f["vote_counts"].attrs["columns"]] == \
             ["negative", "similar", "positive"]
-        assert f.attrs["format_minor_version"] == 2
+        assert f.attrs["format_minor_version"] == 3
         np.testing.assert_array_equal(f["scores"].attrs["candidate_margins"],
                                       candidate_margins(2, 3))
         # one margin per metric where every candidate shared it

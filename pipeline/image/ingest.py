@@ -20,6 +20,7 @@ from pipeline.store.hashes import HashCache
 
 IMAGES_JSON = "images.json"
 REJECTS_JSON = "rejects.json"
+UNUSABLE_JSON = "unusable.json"
 
 
 class Rejected(ValueError):
@@ -28,12 +29,11 @@ class Rejected(ValueError):
 
 @dataclass(frozen=True)
 class HRImage:
-    """An accepted photo: content id, source path (os.fsdecode of the path bytes, so a name
-    that is not UTF-8 keeps its bytes as surrogate escapes), size, sha256 of the file, and the
-    ICC profile it was converted to sRGB from (None: sRGB or untagged)."""
+    """An accepted photo: content id, size, sha256 of the file, and the ICC profile it was
+    converted to sRGB from (None: sRGB or untagged). Where it was found is the Listing's
+    business: the same bytes anywhere are the same photo."""
 
     id: str
-    source: str
     width: int
     height: int
     sha256: str
@@ -124,6 +124,50 @@ def folder_fingerprint(folder: Path, hashes: HashCache) -> list[list]:
             rows.append([name, f"cannot be read: {e.strerror}"])
     hashes.save()
     return rows
+
+
+@dataclass(frozen=True)
+class Listing:
+    """An input folder by content: `photos` maps each content id to its file (the first in
+    walk order when several files hold the same bytes), `sha256` the id to the file's sha256,
+    and `rejects` lists every other entry as {"source", "reason"} (not a photo file, cannot be
+    read, a duplicate). Sources are paths relative to the folder (os.fsdecode)."""
+
+    folder: Path
+    photos: dict[str, Path]
+    sha256: dict[str, str]
+    rejects: list[dict]
+
+    def source(self, image_id: str) -> str:
+        """The photo's path relative to the folder."""
+        return os.fsdecode(self.photos[image_id].relative_to(self.folder))
+
+
+def list_folder(folder: Path, hashes: HashCache) -> Listing:
+    """Walk `folder` and identify each file by its content (`hashes` re-hashes a file only
+    when its size or mtime changed): the Listing."""
+    folder = Path(folder)
+    photos: dict[str, Path] = {}
+    sha256: dict[str, str] = {}
+    rejects: list[dict] = []
+    for entry in walk_inputs(folder):
+        name = os.fsdecode(entry.path.relative_to(folder))
+        try:
+            if entry.problem is not None:
+                raise Rejected(entry.problem)
+            try:
+                digest = hashes.sha256(entry.path)
+            except OSError as e:
+                raise Rejected(f"cannot be read: {e.strerror}") from None
+            image_id = digest[:16]
+            if image_id in photos:
+                raise Rejected(f"duplicate of {os.fsdecode(photos[image_id].relative_to(folder))}")
+        except Rejected as reason:
+            rejects.append({"source": name, "reason": str(reason)})
+            continue
+        photos[image_id], sha256[image_id] = entry.path, digest
+    hashes.save()
+    return Listing(folder, photos, sha256, rejects)
 
 
 def _to_rgb(img: Image.Image, alpha: str) -> np.ndarray:
@@ -238,5 +282,11 @@ def read_images(stage_dir: Path) -> list[HRImage]:
 
 
 def read_rejects(stage_dir: Path) -> list[dict]:
-    """[{"source": path, "reason": text}, ...] from an IngestHR output folder."""
+    """[{"source": path, "reason": text}, ...]: the entries a stage could not use."""
     return json.loads((Path(stage_dir) / REJECTS_JSON).read_text())
+
+
+def read_unusable(stage_dir: Path) -> list[dict]:
+    """[{"image_id": id, "reason": text}, ...] from an IngestHR output folder: the photos of
+    its chunk that could not be decoded or used."""
+    return json.loads((Path(stage_dir) / UNUSABLE_JSON).read_text())

@@ -96,26 +96,26 @@ class CandidateTruth:
                 "confusion": m.tolist(), **rates(m)}
 
 
-def referenced_samples(shards, references: Mapping[str, Path], keep: Container[int] | None = None
+def referenced_samples(shards, references: Mapping[str, Path], keep: Container[str] | None = None
                        ) -> Iterator[tuple[object, int, np.ndarray]]:
     """(shard, sample index in it, clean crop uint8 at the sample's GT position) for every
     sample of a ShardSet whose source photo has a reference and, when `keep` is given, whose
-    source index is in it. Each reference is read once."""
-    sources, side = shards.manifest["sources"], int(shards.manifest["patch_size"])
-    cache: dict[int, np.ndarray | None] = {}
+    source path is in it. Each reference is read once."""
+    side = int(shards.manifest["patch_size"])
+    cache: dict[str, np.ndarray | None] = {}
     for s in range(len(shards.files)):
         shard = shards.shard(s)
         for n, meta in enumerate(shard.meta):
-            index = int(meta["source_index"])
-            if keep is not None and index not in keep:
+            source = shards.source(s, int(meta["source_index"]))
+            if keep is not None and source not in keep:
                 continue
-            if index not in cache:
-                path = reference_for(sources[index], references)
-                cache[index] = read_rgb(path) if path is not None else None
-            if cache[index] is None:
+            if source not in cache:
+                path = reference_for(source, references)
+                cache[source] = read_rgb(path) if path is not None else None
+            if cache[source] is None:
                 continue
             x, y = int(meta["x"]), int(meta["y"])
-            yield shard, n, cache[index][y:y + side, x:x + side]
+            yield shard, n, cache[source][y:y + side, x:x + side]
 
 
 def measure_shards(shards, references: Mapping[str, Path]) -> dict[str, CandidateTruth]:

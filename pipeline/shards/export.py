@@ -79,7 +79,6 @@ def _write_samples_csv(shards: ShardSet, names: list[str], path: Path) -> None:
     cands, metrics = shards.candidate_names, shards.metric_names
     header = ["name", "image_id", "x", "y", "source", *[f"label_{c}" for c in cands]]
     header += [f"score_{img}_{m}" for img in ["original", *cands] for m in metrics]
-    sources = shards.manifest["sources"]
     # encoding + surrogateescape: a source name that is not UTF-8 is written as its own bytes
     with open(path, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         writer = csv.writer(f)
@@ -88,7 +87,8 @@ def _write_samples_csv(shards: ShardSet, names: list[str], path: Path) -> None:
             shard, start = shards.shard(s), int(shards.starts[s])
             for n, m in enumerate(shard.meta):
                 writer.writerow([names[start + n], m["image_id"].decode(), int(m["x"]), int(m["y"]),
-                                 sources[int(m["source_index"])], *shard.labels[n].tolist(),
+                                 shards.source(s, int(m["source_index"])),
+                                 *shard.labels[n].tolist(),
                                  *[f"{v:.6g}" for v in shard.scores[n].ravel()]])
 
 

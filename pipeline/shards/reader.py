@@ -18,6 +18,7 @@ from pipeline.shards.spec import (
     minor_version,
     read_manifest,
     sample_layout,
+    shard_sources,
 )
 
 
@@ -35,6 +36,7 @@ class ShardSet:
         self.manifest = read_manifest(self.out_dir)
         m = self.manifest
         self.files = [self.out_dir / s["file"] for s in m["shards"]]
+        self.shard_sources = [shard_sources(m, s) for s in m["shards"]]
         self.counts = np.array([s["samples"] for s in m["shards"]], np.int64)
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.scale, self.patch_size = int(m["scale"]), int(m["patch_size"])
@@ -53,6 +55,11 @@ class ShardSet:
         state = self.__dict__.copy()
         state["_open"], state["_pid"] = OrderedDict(), None
         return state
+
+    def source(self, shard: int, source_index: int) -> str:
+        """The source path of a sample of shard `shard` whose meta.source_index is
+        `source_index`."""
+        return self.shard_sources[shard][source_index]
 
     def locate(self, index: int) -> tuple[int, int]:
         """(shard number, index within the shard) of global sample `index`."""

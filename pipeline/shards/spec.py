@@ -1,8 +1,9 @@
 """Shard format v1 (DESIGN §3, docs/SHARDS.md): the layout, the manifest and the checks
 every reader and the writer share.
 
-A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest.json`
-(written last). Every shard holds N samples of:
+A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... (or, from a chunked build,
+`shard-<tag>-00000.h5`, one tag per chunk) and `manifest.json` (written last). Every shard
+holds N samples of:
 
     gt_original    (N,H,W,3)       uint8 RGB   the HR crop as photographed
     gt_candidates  (N,K,H,W,3)     uint8 RGB   enhanced versions, attr candidate_names (K)
@@ -16,12 +17,15 @@ A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... and `manifest
     lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
     meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
     sources        (S,)            bytes       UTF-8 source paths, indexed by meta.source_index
+                                               (the shard's own list: its manifest entry's
+                                               `sources` (1.3), else the manifest's)
 
 Image arrays are chunked one image per chunk (`gt_candidates` one candidate of one sample per
 chunk), so a random read touches one chunk. No object, variable-length or pickled types: every
 string is fixed-length UTF-8 bytes. Root attributes `format_minor_version` (1: vote_counts, the
 metric attributes and `provenance`, the JSON of every upstream stage's settings; 2: each
-candidate's own vote margins) — a reader of an earlier minor version ignores what it does not
+candidate's own vote margins; 3: each shard's `sources` are its own, paths relative to the input
+folder) — a reader of an earlier minor version ignores what it does not
 know, and a 1.x reader reads 1.0 sets. Every file is fsync'd before the
 rename that makes it visible, and the folder after it.
 """
@@ -40,7 +44,7 @@ FORMAT = "gtforge-shards"
 FORMAT_VERSION = 1
 
 
-FORMAT_MINOR_VERSION = 2
+FORMAT_MINOR_VERSION = 3
 
 
 MANIFEST = "manifest.json"
@@ -81,8 +85,15 @@ class ShardError(RuntimeError):
     """A shard set that does not match its manifest or the format; the message names the file."""
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.h5"
+def shard_name(index: int, tag: str = "") -> str:
+    """shard-00000.h5, or shard-<tag>-00000.h5 for a chunk's shards."""
+    return f"shard-{tag}-{index:05d}.h5" if tag else f"shard-{index:05d}.h5"
+
+
+def shard_sources(manifest: dict, entry: dict) -> list[str]:
+    """The sources a shard's meta.source_index points into: its manifest entry's own (1.3),
+    else the manifest's list, shared by every shard."""
+    return entry.get("sources", manifest["sources"])
 
 
 def sample_layout(patch_size: int, scale: int, k: int, m: int,

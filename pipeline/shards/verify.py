@@ -16,15 +16,17 @@ from pipeline.shards.spec import (
     minor_version,
     read_manifest,
     sample_layout,
+    shard_sources,
     text,
     texts,
 )
 from pipeline.store import durable
 
 
-def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
+def check_shard_schema(f: h5py.File, manifest: dict, entry: dict) -> None:
     """Raise ShardError (without the file name) when `f` does not match format v1 and the
-    manifest's sizes, names and sample count."""
+    manifest's sizes, names, and its `entry`'s sample count and sources."""
+    samples = entry["samples"]
     if text(f.attrs.get("format", "")) != FORMAT:
         raise ShardError(f"root attribute format is {text(f.attrs.get('format', ''))!r}")
     if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
@@ -57,8 +59,11 @@ def check_shard_schema(f: h5py.File, manifest: dict, samples: int) -> None:
             manifest["metric_modes"]:
         raise ShardError("scores.attrs['metric_modes'] differs from the manifest")
     sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
-    if sources.size and (sources.min() < 0 or sources.max() >= len(manifest["sources"])):
+    listed = shard_sources(manifest, entry)
+    if sources.size and (sources.min() < 0 or sources.max() >= len(listed)):
         raise ShardError("meta.source_index points outside the manifest's sources")
+    if minor >= 3 and [s.decode("utf-8", "surrogateescape") for s in f["sources"][:]] != listed:
+        raise ShardError("the sources dataset differs from the manifest entry's")
 
 
 def verify(out_dir: Path) -> None:
@@ -77,7 +82,7 @@ def verify(out_dir: Path) -> None:
                              f"{entry['sha256']} (file changed or corrupt)")
         try:
             with h5py.File(path, "r") as f:
-                check_shard_schema(f, manifest, entry["samples"])
+                check_shard_schema(f, manifest, entry)
         except ShardError as e:
             raise ShardError(f"{path}: {e}") from None
         except (OSError, KeyError, ValueError) as e:

@@ -134,14 +134,14 @@ class ShardWriter:
                  params: dict, sources: list[str], metric_lower_better: list[bool] | None = None,
                  metric_modes: list[str] | None = None, metric_margins: list[float] | None = None,
                  candidate_margins: np.ndarray | None = None, provenance: dict | None = None,
-                 manifest_extra: dict | None = None):
+                 manifest_extra: dict | None = None, tag: str = ""):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         if compression == "none":
             compression = None
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression must be one of none, lzf, gzip; got {compression!r}")
-        self.out_dir = Path(out_dir)
+        self.out_dir, self.tag = Path(out_dir), tag
         self.out_dir.mkdir(parents=True, exist_ok=True)
         for stale in [*self.out_dir.glob(SHARD_GLOB), *self.out_dir.glob(".shard-*.tmp"),
                       *self.out_dir.glob(".shard-*.compact"), self.out_dir / MANIFEST]:
@@ -250,7 +250,7 @@ class ShardWriter:
 
     # -- writing ---------------------------------------------------------------------------
     def _tmp_path(self, suffix: str = "tmp") -> Path:
-        return self.out_dir / f".{shard_name(len(self.shards))}.{suffix}"
+        return self.out_dir / f".{shard_name(len(self.shards), self.tag)}.{suffix}"
 
     def _open_shard(self) -> None:
         self.file, self.offsets = _create_shard(
@@ -313,7 +313,7 @@ class ShardWriter:
         f["scores"].attrs["candidate_margins"] = self.candidate_margins
         f.close()
         self.file, self.count, self.written = None, 0, 0
-        final = self.out_dir / shard_name(len(self.shards))
+        final = self.out_dir / shard_name(len(self.shards), self.tag)
         self.shards.append({"file": final.name, "samples": n, "sha256": None,
                             "bytes": path.stat().st_size})
         reader = open(path, "rb")  # noqa: SIM115 - closed by _hash, whatever the rename does
@@ -347,7 +347,7 @@ class ShardWriter:
             self._finish_shard()
         self._wait()
         for entry, digest in zip(self.shards, self.hashes, strict=True):
-            entry["sha256"] = digest.result()
+            entry["sha256"], entry["sources"] = digest.result(), self.sources
         for rename in self.renames:
             rename.result()         # raises what a failed fsync or rename raised
         self.closed = True

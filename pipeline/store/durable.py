@@ -58,6 +58,16 @@ def rename(src: Path, dst: Path) -> None:
     fsync_dir(Path(dst).parent)
 
 
+def link_file(src: Path, dest: Path) -> None:
+    """`dest` as a hard link to `src` (a copy where links are impossible, e.g. across file
+    systems); the parent folder is created."""
+    Path(dest).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(src, dest)
+    except OSError:
+        shutil.copy2(src, dest)
+
+
 def staging_dir(dest: Path) -> Path:
     """A new, empty sibling of `dest` (.<name>.partial) to write a folder in before
     `publish_dir`; the leftover of a killed run is removed first."""
