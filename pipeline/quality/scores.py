@@ -4,7 +4,7 @@ scores.npz in its stage folder (plain arrays, no pickles)."""
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +49,20 @@ def save(folder: Path, table: ScoreTable) -> None:
 def has_scores(folder: Path) -> bool:
     """Whether `folder` holds a score table."""
     return (Path(folder) / SCORES_NPZ).is_file()
+
+
+def concatenate(tables: list[ScoreTable]) -> ScoreTable:
+    """The patches of several tables of the same annotators and candidates (the chunks of a
+    build) as one table, in order. ValueError when their names or margins differ."""
+    first = tables[0]
+    for table in tables[1:]:
+        if any(getattr(table, n) != getattr(first, n) for n in (*_NAME_LISTS, "lower_better")) \
+                or not np.array_equal(table.margins, first.margins, equal_nan=True):
+            raise ValueError("score tables of other annotators, candidates or margins cannot "
+                             "be concatenated")
+    stacked = {n: np.concatenate([getattr(t, n) for t in tables])
+               for n in ("keep", "labels", "vote_counts", "scores", "votes")}
+    return replace(first, **stacked)
 
 
 def load(folder: Path) -> ScoreTable:

@@ -20,7 +20,9 @@ def report_data(title: str, upstream: list[gather.Done], settings: Mapping, cand
     px, rejected inputs, per-stage timings (cache hits since the report in `history`), the
     quality tables of the truth and evaluation results (either may be None) and the figure
     sections; curves without a picture of their own are drawn into `tmp`."""
-    shards = [path for _, path in gather.files_named(upstream, "shard-*.h5")]
+    # a chunk's shards are also linked into the whole set's folder: each file once
+    shards = list({path.name: path for _, path in gather.files_named(upstream, "shard-*.h5")}
+                  .values())
     sizes = [gather.shard_samples(path) for path in shards]
     scored = gather.score_tables(upstream)
     data = ReportData(

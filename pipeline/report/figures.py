@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from pipeline.image.plots import histograms_png, labels_png
 from pipeline.quality import lr_stats
 from pipeline.quality.scores import ScoreTable
@@ -48,25 +50,34 @@ def curve_figures(upstream: list[Done], tmp: Path) -> list[Figure]:
 
 
 def delta_e_figures(upstream: list[Done]) -> list[Figure]:
-    """A ΔE histogram per stage that wrote LR statistics (pipeline.quality.lr_stats)."""
-    figs = []
+    """A ΔE histogram per stage that wrote LR statistics (pipeline.quality.lr_stats), its
+    chunks together."""
+    found: dict[str, list[np.ndarray]] = {}
     for d in upstream:
         stats = lr_stats.load(d.folder)
-        if stats is None:
+        if stats is not None:
+            found.setdefault(d.name, []).append(lr_stats.delta_e_values(stats))
+    figs = []
+    for name, parts in found.items():
+        values = np.concatenate(parts)
+        if not values.size:
             continue
-        values = lr_stats.delta_e_values(stats)
-        figs.append(Figure(f"{d.name}: ΔE per image",
+        figs.append(Figure(f"{name}: ΔE per image",
                            histograms_png({"CIEDE2000": {"ΔE": values}}, "ΔE"),
-                           f"{len(values)} values in {lr_stats.STATS_JSON}, mean "
-                           f"{values.mean():.2f}, max {values.max():.2f}"))
+                           f"{len(values)} values in {lr_stats.STATS_JSON}"
+                           + (f" of {len(parts)} chunks" if len(parts) > 1 else "")
+                           + f", mean {values.mean():.2f}, max {values.max():.2f}"))
     return figs
 
 
 def stage_figures(upstream: list[Done]) -> dict[str, list[Figure]]:
     """The pictures stages drew (PNG files at the top of their folder or in figures/), by
-    stage; training curves are shown with the other curves."""
+    stage; training curves are shown with the other curves. Of a stage run per chunk, the
+    first chunk's pictures."""
     out: dict[str, list[Figure]] = {}
     for d in upstream:
+        if d.name in out:  # another chunk of a stage already shown
+            continue
         seen: set[bytes] = set()  # the same picture saved twice is shown once
         for path in d.files:
             if path.suffix != ".png" or path.parent not in (d.folder, d.folder / "figures"):

@@ -52,9 +52,14 @@ def files_named(upstream: list[Done], pattern: str) -> list[tuple[Done, Path]]:
 
 
 def score_tables(upstream: list[Done]) -> list[tuple[Done, score_table.ScoreTable]]:
-    """Every upstream stage that wrote a score table, with the table."""
-    return [(d, score_table.load(d.folder)) for d in upstream
-            if score_table.has_scores(d.folder)]
+    """Every upstream stage that wrote a score table, with the table; the chunks of a stage
+    (stages of the same name) as one table, under the first of them."""
+    groups: dict[str, list[tuple[Done, score_table.ScoreTable]]] = {}
+    for d in upstream:
+        if score_table.has_scores(d.folder):
+            groups.setdefault(d.name, []).append((d, score_table.load(d.folder)))
+    return [(rows[0][0], score_table.concatenate([t for _, t in rows]))
+            for rows in groups.values()]
 
 
 def shard_samples(path: Path) -> int:
