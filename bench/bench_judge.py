@@ -27,13 +27,14 @@ from pipeline.quality import annotate, truth, voting
 from pipeline.quality import judge as J
 from pipeline.shards.reader import ShardSet
 from tasks.train_judge import CALIBRATION_JSON, TrainJudge
-from tasks.write_shards import DATASET, WriteShards
+from tasks.write_manifest import WriteManifest
+from tasks.write_shards import DATASET
 
 
 def built_shards(root: Path) -> Path:
-    """The benchmark build's shard set: the newest finished one under its WriteShards folder
-    (a judge with other settings has another key, so WriteShards() would name another)."""
-    found = sorted((root / "work" / WriteShards.__name__).glob(f"*/{DATASET}/manifest.json"),
+    """The benchmark build's shard set: the newest finished one under its WriteManifest folder
+    (a judge with other settings has another key, so WriteManifest() would name another)."""
+    found = sorted((root / "work" / WriteManifest.__name__).glob(f"*/{DATASET}/manifest.json"),
                    key=lambda p: p.stat().st_mtime)
     if not found:
         raise SystemExit(f"{root}: no finished shard set; run bench.bench_quality there first")

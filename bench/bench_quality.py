@@ -37,11 +37,13 @@ from pipeline.report import html as page
 from pipeline.report import tables as report_tables
 from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
+from tasks.corpus import listing
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
 from tasks.publish import BuildDataset
-from tasks.write_shards import DATASET, WriteShards
+from tasks.write_manifest import WriteManifest
+from tasks.write_shards import DATASET
 
 
 def configure(root: Path, args: argparse.Namespace) -> None:
@@ -83,7 +85,7 @@ def fusion_row(fused_dir: Path, references: dict) -> str:
     hr = IngestHR().out_dir
     for img in read_images(hr):
         gt, fused = read_rgb(image_path(hr, img.id)), read_rgb(image_path(fused_dir, img.id))
-        clean = read_rgb(truth.reference_for(img.source, references))
+        clean = read_rgb(truth.reference_for(listing().source(img.id), references))
         mad.append(np.abs(fused.astype(np.float32) - gt).mean())
         energy = [high_frequency_energy(to_tensor(x)).mean().item() for x in (fused, gt)]
         hf.append(energy[0] / energy[1])
@@ -118,7 +120,7 @@ def main() -> None:
     if not result.scheduling_succeeded:
         raise SystemExit(result.summary_text)
     print(f"build: {time.time() - start:.0f} s")
-    shards = ShardSet(WriteShards().out_dir / DATASET)
+    shards = ShardSet(WriteManifest().out_dir / DATASET)
     references = truth.reference_index(args.dir / "clean")
     print_truth(shards, references, kinds)
     print_fusion_by_c(references, args.workers)

@@ -18,7 +18,8 @@ from pipeline.store import durable
 from tasks.base import Stage, input_hashes
 from tasks.config import gtforge
 
-TRAINING_SET_JSON = "training-set.json"  # in [gtforge] workdir: the pinned training photos
+# in [gtforge] workdir: {input folder: the content ids of its photos the models train on}
+TRAINING_SET_JSON = "training-set.json"
 
 _listings: dict[str, Listing] = {}
 
@@ -57,19 +58,22 @@ def corpus_chunks() -> list[tuple[str, ...]]:
 
 def training_ids() -> list[str]:
     """The photos the models train on: those of [gtforge] training_set when it names a folder,
-    else those pinned in <workdir>/training-set.json, written from the input folder at the
-    first build (delete it to retrain on today's input folder)."""
+    else those pinned for the input folder in <workdir>/training-set.json: its photos at its
+    first build (remove its entry, or the file, to retrain on today's photos)."""
     config = gtforge()
     if config.training_set:
         return sorted(listing(config.training_set).photos)
-    pinned = Path(config.workdir) / TRAINING_SET_JSON
+    path = Path(config.workdir) / TRAINING_SET_JSON
     try:
-        return json.loads(pinned.read_text())["photos"]
+        pinned = json.loads(path.read_text())
     except FileNotFoundError:
-        ids = sorted(listing().photos)
-        pinned.parent.mkdir(parents=True, exist_ok=True)
-        durable.write_json(pinned, {"input_dir": os.fsdecode(config.input_dir), "photos": ids})
-        return ids
+        pinned = {}
+    folder = os.fsdecode(Path(config.input_dir).resolve())
+    if folder not in pinned:
+        pinned[folder] = sorted(listing().photos)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        durable.write_json(path, pinned)
+    return pinned[folder]
 
 
 def training_chunks() -> list[tuple[str, ...]]:

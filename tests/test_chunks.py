@@ -13,7 +13,7 @@ from pipeline.image.chunks import partition
 from pipeline.shards.verify import verify
 from tasks import graph
 from tasks.config import gtforge
-from tasks.corpus import PhotoStage, corpus_chunks, forget_listings, training_ids
+from tasks.corpus import PhotoStage, corpus_chunks, forget_listings, listing, training_ids
 from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
 from tests.test_build import SHORT_TRAININGS
@@ -147,3 +147,38 @@ def test_adding_removing_and_renaming_photos_reruns_only_what_they_touch(
 
     assert {f for f in _folders(workdir) if f[0].startswith("Train")} == trained
     assert training_ids() == pinned and gtforge().training_set == ""
+
+
+def test_chunk_photos_is_a_command_line_flag(build_env, monkeypatch):
+    from luigi.cmdline_parser import CmdlineParser
+
+    from tasks import cli
+
+    seen = []
+
+    def luigi_run(argv):  # what luigi's entry point was given, then a failed build's exit
+        seen.append(argv)
+        raise SystemExit(30)
+
+    monkeypatch.setattr(cli, "run_with_retcodes", luigi_run)
+    assert cli.main(["build", "--local-scheduler", "--chunk-photos", "1"]) == 30
+    assert seen[0][seen[0].index("--gtforge-chunk-photos") + 1] == "1"
+    with CmdlineParser.global_instance(["--module", "tasks", "BuildDataset", *seen[0][3:]]):
+        assert gtforge().chunk_photos == 1 and len(corpus_chunks()) == 4  # a photo per chunk
+
+
+def test_each_input_folder_pins_its_own_training_set(build_env, small_corpus, sample_corpus,
+                                                     tmp_path):
+    first = training_ids()
+    assert sorted(first) == sorted(listing().photos)
+    shutil.copy2(sample_corpus / "coins.png", tmp_path / "coins.png")
+    other = tmp_path / "other"
+    other.mkdir()
+    shutil.copy2(sample_corpus / "moon.png", other / "moon.png")
+    build_env.set("gtforge", "input_dir", other)
+    assert training_ids() == sorted(listing().photos) != first
+    shutil.copy2(sample_corpus / "coins.png", other / "coins.png")
+    build_env.set("gtforge", "input_dir", other)  # a new run: the folder has grown
+    assert len(listing().photos) == 2 and len(training_ids()) == 1  # pinned at its first build
+    build_env.set("gtforge", "input_dir", small_corpus)
+    assert training_ids() == first

@@ -83,8 +83,8 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.h5" for i in range(3)]
-    assert manifest["samples"] == 7 and manifest["format_version"] == 1
-    assert manifest["format_minor_version"] == 3 and manifest["inputs"]["rejected"] == 1
+    assert manifest["samples"] == 7 and manifest["format_version"] == 2
+    assert manifest["format_minor_version"] == 0 and manifest["inputs"]["rejected"] == 1
     assert manifest["sources"] == ["a/photo one.png", "b/ünïcode.jpg"]
     assert manifest["metric_modes"] == ["NR", "FR", "pairwise"]
     assert manifest["candidate_margins"] == {"cand0": [1.0, 0.5, 0.5], "cand1": [2.0, 0.5, 0.5]}
@@ -97,7 +97,7 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
     assert back["meta"]["x"].tolist() == [4 * i for i in range(7)]
     assert back["meta"]["source_index"].tolist() == [i % 2 for i in range(7)]
     with h5py.File(tmp_path / "shard-00002.h5", "r") as f:
-        assert f.attrs["format"] == b"gtforge-shards" and f.attrs["format_version"] == 1
+        assert f.attrs["format"] == b"gtforge-shards" and f.attrs["format_version"] == 2
         assert f.attrs["scale"] == SCALE and json.loads(f.attrs["params"]) == {"seed": 0}
         assert [n.decode() for n in f["gt_candidates"].attrs["candidate_names"]] == \
             ["cand0", "cand1"]
@@ -107,7 +107,7 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
         assert [m.decode() for m in f["scores"].attrs["metric_modes"]] == manifest["metric_modes"]
         assert [c.decode() for c in f["vote_counts"].attrs["columns"]] == \
             ["negative", "similar", "positive"]
-        assert f.attrs["format_minor_version"] == 3
+        assert f.attrs["format_minor_version"] == 0
         np.testing.assert_array_equal(f["scores"].attrs["candidate_margins"],
                                       candidate_margins(2, 3))
         # one margin per metric where every candidate shared it
@@ -240,9 +240,9 @@ def test_verify_names_the_first_bad_shard(tmp_path, damage, message):
 def test_verify_rejects_another_format_version(tmp_path):
     make_shards(tmp_path)
     manifest = json.loads((tmp_path / "manifest.json").read_text())
-    manifest["format_version"] = 2
+    manifest["format_version"] = 3
     (tmp_path / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(ShardError, match="format_version 2"):
+    with pytest.raises(ShardError, match="format_version 3"):
         verify(tmp_path)
 
 
@@ -341,10 +341,11 @@ def test_a_source_name_that_is_not_utf8_keeps_its_bytes(tmp_path):
 
 
 def _as_version_1_0(out: Path) -> None:
-    """Rewrite a set as the code before minor versions wrote it (no vote_counts, no metric
-    attributes, no provenance, no minor version)."""
+    """Rewrite a set as the code before minor versions wrote it (version 1, no vote_counts, no
+    metric attributes, no provenance, no minor version; one shared list of sources)."""
     for path in out.glob("shard-*.h5"):
         with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = np.int32(1)
             del f["vote_counts"]
             for name in ("format_minor_version", "provenance"):
                 del f.attrs[name]
@@ -355,11 +356,14 @@ def _as_version_1_0(out: Path) -> None:
     for key in ("format_minor_version", "provenance", "metric_modes", "metric_lower_better",
                 "metric_margins", "candidate_margins", "inputs"):
         del manifest[key]
+    manifest["format_version"] = 1
+    for entry in manifest["shards"]:
+        del entry["sources"]
     (out / "manifest.json").write_text(json.dumps(manifest))
     _rehash(out)
 
 
-def test_readers_of_1_1_read_a_1_0_set(tmp_path):
+def test_readers_of_2_0_read_a_1_0_set(tmp_path):
     from pipeline.shards.dataset import ShardDataset
 
     data = make_shards(tmp_path)

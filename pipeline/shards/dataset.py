@@ -1,4 +1,4 @@
-"""PyTorch access to a shard folder (format v1): a Dataset with paired, scale-aware random
+"""PyTorch access to a shard folder (format v1 or v2): a Dataset with paired, scale-aware random
 crops, flips/rotations and HGGT's target rule, and a batch sampler that keeps each DataLoader
 worker on few shards at a time.
 

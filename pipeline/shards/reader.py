@@ -15,10 +15,10 @@ import numpy as np
 from pipeline.shards.spec import (
     IMAGES,
     ShardError,
-    minor_version,
     read_manifest,
     sample_layout,
     shard_sources,
+    version,
 )
 
 
@@ -41,9 +41,9 @@ class ShardSet:
         self.starts = np.concatenate([[0], np.cumsum(self.counts)])
         self.scale, self.patch_size = int(m["scale"]), int(m["patch_size"])
         self.candidate_names, self.metric_names = m["candidate_names"], m["metric_names"]
-        self.minor = minor_version(m)
+        self.version = version(m)
         self.layout = sample_layout(self.patch_size, self.scale, len(self.candidate_names),
-                                    len(self.metric_names), self.minor)
+                                    len(self.metric_names), self.version)
         self.max_open = max_open
         self._pid: int | None = None
         self._open: OrderedDict[int, _OpenShard] = OrderedDict()

@@ -1,4 +1,4 @@
-"""Shard format v1 (DESIGN §3, docs/SHARDS.md): the layout, the manifest and the checks
+"""Shard format v2 (DESIGN §3, docs/SHARDS.md): the layout, the manifest and the checks
 every reader and the writer share.
 
 A shard set is a folder of `shard-00000.h5`, `shard-00001.h5`, ... (or, from a chunked build,
@@ -17,16 +17,17 @@ holds N samples of:
     lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
     meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
     sources        (S,)            bytes       UTF-8 source paths, indexed by meta.source_index
-                                               (the shard's own list: its manifest entry's
-                                               `sources` (1.3), else the manifest's)
+                                               (the shard's own list, also its manifest
+                                               entry's `sources`: 2.0; one list shared by
+                                               every shard and the manifest: 1.x)
 
 Image arrays are chunked one image per chunk (`gt_candidates` one candidate of one sample per
 chunk), so a random read touches one chunk. No object, variable-length or pickled types: every
-string is fixed-length UTF-8 bytes. Root attributes `format_minor_version` (1: vote_counts, the
-metric attributes and `provenance`, the JSON of every upstream stage's settings; 2: each
-candidate's own vote margins; 3: each shard's `sources` are its own, paths relative to the input
-folder) — a reader of an earlier minor version ignores what it does not
-know, and a 1.x reader reads 1.0 sets. Every file is fsync'd before the
+string is fixed-length UTF-8 bytes. Root attributes `format_version` and
+`format_minor_version`: 1.1 added vote_counts, the metric attributes and `provenance`, the JSON
+of every upstream stage's settings; 1.2 each candidate's own vote margins; 2.0 gives each shard
+its own `sources` (paths relative to the input folder), so the sets of a chunked build's chunks
+can be written apart and merged. gtforge reads 1.0 to 2.0. Every file is fsync'd before the
 rename that makes it visible, and the folder after it.
 """
 
@@ -41,10 +42,13 @@ import numpy as np
 FORMAT = "gtforge-shards"
 
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-FORMAT_MINOR_VERSION = 3
+FORMAT_MINOR_VERSION = 0
+
+
+READABLE_VERSIONS = (1, 2)
 
 
 MANIFEST = "manifest.json"
@@ -74,8 +78,8 @@ VOTE_COLUMNS = ("negative", "similar", "positive")
 METRIC_MODES = ("NR", "FR", "pairwise")
 
 
-# Datasets a reader of minor version 0 did not have.
-ADDED_IN_MINOR = {"vote_counts": 1}
+# Datasets of later versions than 1.0: (format_version, format_minor_version) they came in.
+ADDED_IN = {"vote_counts": (1, 1)}
 
 
 COMPRESSIONS = (None, "lzf", "gzip")
@@ -91,14 +95,15 @@ def shard_name(index: int, tag: str = "") -> str:
 
 
 def shard_sources(manifest: dict, entry: dict) -> list[str]:
-    """The sources a shard's meta.source_index points into: its manifest entry's own (1.3),
-    else the manifest's list, shared by every shard."""
+    """The sources a shard's meta.source_index points into: its manifest entry's own (2.0),
+    else the manifest's list, shared by every shard (1.x)."""
     return entry.get("sources", manifest["sources"])
 
 
 def sample_layout(patch_size: int, scale: int, k: int, m: int,
-                  minor: int = FORMAT_MINOR_VERSION) -> dict[str, tuple[tuple, np.dtype]]:
-    """Per-sample (shape, dtype) of every dataset of format 1.`minor`, in file order."""
+                  version: tuple[int, int] = (FORMAT_VERSION, FORMAT_MINOR_VERSION)
+                  ) -> dict[str, tuple[tuple, np.dtype]]:
+    """Per-sample (shape, dtype) of every dataset of format `version`, in file order."""
     if patch_size % scale:
         raise ValueError(f"patch_size {patch_size} is not a multiple of scale {scale}")
     h, lr = patch_size, patch_size // scale
@@ -107,13 +112,14 @@ def sample_layout(patch_size: int, scale: int, k: int, m: int,
               "labels": ((k,), np.dtype(np.int8)), "vote_counts": ((k, 3), u8),
               "scores": ((k + 1, m), np.dtype("<f4")), "lq": ((lr, lr, 3), u8),
               "lq_vqvae": ((lr, lr, 3), u8), "meta": ((), META_DTYPE)}
-    return {name: spec for name, spec in layout.items() if ADDED_IN_MINOR.get(name, 0) <= minor}
+    return {name: spec for name, spec in layout.items() if ADDED_IN.get(name, (1, 0)) <= version}
 
 
-def minor_version(attrs_or_manifest) -> int:
-    """The format's minor version of a shard (its root attributes) or a manifest: 0 when
-    absent (sets written before minor versions existed)."""
-    return int(attrs_or_manifest.get("format_minor_version", 0))
+def version(attrs_or_manifest) -> tuple[int, int]:
+    """(format_version, format_minor_version) of a shard (its root attributes) or a manifest;
+    the minor version is 0 when absent (sets written before minor versions existed)."""
+    return (int(attrs_or_manifest.get("format_version", -1)),
+            int(attrs_or_manifest.get("format_minor_version", 0)))
 
 
 def text(value: Any) -> str:
@@ -139,9 +145,9 @@ def read_manifest(out_dir: Path) -> dict:
         raise ShardError(f"{path}: unreadable manifest: {e}") from None
     if manifest.get("format") != FORMAT:
         raise ShardError(f"{path}: format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    if manifest.get("format_version") != FORMAT_VERSION:
+    if manifest.get("format_version") not in READABLE_VERSIONS:
         raise ShardError(f"{path}: format_version {manifest.get('format_version')} is not "
-                         f"supported by this reader (version {FORMAT_VERSION})")
+                         f"supported by this reader (versions {READABLE_VERSIONS})")
     return manifest
 
 
@@ -150,7 +156,7 @@ def summary(out_dir: Path) -> dict:
     image sizes, metrics, bytes. Read from the manifest (no shard is opened)."""
     m = read_manifest(out_dir)
     info = {"path": str(Path(out_dir).resolve()),
-            "format_version": f"{m['format_version']}.{minor_version(m)}",
+            "format_version": "{}.{}".format(*version(m)),
             "shards": len(m["shards"]), "samples": m["samples"],
             "gt_size": [m["patch_size"], m["patch_size"]], "lq_size": [m["lq_size"]] * 2,
             "scale": m["scale"], "candidates": m["candidate_names"],

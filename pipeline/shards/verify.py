@@ -9,37 +9,34 @@ import numpy as np
 
 from pipeline.shards.spec import (
     FORMAT,
-    FORMAT_VERSION,
     MANIFEST,
     SHARD_GLOB,
     ShardError,
-    minor_version,
     read_manifest,
     sample_layout,
     shard_sources,
     text,
     texts,
+    version,
 )
 from pipeline.store import durable
 
 
 def check_shard_schema(f: h5py.File, manifest: dict, entry: dict) -> None:
-    """Raise ShardError (without the file name) when `f` does not match format v1 and the
+    """Raise ShardError (without the file name) when `f` does not match the format and the
     manifest's sizes, names, and its `entry`'s sample count and sources."""
     samples = entry["samples"]
     if text(f.attrs.get("format", "")) != FORMAT:
         raise ShardError(f"root attribute format is {text(f.attrs.get('format', ''))!r}")
-    if int(f.attrs.get("format_version", -1)) != FORMAT_VERSION:
-        raise ShardError(f"root attribute format_version is {f.attrs.get('format_version')}")
+    ver = version(f.attrs)
+    if ver != version(manifest):
+        raise ShardError("format version {}.{} differs from the manifest's {}.{}"
+                         .format(*ver, *version(manifest)))
     if int(f.attrs.get("scale", -1)) != manifest["scale"]:
         raise ShardError(f"scale {f.attrs.get('scale')} differs from the manifest's "
                          f"{manifest['scale']}")
-    minor = minor_version(f.attrs)
-    if minor != minor_version(manifest):
-        raise ShardError(f"format_minor_version {minor} differs from the manifest's "
-                         f"{minor_version(manifest)}")
     layout = sample_layout(manifest["patch_size"], manifest["scale"],
-                           len(manifest["candidate_names"]), len(manifest["metric_names"]), minor)
+                           len(manifest["candidate_names"]), len(manifest["metric_names"]), ver)
     for name, (shape, dtype) in layout.items():
         if name not in f:
             raise ShardError(f"dataset {name} is missing")
@@ -55,14 +52,14 @@ def check_shard_schema(f: h5py.File, manifest: dict, entry: dict) -> None:
     labels = f["labels"][:]
     if labels.size and not np.isin(labels, (-1, 0, 1)).all():
         raise ShardError(f"labels hold values other than -1, 0, +1: {np.unique(labels)}")
-    if minor >= 1 and texts(f["scores"].attrs.get("metric_modes", [])) != \
+    if ver >= (1, 1) and texts(f["scores"].attrs.get("metric_modes", [])) != \
             manifest["metric_modes"]:
         raise ShardError("scores.attrs['metric_modes'] differs from the manifest")
     sources = f["meta"]["source_index"] if samples else np.zeros(0, np.int32)
     listed = shard_sources(manifest, entry)
     if sources.size and (sources.min() < 0 or sources.max() >= len(listed)):
         raise ShardError("meta.source_index points outside the manifest's sources")
-    if minor >= 3 and [s.decode("utf-8", "surrogateescape") for s in f["sources"][:]] != listed:
+    if ver >= (2, 0) and [s.decode("utf-8", "surrogateescape") for s in f["sources"][:]] != listed:
         raise ShardError("the sources dataset differs from the manifest entry's")
 
 
@@ -86,7 +83,7 @@ def verify(out_dir: Path) -> None:
         except ShardError as e:
             raise ShardError(f"{path}: {e}") from None
         except (OSError, KeyError, ValueError) as e:
-            raise ShardError(f"{path}: not a readable format v1 shard: {e}") from None
+            raise ShardError(f"{path}: not a readable shard: {e}") from None
     extra = sorted(p.name for p in out_dir.glob(SHARD_GLOB) if p.name not in listed)
     if extra:
         raise ShardError(f"{out_dir / extra[0]}: shard file not listed in the manifest")
