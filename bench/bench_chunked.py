@@ -19,7 +19,8 @@ hosts), at half the corpus, and again with one photo added.
    one and two take turns `--repeats` times, each pair after a measure of the hardware
    ceiling (3.), because this machine's speed drifts (shared virtual CPUs);
    - hosts: two independent worker processes (one worker each, threads = 1) on one luigid
-     and one workdir; the bench checks from their logs that no task ran twice;
+     and one workdir; the bench checks from their logs that no task ran twice, then that
+     every stage folder they built matches its manifest and the set verifies;
    - half: one worker on the first half of the photos (cost growth: time and peak RSS);
    - add: the "one" workdir again with one more photo (the incremental cost).
 3. The hardware ceiling of two workers: a single-threaded convolution loop (the enhancers'
@@ -46,6 +47,8 @@ from PIL import Image
 
 from bench.bench_scheduler import free_port
 from pipeline.image.sample import SAMPLE_FILES, copy_sample_corpus
+from pipeline.shards.verify import verify
+from pipeline.store import cache
 
 LUIGI = Path(sys.executable).with_name("luigi")
 DONE_LINE = re.compile(r"Worker\(.*?\) done\s+(\S.*)$")
@@ -121,9 +124,10 @@ def run_build(config: Path, target: str, workers: int, log: Path,
         return subprocess.Popen(args, env=env, stdout=out, stderr=subprocess.STDOUT)
 
 
-def finished(proc: subprocess.Popen, log: Path) -> float:
-    """Wait for a build; its peak RSS in MB. SystemExit quoting the log when it failed."""
-    if proc.wait() != 0:
+def finished(proc: subprocess.Popen, log: Path, ok: tuple[int, ...] = (0,)) -> float:
+    """Wait for a build; its peak RSS in MB. SystemExit quoting the log when its exit code is
+    not in `ok`."""
+    if proc.wait() not in ok:
         raise SystemExit(f"build failed ({log}):\n{log.read_text()[-3000:]}")
     return int(Path(f"{log}.rss").read_text().split()[-1]) / 1024
 
@@ -135,6 +139,20 @@ def stage_seconds(folders: set[Path]) -> dict[str, tuple[int, float]]:
         manifest = json.loads((folder / "manifest.json").read_text())
         found[manifest["stage"]].append(manifest["seconds"])
     return {k: (len(v), sum(v)) for k, v in sorted(found.items())}
+
+
+def check_outputs(folders: set[Path]) -> None:
+    """Every stage folder exactly as its manifest lists it, and the shard set verified;
+    SystemExit naming the first problem."""
+    problems = [p for folder in sorted(folders) for p in cache.verify_output(folder)]
+    sets = [folder / "dataset" for folder in folders if folder.parent.name == "WriteManifest"]
+    if not sets:
+        raise SystemExit("the workers left without writing the set's manifest")
+    for dataset in sets:
+        verify(dataset)
+    if problems:
+        raise SystemExit(f"outputs that do not match their manifests: {problems[:3]}")
+    print(f"verified: {len(folders)} stage folders and the shard set", flush=True)
 
 
 def copy_workdir(src: Path, dest: Path) -> None:
@@ -208,7 +226,10 @@ class Bench:
         else:
             rss = self.on_luigid(config, name, hosts)
         wall = time.perf_counter() - started
-        built = stage_seconds(stage_folders(work) - before)
+        made = stage_folders(work) - before
+        if hosts > 1:
+            check_outputs(made)
+        built = stage_seconds(made)
         self.rows.append((name, workers, threads, hosts, wall, rss, built))
         print(f"{name}: {wall:.0f} s, peak RSS {rss:.0f} MB, "
               + ", ".join(f"{k} {n}x {s:.0f} s" for k, (n, s) in built.items()), flush=True)
@@ -220,9 +241,12 @@ class Bench:
         luigid, port = start_luigid(state)
         try:
             logs = [self.root / f"{name}-{h}.log" for h in range(hosts)]
-            procs = [run_build(config, "WriteManifest", 1, log, ["--scheduler-host",
-                               "127.0.0.1", "--scheduler-port", str(port)]) for log in logs]
-            rss = max(finished(p, log) for p, log in zip(procs, logs, strict=True))
+            # keep-alive: a worker waits for tasks the other runs instead of leaving; each exits
+            # 0, or 10 / 25 when another worker ran tasks it needed (docs/SCALING.md)
+            procs = [run_build(config, "WriteManifest", 1, log, [
+                "--scheduler-host", "127.0.0.1", "--scheduler-port", str(port),
+                "--worker-keep-alive"]) for log in logs]
+            rss = max(finished(p, log, (0, 10, 25)) for p, log in zip(procs, logs, strict=True))
         finally:
             luigid.terminate()
             luigid.wait()

@@ -39,9 +39,8 @@ def forget_listings() -> None:
 
 def with_sources(unusable: list[dict]) -> list[dict]:
     """IngestHR's unusable photos ({"image_id", "reason"}) as {"source", "reason"}, the
-    source their path in the input folder."""
-    found = listing()
-    return [{"source": found.source(r["image_id"]), "reason": r["reason"]} for r in unusable]
+    source their path in their folder (locate)."""
+    return [{"source": locate(r["image_id"])[1], "reason": r["reason"]} for r in unusable]
 
 
 def no_usable_photo(rejects: list[dict]) -> RuntimeError:
@@ -81,14 +80,13 @@ def training_chunks() -> list[tuple[str, ...]]:
     return partition(training_ids(), gtforge().chunk_photos)
 
 
-def locate(image_id: str) -> Path:
-    """The file of photo `image_id`: in the input folder, else in the training_set folder.
-    FileNotFoundError naming the id when neither holds it."""
-    folders = [None, gtforge().training_set or None]
-    for folder in folders:
-        found = listing(folder).photos.get(image_id)
-        if found is not None:
-            return found
+def locate(image_id: str) -> tuple[Path, str]:
+    """(file, path relative to its folder) of photo `image_id`: in the input folder, else in
+    the training_set folder. FileNotFoundError naming the id when neither holds it."""
+    for folder in (None, gtforge().training_set or None):
+        found = listing(folder)
+        if image_id in found.photos:
+            return found.photos[image_id], found.source(image_id)
     raise FileNotFoundError(
         f"photo {image_id} is in the build (a chunk or the pinned training set, "
         f"{TRAINING_SET_JSON}) but no longer in {gtforge().input_dir}: put it back, or "
@@ -107,10 +105,7 @@ class PhotoStage(Stage):
         return tuple(sorted(self.chunk)) if self.chunk else tuple(sorted(listing().photos))
 
     def resolved(self, name: str) -> Any:
+        # the key holds the photos themselves, so `chunk=()` and the same ids spelt out agree
         if name == "chunk":
             return list(self.photos)
         return super().resolved(name)
-
-    def chunked(self, stage: type[Stage], **params) -> Stage:
-        """`stage` on this stage's chunk."""
-        return stage(chunk=self.chunk, **params)

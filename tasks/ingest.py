@@ -41,7 +41,7 @@ class IngestHR(PhotoStage):
         accepted: list[ingest.HRImage] = []
         rejects: list[dict] = []
         for image_id in self.progress(self.photos, len(self.photos)):
-            path = locate(image_id)
+            path = locate(image_id)[0]
             try:
                 found, digest = ingest.content_id(path)
                 if found != image_id:

@@ -1,9 +1,10 @@
 """WriteShards: crop every kept patch of a chunk's photos from every source and write HDF5 shards
-(format 1.3); WriteManifest gathers the chunks into one set."""
+(format 2.0); WriteManifest gathers the chunks into one set."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -38,7 +39,7 @@ class WriteShards(PhotoStage):
     are the photos' paths relative to the input folder: they are in the key (a renamed photo
     rewrites its chunk's shards, nothing upstream)."""
 
-    version = 4  # 4: one chunk; format 1.3 (sources per shard, relative to the input folder)
+    version = 4  # 4: one chunk; format 2.0 (sources per shard, relative to the input folder)
     global_settings = ("scale",)
     samples_per_shard = luigi.OptionalIntParameter(default=None)
     compression = luigi.OptionalChoiceParameter(choices=["none", "lzf", "gzip"], default=None)
@@ -53,7 +54,7 @@ class WriteShards(PhotoStage):
     def fingerprint(self) -> dict:
         return {"sources": self.sources}
 
-    @property
+    @cached_property
     def sources(self) -> dict[str, str]:
         """The chunk's photos' paths relative to the input folder, by id."""
         found = listing()
