@@ -4,7 +4,7 @@ hosts), at half the corpus, and again with one photo added.
 
     .venv/bin/python -m bench.bench_chunked --dir /tmp/chunked [--photos 200] [--megapixels 1,2]
         [--training 16] [--chunk-photos 8] [--candidates rcan_blur] [--repeats 2]
-        [--runs one,two,hosts,half,add]
+        [--runs one,two,serial,hosts,half,add]
 
 1. The corpus: `--photos` photos cut from the sample photographs with seeded crops, flips and
    rescales to between the two `--megapixels` (JPEG); the models train on the first
@@ -15,6 +15,7 @@ hosts), at half the corpus, and again with one photo added.
    the manifests of the stages it built), and the peak RSS of the largest process
    (/usr/bin/time).
    - one: one worker, [gtforge] threads = 2 (torch uses both cores);
+   - serial: one worker, threads = 1 (one core: the baseline of two single-threaded workers);
    - two: two workers on the local scheduler, threads = 1 each;
    one and two take turns `--repeats` times, each pair after a measure of the hardware
    ceiling (3.), because this machine's speed drifts (shared virtual CPUs);
@@ -270,7 +271,7 @@ def main() -> None:
     parser.add_argument("--training", type=int, default=16)
     parser.add_argument("--chunk-photos", type=int, default=8)
     parser.add_argument("--candidates", default="rcan_blur")
-    parser.add_argument("--runs", default="one,two,hosts,half,add")
+    parser.add_argument("--runs", default="one,two,serial,hosts,half,add")
     parser.add_argument("--repeats", type=int, default=2, help="turns of one and two")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -286,6 +287,8 @@ def main() -> None:
             bench.measure(f"one{turn}" if turn else "one", bench.photos, 1, 2)
         if "two" in runs:
             bench.measure(f"two{turn}", bench.photos, 2, 1)
+    if "serial" in runs:
+        bench.measure("serial", bench.photos, 1, 1)
     if "hosts" in runs:
         bench.measure("hosts", bench.photos, 1, 1, hosts=2)
     if "half" in runs:
