@@ -36,7 +36,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -46,7 +45,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from bench.bench_scheduler import free_port
+from bench.bench_scheduler import start_luigid
 from pipeline.image.sample import SAMPLE_FILES, copy_sample_corpus
 from pipeline.shards.verify import verify
 from pipeline.store import cache
@@ -161,25 +160,6 @@ def copy_workdir(src: Path, dest: Path) -> None:
     subprocess.run(["cp", "-al", str(src), str(dest)], check=True)
 
 
-def start_luigid(folder: Path) -> tuple[subprocess.Popen, int]:
-    """A luigid with [resources] cpu = 2 (the two hosts' heavy stages side by side)."""
-    port = free_port()
-    cfg = folder / "luigid.cfg"
-    cfg.write_text(f"[scheduler]\nstate_path = {folder / 'state.pickle'}\n"
-                   "record_task_history = false\n[resources]\ncpu = 2\n")
-    proc = subprocess.Popen([str(LUIGI.with_name("luigid")), "--port", str(port), "--address",
-                             "127.0.0.1"], env={"LUIGI_CONFIG_PATH": str(cfg)},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("luigid did not start within 10 s")
-
-
 class Bench:
     def __init__(self, args: argparse.Namespace):
         self.root, self.args = args.dir.resolve(), args
@@ -239,7 +219,7 @@ class Bench:
         """`hosts` worker processes on one luigid; SystemExit when a task ran twice."""
         state = self.root / f"luigid-{name}"
         state.mkdir(exist_ok=True)
-        luigid, port = start_luigid(state)
+        luigid, port = start_luigid(state, {"cpu": 2})  # the two hosts' heavy stages at once
         try:
             logs = [self.root / f"{name}-{h}.log" for h in range(hosts)]
             # keep-alive: a worker waits for tasks the other runs instead of leaving; each exits

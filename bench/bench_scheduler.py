@@ -64,12 +64,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_luigid(folder: Path) -> tuple[subprocess.Popen, int]:
-    """A luigid on a free port with its state file in `folder`; returns (process, port)."""
+def start_luigid(folder: Path, resources: dict[str, int] | None = None
+                 ) -> tuple[subprocess.Popen, int]:
+    """A luigid on a free port with its state file in `folder` and these [resources]
+    capacities; returns (process, port)."""
     port = free_port()
     cfg = folder / "luigid.cfg"
     cfg.write_text(f"[scheduler]\nstate_path = {folder / 'state.pickle'}\n"
-                   "record_task_history = false\n")
+                   "record_task_history = false\n[resources]\n"
+                   + "".join(f"{k} = {v}\n" for k, v in (resources or {}).items()))
     luigid = Path(sys.executable).with_name("luigid")
     proc = subprocess.Popen([str(luigid), "--port", str(port), "--address", "127.0.0.1"],
                             env={"LUIGI_CONFIG_PATH": str(cfg)},
