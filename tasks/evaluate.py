@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import luigi
 import numpy as np
 
+from pipeline.image.degrade import Recipe
 from pipeline.image.ingest import folder_fingerprint
 from pipeline.quality import results, truth
 from pipeline.store.imageio import image_path, read_rgb
@@ -90,7 +91,7 @@ class EvaluateTargets(_WithReferences, Stage):
         return {**super().fingerprint(), "recipe_values": self.recipe.asdict()}
 
     @functools.cached_property
-    def recipe(self):
+    def recipe(self) -> Recipe:
         """The DegradeLR recipe of the build."""
         return load_recipe(DegradeLR().settings["recipe"])
 
