@@ -21,6 +21,7 @@ from pipeline.store.hashes import HashCache
 IMAGES_JSON = "images.json"
 REJECTS_JSON = "rejects.json"
 UNUSABLE_JSON = "unusable.json"
+ID_DIGITS = 16  # a photo's id: the first hex digits of the sha256 of its file
 
 
 class Rejected(ValueError):
@@ -129,13 +130,12 @@ def folder_fingerprint(folder: Path, hashes: HashCache) -> list[list]:
 @dataclass(frozen=True)
 class Listing:
     """An input folder by content: `photos` maps each content id to its file (the first in
-    walk order when several files hold the same bytes), `sha256` the id to the file's sha256,
-    and `rejects` lists every other entry as {"source", "reason"} (not a photo file, cannot be
-    read, a duplicate). Sources are paths relative to the folder (os.fsdecode)."""
+    walk order when several files hold the same bytes), and `rejects` lists every other entry
+    as {"source", "reason"} (not a photo file, cannot be read, a duplicate). Sources are paths
+    relative to the folder (os.fsdecode)."""
 
     folder: Path
     photos: dict[str, Path]
-    sha256: dict[str, str]
     rejects: list[dict]
 
     def source(self, image_id: str) -> str:
@@ -148,7 +148,6 @@ def list_folder(folder: Path, hashes: HashCache) -> Listing:
     when its size or mtime changed): the Listing."""
     folder = Path(folder)
     photos: dict[str, Path] = {}
-    sha256: dict[str, str] = {}
     rejects: list[dict] = []
     for entry in walk_inputs(folder):
         name = os.fsdecode(entry.path.relative_to(folder))
@@ -156,18 +155,17 @@ def list_folder(folder: Path, hashes: HashCache) -> Listing:
             if entry.problem is not None:
                 raise Rejected(entry.problem)
             try:
-                digest = hashes.sha256(entry.path)
+                image_id = hashes.sha256(entry.path)[:ID_DIGITS]
             except OSError as e:
                 raise Rejected(f"cannot be read: {e.strerror}") from None
-            image_id = digest[:16]
             if image_id in photos:
                 raise Rejected(f"duplicate of {os.fsdecode(photos[image_id].relative_to(folder))}")
         except Rejected as reason:
             rejects.append({"source": name, "reason": str(reason)})
             continue
-        photos[image_id], sha256[image_id] = entry.path, digest
+        photos[image_id] = entry.path
     hashes.save()
-    return Listing(folder, photos, sha256, rejects)
+    return Listing(folder, photos, rejects)
 
 
 def _to_rgb(img: Image.Image, alpha: str) -> np.ndarray:
@@ -266,7 +264,7 @@ def content_id(path: Path) -> tuple[str, str]:
         digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as e:
         raise Rejected(f"cannot be read: {e.strerror}") from None
-    return digest[:16], digest
+    return digest[:ID_DIGITS], digest
 
 
 def display_path(source: str) -> str:
