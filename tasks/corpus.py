@@ -104,6 +104,12 @@ class PhotoStage(Stage):
         """The content ids this stage works on, sorted."""
         return tuple(sorted(self.chunk)) if self.chunk else tuple(sorted(listing().photos))
 
+    def provenance(self) -> dict[str, Any]:
+        # the record names how many photos, not which: the key already pins them
+        found = super().provenance()
+        settings = {k: v for k, v in found["settings"].items() if k != "chunk"}
+        return {**found, "settings": settings, "photos": len(self.photos)}
+
     def resolved(self, name: str) -> Any:
         # the key holds the photos themselves, so `chunk=()` and the same ids spelt out agree
         if name == "chunk":

@@ -69,9 +69,9 @@ def stages(root: luigi.Task) -> list[Stage]:
 def provenance(root: luigi.Task) -> dict:
     """How the output of `root` is made: every stage of its DAG (inputs first) by its label
     (graph.label), with Stage.provenance(), and the installed versions of the packages that
-    shape outputs. The chunks of a stage share one entry: its provenance without key and
-    photos, their number (`chunks`) and the sha256 of their sorted keys (`keys_sha256`).
-    JSON-ready."""
+    shape outputs. The chunks of a stage share one entry: its provenance without key, their
+    number (`chunks`), their photos summed and the sha256 of their sorted keys
+    (`keys_sha256`). JSON-ready."""
     found: dict[str, list[dict]] = {}
     for stage in stages(root):
         found.setdefault(label(stage), []).append(stage.provenance())
@@ -83,9 +83,8 @@ def provenance(root: luigi.Task) -> dict:
 def _chunks_entry(rows: list[dict]) -> dict:
     """One provenance entry for the chunks of a stage (rows: their Stage.provenance())."""
     keys = sorted(row["key"] for row in rows)
-    settings = {k: v for k, v in rows[0]["settings"].items() if k != "chunk"}
-    return {"stage": rows[0]["stage"], "version": rows[0]["version"], "settings": settings,
-            "facts": rows[0]["facts"], "chunks": len(rows),
+    shared = {k: v for k, v in rows[0].items() if k not in ("key", "photos")}
+    return {**shared, "chunks": len(rows), "photos": sum(row["photos"] for row in rows),
             "keys_sha256": hashlib.sha256("\n".join(keys).encode()).hexdigest()}
 
 
