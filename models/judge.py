@@ -1,6 +1,5 @@
 """The pairwise quality judge: which of two versions of a patch is closer to the clean image
-that neither of them is? A small CNN that sees both versions and their difference, and an
-ensemble of them."""
+that neither of them is? A small CNN that sees both versions and their difference."""
 
 from __future__ import annotations
 
@@ -33,22 +32,3 @@ class PairJudge(nn.Module):
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return self.one_way(a, b) - self.one_way(b, a)
-
-
-class JudgeEnsemble(nn.Module):
-    """`members` PairJudges of the same size and their own initial weights. forward: the mean
-    of their logits, (B, heads); `each`: every member's, (members, B, heads). Averaging judges
-    that differ only by their draws keeps what they agree on and damps what each one
-    guessed, as several annotators do."""
-
-    def __init__(self, members: int = 1, width: int = 16, heads: int = 3):
-        super().__init__()
-        if members < 1:
-            raise ValueError(f"a judge ensemble needs at least one member, got {members}")
-        self.members = nn.ModuleList(PairJudge(width, heads) for _ in range(members))
-
-    def each(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return torch.stack([member(a, b) for member in self.members])
-
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return self.each(a, b).mean(dim=0)

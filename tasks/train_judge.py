@@ -23,7 +23,7 @@ from tasks.training import TrainingStage, training_inputs
 if TYPE_CHECKING:
     import torch
 
-    from models.judge import JudgeEnsemble
+    from models.judge import PairJudge
     from pipeline.train.judge import Generator
 
 MODEL_FILE = "judge.pt"
@@ -32,16 +32,15 @@ CALIBRATION_JSON = "calibration.json"
 
 
 class TrainJudge(TrainingStage):
-    """Train models.judge.JudgeEnsemble (`members` PairJudges) on pairs of an input (a cleaner
-    corpus crop, degraded within `versions` or not) and a version made from it (by the
-    `generators` — the build's enhancers and SR model — or by one blur, noise, JPEG,
-    sharpening, smoothing or rescaling step), then calibrate each head's margin on held-out
-    (input, generator output) pairs, of every generator together and of each on its own.
-    Writes judge.pt ({'state', 'width', 'members'}), calibration.json (margins in dB per head,
-    per generator too, the pairs they were calibrated on, held-out accuracy), curve.csv and
-    curve.png."""
+    """Train models.judge.PairJudge on pairs of an input (a cleaner corpus crop, degraded within
+    `versions` or not) and a version made from it (by the `generators` — the build's
+    enhancers and SR model — or by one blur, noise, JPEG, sharpening, smoothing or rescaling
+    step), then calibrate each head's margin on held-out (input, generator output) pairs, of
+    every generator together and of each on its own. Writes judge.pt ({'state', 'width'}),
+    calibration.json (margins in dB per head, per generator too, the pairs they were
+    calibrated on, held-out accuracy), curve.csv and curve.png."""
 
-    version = 3  # 3: an ensemble of `members` judges (judge.pt's state holds each)
+    version = 2  # 2: margins per generator (candidate_margins) beside the pooled ones
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -54,7 +53,6 @@ class TrainJudge(TrainingStage):
     batch_size = luigi.OptionalIntParameter(default=None)
     lr = luigi.OptionalFloatParameter(default=None)
     width = luigi.OptionalIntParameter(default=None)
-    members = luigi.OptionalIntParameter(default=None)  # judges averaged (own initial weights)
     fresh_share = luigi.OptionalFloatParameter(default=None)  # of a batch: new pairs, no generator
     holdout = luigi.OptionalFloatParameter(default=None)  # share of bases kept for calibration
     precision = luigi.OptionalFloatParameter(default=None)  # of a vote, on held-out pairs
@@ -76,14 +74,14 @@ class TrainJudge(TrainingStage):
                                  f"{', '.join((*ENHANCER_CANDIDATES, SR_GENERATOR))})")
         return deps
 
-    def load_model(self, device: torch.device | str = "cpu") -> JudgeEnsemble:
+    def load_model(self, device: torch.device | str = "cpu") -> PairJudge:
         """The trained judge, in eval mode on `device`."""
-        from models.judge import JudgeEnsemble
+        from models.judge import PairJudge
         from pipeline.quality.judge import HEADS
         from pipeline.train.loop import load_checkpoint
 
         payload = load_checkpoint(self.out_dir / MODEL_FILE, "cpu")
-        model = JudgeEnsemble(int(payload["members"]), int(payload["width"]), len(HEADS))
+        model = PairJudge(width=int(payload["width"]), heads=len(HEADS))
         model.load_state_dict(payload["state"])
         return model.to(device).eval()
 
@@ -133,7 +131,7 @@ class TrainJudge(TrainingStage):
         pool = JT.build_pool(bases, ranges, list(generators.values()), edge, draw)
         train_rows, held_rows = JT.held_out_rows(len(pool.bases), s["holdout"])
         training = JT.build_training(s["width"], s["lr"], s["iterations"], self.seed_for("init"),
-                                     self.device, self.network_precision, s["members"])
+                                     self.device, self.network_precision)
         fresh = int(round(s["fresh_share"] * s["batch_size"]))
 
         def step(i: int) -> dict[str, float]:
@@ -147,7 +145,7 @@ class TrainJudge(TrainingStage):
             calibration.update(JT.calibration(training.model, pool, held_rows, s["precision"],
                                               self.device, list(generators)))
             save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),
-                                               "width": s["width"], "members": s["members"]})
+                                               "width": s["width"]})
             durable.write_json(out / CALIBRATION_JSON, calibration)
 
         self.train(out, training, step, s["iterations"], save, "TrainJudge")

@@ -8,11 +8,10 @@ import pytest
 import skimage.data
 import torch
 
-from models.judge import JudgeEnsemble, PairJudge
+from models.judge import PairJudge
 from pipeline.quality import judge as J
 from pipeline.store.imageio import read_rgb
 from pipeline.train import judge as JT
-from tests.conftest import run_tasks
 
 
 @pytest.fixture(scope="module")
@@ -28,19 +27,6 @@ def test_judge_is_antisymmetric_and_zero_on_identical_images():
         torch.testing.assert_close(model(a, b), -model(b, a))
         assert model(a, a).abs().max() == 0
     assert model(a, b).shape == (2, len(J.HEADS))
-
-
-def test_an_ensemble_judges_by_the_mean_of_its_members():
-    torch.manual_seed(0)
-    model = JudgeEnsemble(members=3, width=4).eval()
-    a, b = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
-    with torch.no_grad():
-        each = torch.stack([member(a, b) for member in model.members])
-        assert not torch.equal(each[0], each[1])  # own initial weights
-        torch.testing.assert_close(model(a, b), each.mean(0))
-        torch.testing.assert_close(model(a, b), -model(b, a))
-    with pytest.raises(ValueError, match="at least one member"):
-        JudgeEnsemble(members=0)
 
 
 def test_closeness_falls_with_the_damage(photo):
@@ -129,11 +115,10 @@ def test_each_generator_gets_margins_from_its_own_outputs(photo):
 
 
 def test_a_short_training_learns_which_version_is_closer(photo):
-    """On pairs (noisy, clean-ish) a judge of two members must learn to prefer the cleaner
-    one."""
+    """On pairs (noisy, clean-ish) the judge must learn to prefer the cleaner one."""
     rng = np.random.default_rng(2)
     torch.manual_seed(0)
-    model = JudgeEnsemble(members=2, width=8)
+    model = PairJudge(width=8)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
 
     def batch(n: int):
@@ -177,15 +162,3 @@ def test_gradient_magnitude_is_correctly_rounded():
     gx, gy = (cv2.Sobel(grey, cv2.CV_64F, dx, 1 - dx) for dx in (1, 0))
     exact = np.sqrt(gx ** 2 + gy ** 2).astype(np.float32)
     np.testing.assert_array_equal(J.gradient_magnitude(grey), exact)
-
-
-def test_members_enter_the_key_and_the_saved_judge(build_env):
-    from tasks.train_judge import TrainJudge
-
-    single = TrainJudge().key
-    build_env.set("tiny.TrainJudge", "members", 2)
-    task = TrainJudge()
-    assert task.key != single
-    run_tasks(task)
-    model = task.load_model()
-    assert isinstance(model, JudgeEnsemble) and len(model.members) == 2

@@ -8,8 +8,7 @@ degraded (blur, noise, JPEG: the residual flaws of a good photo) or the base its
 versions are made from the input the ways the build makes candidates (the build's own trained
 enhancers and SR model, sharpening, smoothing, more degradation). Each pair (input, version) is
 labelled by how much closer the version is to the base than the input. The network
-(models.judge.PairJudge, or the mean of a JudgeEnsemble of them) sees only the two images,
-like an annotator.
+(models.judge.PairJudge) sees only the two images, like an annotator.
 
 Three heads, three annotators (HGGT's three people): the distance to the base in PSNR, in SSIM
 (as dB: -10 log10(1 - SSIM)) and in PSNR of the gradient magnitude (edges). Each outputs, in dB
@@ -38,7 +37,7 @@ from pipeline.image.conversions import to_tensor, to_uint8
 if TYPE_CHECKING:
     import torch
 
-    from models.judge import JudgeEnsemble
+    from models.judge import PairJudge
 
 HEADS = ("psnr", "ssim", "edges")
 # Soft labels: P(b closer) = sigmoid(gain_dB / TEMPERATURE); the judge outputs that logit.
@@ -162,7 +161,7 @@ def in_db(logits: torch.Tensor) -> torch.Tensor:
     return logits * TEMPERATURE
 
 
-def judge(model: JudgeEnsemble, originals: np.ndarray, candidates: np.ndarray,
+def judge(model: PairJudge, originals: np.ndarray, candidates: np.ndarray,
           device: torch.device | str = "cpu", batch: int = 32) -> np.ndarray:
     """How much closer each candidate is than its original, per head, in dB: originals uint8
     (N,H,W,3), candidates (N,K,H,W,3) -> float32 (N,K,3). The judge sees the whole patch."""

@@ -31,7 +31,7 @@ class Perceptual:
     """P(fused, gt) = sum_m weight_m * score_m, a differentiable quality prior (higher is
     better). A pyiqa metric is created by `factory(name, device, as_loss=True)`
     (pipeline.quality.iqa.create_metric) and scores the fused image alone; "judge" is gtforge's
-    pairwise judge (`judge`, a models.judge.JudgeEnsemble), scoring how many dB closer the fused
+    pairwise judge (`judge`, a models.judge.PairJudge), scoring how many dB closer the fused
     image is than the GT (mean over its heads). A lower-better metric (NIQE) needs a negative
     weight, a higher-better one a positive weight, so that a larger P is always better."""
 

@@ -1,7 +1,7 @@
 """Training gtforge's pairwise judge (pipeline.quality.judge says what it judges): the pool of
 versions of corpus bases and their closeness, batches of pairs from it and from fresh bases,
 the vote margins' calibration on held-out pairs, the soft-label loss and step, the build's own
-networks as version generators, and JudgeTraining (a JudgeEnsemble, AdamW, warm-up + cosine).
+networks as version generators, and JudgeTraining (PairJudge, AdamW, warm-up + cosine).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from models.judge import JudgeEnsemble
+from models.judge import PairJudge
 from pipeline.image.conversions import to_images, to_tensor
 from pipeline.quality.judge import (
     HEADS,
@@ -159,7 +159,7 @@ def batch_pairs(rng: np.random.Generator, pool: Pool, rows: np.ndarray, count: i
     return a, b, gain
 
 
-def calibration(model: JudgeEnsemble, pool: Pool, rows: np.ndarray, precision: float,
+def calibration(model: PairJudge, pool: Pool, rows: np.ndarray, precision: float,
                 device: torch.device | str = "cpu", names: Sequence[str] = ()) -> dict:
     """The judge's vote margins (dB per head, pipeline.quality.judge.calibrate at `precision`)
     from every pair of a held-out input (`rows`) and a generator's output for it, what a label
@@ -185,18 +185,16 @@ def calibration(model: JudgeEnsemble, pool: Pool, rows: np.ndarray, precision: f
 
 # ---------------------------------------------------------------- the loss and the training
 
-def judge_loss(model: JudgeEnsemble, a: torch.Tensor, b: torch.Tensor,
+def judge_loss(model: PairJudge, a: torch.Tensor, b: torch.Tensor,
                gain: torch.Tensor, precision: Precision = FP32) -> torch.Tensor:
-    """Binary cross-entropy of every member's outputs (logits, the forward pass at
-    `precision`) against soft labels sigmoid(gain / TEMPERATURE), averaged over the members:
-    which of the two is closer, sure when the gain is large. Each member learns on its own;
-    only their judgements are averaged."""
-    logits = precision.forward(model.each, a, b)
-    target = torch.sigmoid(gain / TEMPERATURE).expand_as(logits)
-    return F.binary_cross_entropy_with_logits(logits, target)
+    """Binary cross-entropy of the judge's outputs (logits, the forward pass at `precision`)
+    against soft labels sigmoid(gain / TEMPERATURE): which of the two is closer, sure when the
+    gain is large."""
+    logits = precision.forward(model, a, b)
+    return F.binary_cross_entropy_with_logits(logits, torch.sigmoid(gain / TEMPERATURE))
 
 
-def judge_step(model: JudgeEnsemble, optimizer: torch.optim.Optimizer, a: np.ndarray,
+def judge_step(model: PairJudge, optimizer: torch.optim.Optimizer, a: np.ndarray,
                b: np.ndarray, gain: np.ndarray, device: torch.device | str = "cpu",
                precision: Precision = FP32) -> float:
     """One optimiser step on a batch of pairs (uint8 NHWC, gains (N,3) dB), the forward pass at
@@ -209,10 +207,10 @@ def judge_step(model: JudgeEnsemble, optimizer: torch.optim.Optimizer, a: np.nda
 
 
 class JudgeTraining(Training):
-    """A JudgeEnsemble, its AdamW (weight decay 1e-4) and a warm-up (the first tenth of `total`
+    """A PairJudge, its AdamW (weight decay 1e-4) and a warm-up (the first tenth of `total`
     steps) + cosine schedule: `step(i, a, b, gain)` is one `judge_step` on `device`."""
 
-    def __init__(self, model: JudgeEnsemble, lr: float, total: int,
+    def __init__(self, model: PairJudge, lr: float, total: int,
                  device: torch.device | str = "cpu"):
         self.model, self.device = model, device
         self.opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -229,13 +227,13 @@ class JudgeTraining(Training):
 
 
 def build_training(width: int, lr: float, total: int, seed: int,
-                   device: torch.device | str = "cpu", precision: Precision = FP32,
-                   members: int = 1) -> JudgeTraining:
-    """The training of a JudgeEnsemble of `members` PairJudges of `width` with a head per
-    HEADS, initialised from `seed` (same weights on every clean build), on `device`, for
-    `total` steps, forward passes at `precision`."""
+                   device: torch.device | str = "cpu",
+                   precision: Precision = FP32) -> JudgeTraining:
+    """The training of a PairJudge of `width` with a head per HEADS, initialised from `seed`
+    (same weights on every clean build), on `device`, for `total` steps, forward passes at
+    `precision`."""
     torch.manual_seed(seed)
-    model = precision.prepare(JudgeEnsemble(members, width, len(HEADS)).to(device))
+    model = precision.prepare(PairJudge(width=width, heads=len(HEADS)).to(device))
     training = JudgeTraining(model, lr, total, device)
     training.precision = precision
     return training
