@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import luigi
 
+from pipeline.ops.memory import release_free_memory
 from pipeline.ops.progress import track
 from pipeline.store import cache
 from pipeline.store import hashes as cache_hashes
@@ -162,7 +163,10 @@ class Stage(luigi.Task):
         if self.partial_dir.exists() and not self.resumable:
             shutil.rmtree(self.partial_dir)
         self.partial_dir.mkdir(parents=True, exist_ok=True)
-        info = self.build(self.partial_dir) or {}
+        try:
+            info = self.build(self.partial_dir) or {}
+        finally:
+            release_free_memory()  # a worker process runs many tasks: don't keep their heaps
         cache.publish(self.partial_dir, self.out_dir, {
             "stage": self.get_task_family(), "key": self.key, "version": self.version,
             "params": self.settings, "fingerprint": self.fingerprint(),
