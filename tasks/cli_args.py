@@ -9,7 +9,8 @@ LUIGID_SECTION = "luigid"  # luigi.cfg's section for `gtforge scheduler` and the
 # Passed to luigi as --gtforge-<name> by `gtforge build` and `evaluate`, set in the config by
 # the cache commands.
 BUILD_SETTINGS = ("preset", "input_dir", "workdir", "out_dir", "device", "threads", "precision",
-                  "channels_last", "candidates", "references", "chunk_photos", "training_set")
+                  "channels_last", "candidates", "references", "chunk_photos", "training_set",
+                  "training_sample")
 
 
 def add_build_settings(parser: argparse.ArgumentParser) -> None:

@@ -47,6 +47,7 @@ class gtforge(luigi.Config):  # noqa: N801  (the section name users write in lui
     iqa_weights = luigi.Parameter(significant=False)  # pyiqa weight files; empty: its cache
     chunk_photos = luigi.IntParameter(significant=False)  # photos per chunk task, on average
     training_set = luigi.Parameter(significant=False)  # a folder; empty: pinned at first build
+    training_sample = luigi.IntParameter(significant=False)  # photos of it; 0: all
 
     def candidate_names(self) -> list[str]:
         return [c.strip() for c in self.candidates.split(",") if c.strip()]

@@ -12,7 +12,7 @@ from typing import Any
 
 import luigi
 
-from pipeline.image.chunks import partition
+from pipeline.image.chunks import partition, sample
 from pipeline.image.ingest import Listing, display_path, list_folder
 from pipeline.store import durable
 from tasks.base import Stage, input_hashes
@@ -56,9 +56,16 @@ def corpus_chunks() -> list[tuple[str, ...]]:
 
 
 def training_ids() -> list[str]:
-    """The photos the models train on: those of [gtforge] training_set when it names a folder,
-    else those pinned for the input folder in <workdir>/training-set.json: its photos at its
-    first build (remove its entry, or the file, to retrain on today's photos)."""
+    """The photos the models train on: [gtforge] training_sample of them (all when 0; a
+    seeded sample, pipeline.image.chunks.sample) from those of [gtforge] training_set when it
+    names a folder, else from those pinned for the input folder in <workdir>/training-set.json:
+    its photos at its first build (remove its entry, or the file, to retrain on today's
+    photos)."""
+    config = gtforge()
+    return sample(_training_pool(), config.training_sample, config.seed)
+
+
+def _training_pool() -> list[str]:
     config = gtforge()
     if config.training_set:
         return sorted(listing(config.training_set).photos)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from luigi.task_register import Register
 
-from pipeline.image.chunks import partition
+from pipeline.image.chunks import partition, sample
 from pipeline.shards.verify import verify
 from tasks import graph
 from tasks.config import gtforge
@@ -43,6 +43,29 @@ def test_adding_or_removing_a_photo_changes_only_its_chunk():
         after = set(partition([i for i in IDS if i != gone], 8))
         # its chunk without it (none when it was alone), or merged with the next
         assert 1 <= len(before - after) <= 2 and len(after - before) <= 1
+
+
+def test_a_sample_is_seeded_by_content_alone():
+    chosen = sample(IDS, 20, seed=0)
+    assert len(chosen) == 20 and set(chosen) <= set(IDS) and chosen == sorted(chosen)
+    assert sample(list(reversed(IDS)), 20, seed=0) == chosen  # the order given does not matter
+    assert sample(IDS, 20, seed=1) != chosen
+    assert sample(IDS, 0, seed=0) == sample(IDS, 600, seed=0) == sorted(IDS)
+    grown = sample([*IDS, *(f"{i:016x}" for i in range(5))], 20, seed=0)
+    assert len(set(chosen) - set(grown)) <= 5  # each new photo displaces at most one
+
+
+def test_training_sample_picks_the_trainings_photos(build_env):
+    from tasks.train_sr import TrainSR
+
+    everything = training_ids()
+    build_env.set("gtforge", "training_sample", 2)
+    chosen = training_ids()
+    assert len(chosen) == 2 and set(chosen) < set(everything)
+    trained_on = {i for stage in TrainSR().input_stages().values() for i in stage.photos}
+    assert trained_on == set(chosen)
+    build_env.set("gtforge", "seed", 1)
+    assert training_ids() != chosen
 
 
 def test_every_per_photo_stage_of_a_build_works_on_one_chunk(build_env):

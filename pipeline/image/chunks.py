@@ -1,8 +1,9 @@
-"""Content-defined chunks of a photo corpus: a partition by content id that stays put when
-photos are added or removed."""
+"""Content-defined chunks and samples of a photo corpus: a partition by content id that stays
+put when photos are added or removed, and a seeded sample that does not depend on the others."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 
 
@@ -29,3 +30,15 @@ def partition(image_ids: Iterable[str], chunk_photos: int) -> list[tuple[str, ..
     if current:
         chunks.append(tuple(current))
     return chunks
+
+
+def sample(image_ids: Iterable[str], count: int, seed: int) -> list[str]:
+    """`count` of the ids (all when count <= 0 or there are fewer), sorted: those whose
+    sha256 of "<seed>:<id>" is smallest. A photo's rank depends only on itself and the seed,
+    so the same photos give the same sample in any order and on any machine, and adding a
+    photo can only displace the one it outranks."""
+    ids = sorted(set(image_ids))
+    if count <= 0 or count >= len(ids):
+        return ids
+    rank = lambda i: hashlib.sha256(f"{seed}:{i}".encode()).digest()  # noqa: E731
+    return sorted(sorted(ids, key=rank)[:count])
