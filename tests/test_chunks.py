@@ -58,9 +58,10 @@ def test_a_sample_is_seeded_by_content_alone():
 def test_training_sample_picks_the_trainings_photos(build_env):
     from tasks.train_sr import TrainSR
 
-    everything = training_ids()
+    everything, every_key = training_ids(), TrainSR().key
     build_env.set("gtforge", "training_sample", 2)
     chosen = training_ids()
+    assert TrainSR().key != every_key
     assert len(chosen) == 2 and set(chosen) < set(everything)
     trained_on = {i for stage in TrainSR().input_stages().values() for i in stage.photos}
     assert trained_on == set(chosen)
