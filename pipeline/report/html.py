@@ -184,8 +184,28 @@ def _stages_html(stages: Sequence[StageRow]) -> str:
     total = (f"<p>{len(built)} stages built ({_seconds(sum(s.seconds or 0 for s in built))}), "
              f"{len(reused)} reused from the cache (saving "
              f"{_seconds(sum(s.seconds or 0 for s in reused))}).</p>")
-    return (total + "<table><tr><th>stage</th><th>key</th><th>this build</th><th>time</th>"
-            "<th>published</th><th>size</th><th></th></tr>" + "".join(rows) + "</table>")
+    every = ("<table><tr><th>stage</th><th>key</th><th>this build</th><th>time</th>"
+             "<th>published</th><th>size</th><th></th></tr>" + "".join(rows) + "</table>")
+    return (total + _stage_summary_html(stages) + f"<details><summary>every task "
+            f"({len(stages)})</summary>{every}</details>")
+
+
+def _stage_summary_html(stages: Sequence[StageRow]) -> str:
+    """A row per stage: its tasks (one per chunk for a per-photo stage), how many were built
+    and reused, their summed and longest time, their size."""
+    families: dict[str, list[StageRow]] = {}
+    for s in stages:
+        families.setdefault(s.family.split("(")[0], []).append(s)
+    rows = "".join(
+        f"<tr><td>{escaped(name)}</td><td class='n'>{len(group)}</td>"
+        f"<td class='n'>{sum(s.reused is False for s in group)}</td>"
+        f"<td class='n'>{sum(bool(s.reused) for s in group)}</td>"
+        f"<td class='n'>{_seconds(sum(s.seconds or 0 for s in group))}</td>"
+        f"<td class='n'>{_seconds(max(s.seconds or 0 for s in group))}</td>"
+        f"<td class='n'>{human_size(sum(s.bytes for s in group))}</td></tr>"
+        for name, group in families.items())
+    return ("<table><tr><th>stage</th><th>tasks</th><th>built</th><th>reused</th>"
+            "<th>time, all tasks</th><th>longest task</th><th>size</th></tr>" + rows + "</table>")
 
 
 def render_html(data: ReportData) -> str:
