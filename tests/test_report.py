@@ -269,14 +269,16 @@ def test_report_renders_in_headless_chromium(built, tmp_path):
 
 
 def test_stages_are_summed_per_stage_over_their_chunk_tasks():
-    rows = [page.StageRow("EnhanceHR(chunk=a)", "k1", 10.0, None, False, 2048),
-            page.StageRow("EnhanceHR(chunk=b)", "k2", 30.0, None, True, 2048),
+    enhance = "EnhanceHR(backbone=rcan, degradation=blur)"  # the label its chunks share
+    rows = [page.StageRow(enhance, "k1", 10.0, None, False, 2048),
+            page.StageRow(enhance, "k2", 30.0, None, True, 2048),
+            page.StageRow("EnhanceHR(backbone=elan, degradation=blur)", "k4", 5.0, None, False, 1),
             page.StageRow("WriteManifest", "k3", 1.0, None, False, 10)]
     html = page._stages_html(rows)
     summary = html[:html.index("<details>")]
     cells = lambda name: re.findall(r"<td[^>]*>([^<]*)</td>",  # noqa: E731
                                     summary[summary.index(f"<td>{name}</td>"):])[:7]
-    assert cells("EnhanceHR") == ["EnhanceHR", "2", "1", "1", page._seconds(40.0),
-                                  page._seconds(30.0), page.human_size(4096)]
+    assert cells(enhance) == [enhance, "2", "1", "1", page._seconds(40.0),
+                              page._seconds(30.0), page.human_size(4096)]
     assert cells("WriteManifest")[1:4] == ["1", "1", "0"]
-    assert html.count("<code>k") == 3  # every task is still listed, folded away
+    assert html.count("<code>k") == 4  # every task is still listed, folded away

@@ -191,11 +191,12 @@ def _stages_html(stages: Sequence[StageRow]) -> str:
 
 
 def _stage_summary_html(stages: Sequence[StageRow]) -> str:
-    """A row per stage: its tasks (one per chunk for a per-photo stage), how many were built
-    and reused, their summed and longest time, their size."""
+    """A row per stage (its label, which its chunks share: tasks.graph.label): its tasks (one
+    per chunk for a per-photo stage), how many were built and reused, their summed and longest
+    time, their size."""
     families: dict[str, list[StageRow]] = {}
     for s in stages:
-        families.setdefault(s.family.split("(")[0], []).append(s)
+        families.setdefault(s.family, []).append(s)
     rows = "".join(
         f"<tr><td>{escaped(name)}</td><td class='n'>{len(group)}</td>"
         f"<td class='n'>{sum(s.reused is False for s in group)}</td>"
