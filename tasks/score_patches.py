@@ -22,6 +22,7 @@ from tasks.select_patches import SelectPatches
 from tasks.train_judge import TrainJudge
 
 DIFFERENCE = "difference.npz"
+JUDGE_STAGE = "judge"
 LABEL_STATS = "label_stats.json"
 ROLES = ("patches", "hr")
 
@@ -30,9 +31,10 @@ class ScorePatches(PhotoStage):
     """scores.npz: a pipeline.quality.scores.ScoreTable over the SelectPatches order (`table()`
     reads it); difference.npz: difference (N,K) float32 and the measure used;
     label_stats.json: label counts (pipeline.quality.voting.label_stats) and filters. Annotators:
-    the `metrics` (pyiqa names, and "judge" for the three heads of TrainJudge)."""
+    the `metrics` (pyiqa names; "judge" and "neighbours" for the three heads of TrainJudge's
+    judge and of its neighbours annotator)."""
 
-    version = 3  # 3: margins per candidate (the judge's own calibration for each generator)
+    version = 4  # 4: the neighbours annotator, margins per sign (3: per candidate)
     uses_iqa = True
     metrics = luigi.OptionalListParameter(default=None)
     margins = luigi.OptionalDictParameter(default=None)
@@ -46,8 +48,8 @@ class ScorePatches(PhotoStage):
     def requires(self):
         deps = {"patches": SelectPatches(chunk=self.chunk), "hr": IngestHR(chunk=self.chunk),
                 **candidate_stages(self.chunk)}
-        if voting.JUDGE in self.settings["metrics"]:
-            deps[voting.JUDGE] = TrainJudge()
+        if set(voting.LEARNED) & set(self.settings["metrics"]):
+            deps[JUDGE_STAGE] = TrainJudge()
         return deps
 
     def table(self) -> score_table.ScoreTable:
@@ -57,37 +59,54 @@ class ScorePatches(PhotoStage):
     @property
     def candidate_dirs(self) -> dict[str, Path]:
         return {name: stage.out_dir for name, stage in self.input_stages().items()
-                if name not in (*ROLES, voting.JUDGE)}
+                if name not in (*ROLES, JUDGE_STAGE)}
 
-    def _margins(self, names: list[str]) -> np.ndarray:
-        """Each annotator's margin for each candidate, float64 (K, M): `margins`, else (the
-        judge's heads) TrainJudge's calibration for that candidate."""
-        judge, candidates = self.input_stages().get(voting.JUDGE), list(self.candidate_dirs)
-        calibrated = (judge.candidate_margins([None, *candidates]) if judge is not None
-                      else dict.fromkeys([None, *candidates], {}))
-        margins = {c: {**{f"{voting.JUDGE}_{h}": v for h, v in heads.items()},
-                       **self.settings["margins"]} for c, heads in calibrated.items()}
-        missing = [m for m in names if m not in margins[None]]
+    def _margins(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each annotator's margins for each candidate, float64 (K, M) for a Positive vote and
+        for a Negative one: `margins` (both signs), else TrainJudge's calibration for that
+        candidate (the judge's heads: one for both signs; the neighbours' heads: one each)."""
+        judge, candidates = self.input_stages().get(JUDGE_STAGE), list(self.candidate_dirs)
+        calibrated = {c: ({}, {}) for c in [None, *candidates]}
+        if judge is not None:
+            for c, heads in judge.candidate_margins([None, *candidates]).items():
+                for side in calibrated[c]:
+                    side.update({f"{voting.JUDGE}_{h}": v for h, v in heads.items()})
+            for c, signs in judge.neighbour_margins([None, *candidates]).items():
+                for side, key in zip(calibrated[c], ("positive", "negative"), strict=True):
+                    side.update({f"{voting.NEIGHBOURS}_{h}": v for h, v in signs[key].items()})
+        overrides = self.settings["margins"]
+        missing = [m for m in names if m not in {**calibrated[None][0], **overrides}]
         if missing:
             raise ValueError(f"[ScorePatches] margins has no value for {missing} "
-                             f"(metrics = {self.settings['metrics']}, margins = {margins[None]})")
-        rows = [[float(margins[c][m]) for m in names] for c in candidates]
-        return np.array(rows, np.float64).reshape(len(rows), len(names))
+                             f"(metrics = {self.settings['metrics']}, margins = {overrides})")
+
+        def rows(side: int) -> np.ndarray:
+            values = [[float({**calibrated[c][side], **overrides}[m]) for m in names]
+                      for c in candidates]
+            return np.array(values, np.float64).reshape(len(candidates), len(names))
+
+        return rows(0), rows(1)
 
     def _scorer(self, device):
         """scores(original (n,H,W,3), candidates (n,K,H,W,3)) -> (n,K+1,M), every annotator."""
-        from pipeline.quality import annotate
+        from pipeline.quality import annotate, neighbours
         from pipeline.quality.judge import judge
 
         metrics = [str(m) for m in self.settings["metrics"]]
-        model = (self.input_stages()[voting.JUDGE].load_model(device)
-                 if voting.JUDGE in metrics else None)
+        stage, names = self.input_stages().get(JUDGE_STAGE), list(self.candidate_dirs)
+        model = stage.load_model(device) if voting.JUDGE in metrics else None
+        table = stage.gain_table() if voting.NEIGHBOURS in metrics else None
+
+        def one(metric: str, original: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+            if metric == voting.JUDGE:
+                return annotate.pairwise_scores(judge(model, original, candidates, device))
+            if metric == voting.NEIGHBOURS:
+                return annotate.pairwise_scores(
+                    neighbours.judged(table, names, original, candidates))
+            return annotate.score_patches(original, candidates, [metric], device)
 
         def scores(original: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-            parts = [annotate.pairwise_scores(judge(model, original, candidates, device))
-                     if m == voting.JUDGE else
-                     annotate.score_patches(original, candidates, [m], device) for m in metrics]
-            return np.concatenate(parts, axis=2)
+            return np.concatenate([one(m, original, candidates) for m in metrics], axis=2)
 
         return scores
 
@@ -138,18 +157,19 @@ class ScorePatches(PhotoStage):
         score_table.save(out, table)
         np.savez(out / DIFFERENCE, difference=differences,
                  measure=np.array(s["difference_measure"]))
-        stats = self._stats(table, differences, infos, margins)
+        stats = self._stats(table, differences, infos)
         durable.write_json(out / LABEL_STATS, stats)
         return {"patches": n, "kept": int(table.keep.sum()), "candidates": table.candidate_names,
                 "metrics": names, "difference_measure": s["difference_measure"],
                 "labels": stats["all_candidates"]}
 
     def _label(self, scores: np.ndarray, differences: np.ndarray, infos: list,
-               margins: np.ndarray, names: list[str]) -> score_table.ScoreTable:
+               margins: tuple[np.ndarray, np.ndarray],
+               names: list[str]) -> score_table.ScoreTable:
         s = self.settings
         full_reference = [info.full_reference for info in infos]
-        votes = voting.vote(scores, margins, [info.lower_better for info in infos],
-                              full_reference)
+        votes = voting.vote(scores, margins[0], [info.lower_better for info in infos],
+                            full_reference, negative_margins=margins[1])
         labels = voting.label(votes, full_reference, s["fr_policy"])
         counts = voting.vote_counts(votes[..., voting.voters(full_reference, s["fr_policy"])])
         keep = voting.difference_keep(differences, s["difference_threshold"])
@@ -159,18 +179,22 @@ class ScorePatches(PhotoStage):
             keep=keep, labels=labels, vote_counts=counts, scores=scores, votes=votes,
             candidate_names=list(self.candidate_dirs), metric_names=names,
             lower_better=[info.lower_better for info in infos],
-            modes=[info.mode for info in infos], margins=margins)
+            modes=[info.mode for info in infos], margins=margins[0],
+            negative_margins=margins[1])
 
-    def _stats(self, table: score_table.ScoreTable, differences: np.ndarray, infos: list,
-               margins: np.ndarray) -> dict:
+    def _stats(self, table: score_table.ScoreTable, differences: np.ndarray,
+               infos: list) -> dict:
         s, k = self.settings, len(table.candidate_names)
         stats = voting.label_stats(table.labels, table.votes, table.keep,
                                      table.candidate_names, table.metric_names)
         stats["metrics"] = [{"name": info.name, "mode": info.mode,
                              "lower_better": info.lower_better, "score_range": info.score_range,
-                             "margins": dict(zip(table.candidate_names, column.tolist(),
-                                                 strict=True))}
-                            for info, column in zip(infos, margins.T, strict=True)]
+                             "margins": dict(zip(table.candidate_names, above.tolist(),
+                                                 strict=True)),
+                             "negative_margins": dict(zip(table.candidate_names, below.tolist(),
+                                                          strict=True))}
+                            for info, above, below in zip(infos, table.margins.T,
+                                                          table.negative_margins.T, strict=True)]
         stats["fr_policy"] = s["fr_policy"]
         differs = voting.difference_keep(differences, s["difference_threshold"])
         informative = voting.informative(table.labels)

@@ -24,9 +24,11 @@ if TYPE_CHECKING:
     import torch
 
     from models.judge import PairJudge
+    from pipeline.quality.neighbours import GainTable
     from pipeline.train.judge import Generator
 
 MODEL_FILE = "judge.pt"
+NEIGHBOURS_FILE = "neighbours.npz"
 SR_GENERATOR = "sr"
 CALIBRATION_JSON = "calibration.json"
 
@@ -36,11 +38,13 @@ class TrainJudge(TrainingStage):
     `versions` or not) and a version made from it (by the `generators` — the build's
     enhancers and SR model — or by one blur, noise, JPEG, sharpening, smoothing or rescaling
     step), then calibrate each head's margin on held-out (input, generator output) pairs, of
-    every generator together and of each on its own. Writes judge.pt ({'state', 'width'}),
-    calibration.json (margins in dB per head, per generator too, the pairs they were
-    calibrated on, held-out accuracy), curve.csv and curve.png."""
+    every generator together and of each on its own. From the same pool, the neighbours
+    annotator's table (pipeline.quality.neighbours) and its margins per sign. Writes judge.pt
+    ({'state', 'width'}), neighbours.npz, calibration.json (margins in dB per head, per
+    generator too, the pairs they were calibrated on, held-out accuracy; the neighbours'
+    margins), curve.csv and curve.png."""
 
-    version = 2  # 2: margins per generator (candidate_margins) beside the pooled ones
+    version = 3  # 3: the neighbours annotator's table (2: margins per generator)
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -56,6 +60,7 @@ class TrainJudge(TrainingStage):
     fresh_share = luigi.OptionalFloatParameter(default=None)  # of a batch: new pairs, no generator
     holdout = luigi.OptionalFloatParameter(default=None)  # share of bases kept for calibration
     precision = luigi.OptionalFloatParameter(default=None)  # of a vote, on held-out pairs
+    neighbours = luigi.OptionalIntParameter(default=None)  # pairs the neighbours annotator averages
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
@@ -98,6 +103,20 @@ class TrainJudge(TrainingStage):
         own = found.get("candidate_margins", {})
         return {c: own.get(c, found["margins"]) for c in candidates}
 
+    def gain_table(self) -> GainTable:
+        """The neighbours annotator's table (pipeline.quality.neighbours)."""
+        from pipeline.quality.neighbours import GainTable
+
+        return GainTable.from_bytes((self.out_dir / NEIGHBOURS_FILE).read_bytes())
+
+    def neighbour_margins(self, candidates: list[str | None]) -> dict[str | None, dict]:
+        """The neighbours annotator's margins per sign for each candidate: {"positive": {head:
+        dB}, "negative": {...}}, its generator's own, else (and for None) the pooled table's."""
+        from pipeline.quality.neighbours import POOLED
+
+        found = json.loads((self.out_dir / CALIBRATION_JSON).read_text())["neighbour_margins"]
+        return {c: found.get(c, found[POOLED]) for c in candidates}
+
     def _generators(self, draw: np.random.Generator) -> dict[str, Generator]:
         """The version generators of the `generators` that are inputs, by name: the enhancers,
         and the SR model at a scale drawn from `draw` per crop."""
@@ -130,6 +149,10 @@ class TrainJudge(TrainingStage):
         generators = self._generators(draw)
         pool = JT.build_pool(bases, ranges, list(generators.values()), edge, draw)
         train_rows, held_rows = JT.held_out_rows(len(pool.bases), s["holdout"])
+        table, neighbour_margins = JT.neighbour_table(pool, train_rows, held_rows,
+                                                      list(generators), s["neighbours"],
+                                                      s["precision"])
+        durable.write_bytes(out / NEIGHBOURS_FILE, table.to_bytes())
         training = JT.build_training(s["width"], s["lr"], s["iterations"], self.seed_for("init"),
                                      self.device, self.network_precision)
         fresh = int(round(s["fresh_share"] * s["batch_size"]))
@@ -139,7 +162,7 @@ class TrainJudge(TrainingStage):
                 rng(self.key, "batch", i), pool, train_rows, s["batch_size"], fresh, images,
                 s["crop"], shrink, ranges))
 
-        calibration = {}
+        calibration = {"neighbour_margins": neighbour_margins}
 
         def save() -> None:
             calibration.update(JT.calibration(training.model, pool, held_rows, s["precision"],

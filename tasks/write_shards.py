@@ -83,7 +83,7 @@ class WriteShards(PhotoStage):
             out / DATASET, samples_per_shard=s["samples_per_shard"], patch_size=size, scale=scale,
             candidate_names=table.candidate_names, metric_names=table.metric_names,
             metric_lower_better=table.lower_better, metric_modes=table.modes,
-            candidate_margins=table.margins,
+            candidate_margins=table.margins, candidate_negative_margins=table.negative_margins,
             compression=None if s["compression"] == "none" else s["compression"],
             params={"stage_key": self.key, **s}, tag=self.key[:12],
             sources=[self.sources[img.id] for img in images],

@@ -54,6 +54,16 @@ def test_each_candidate_can_vote_with_its_own_margins():
         voting.vote(scores, [[1.0], [2.0], [3.0]], [False], [False])
 
 
+def test_a_negative_vote_can_need_its_own_margin():
+    # original 5; candidates 4.5 (0.5 worse: past the Negative margin of 0.2, not 1) and 5.5
+    scores = np.array([[[5.0], [4.5], [5.5]]], np.float32)
+    votes = voting.vote(scores, [1.0], [False], [False], negative_margins=[0.2])
+    assert votes[0, :, 0].tolist() == [N, S]
+    assert voting.vote(scores, [1.0], [False], [False])[0, :, 0].tolist() == [S, S]
+    with pytest.raises(ValueError, match="negative margins"):
+        voting.vote(scores, [1.0], [False], [False], negative_margins=[[0.2], [0.2]])
+
+
 def test_full_reference_can_only_say_similar_or_negative():
     # gmsd (lower better, FR): original vs itself 0; candidates 0.01, 0.2
     scores = np.array([[[4.0, 0.0], [2.0, 0.01], [2.0, 0.2]]], np.float32)
@@ -241,6 +251,28 @@ def test_stage_with_the_learned_judge(build_env, candidates):
     for name in ("same", "noisy"):  # not generators of the judge: its pooled margins
         assert [m["margins"][name] for m in stats["metrics"]] == [
             pytest.approx(margins[h]) for h in ("psnr", "ssim", "edges")]
+
+
+def test_stage_with_the_neighbours_annotator(build_env, candidates):
+    """Three pairwise heads read off TrainJudge's table, each with TrainJudge's margin per
+    sign for the candidate (the pooled ones: no candidate here is a generator)."""
+    candidates("same", "noisy")
+    build_env.set("ScorePatches", "metrics", '["neighbours"]')
+    build_env.set("ScorePatches", "margins", "{}")
+    task = ScorePatches()
+    run_tasks(task)
+    table = task.table()
+    assert table.metric_names == ["neighbours_psnr", "neighbours_ssim", "neighbours_edges"]
+    assert table.modes == ["pairwise"] * 3
+    assert (table.scores[:, :2] == 0).all() and (table.labels[:, 0] == S).all()  # unchanged
+    assert np.isfinite(table.scores[:, 2]).all() and (table.scores[:, 2] != 0).any()
+    found = task.input_stages()["judge"].neighbour_margins(["noisy"])["noisy"]
+    np.testing.assert_allclose(table.margins[1], [found["positive"][h] for h in HEADS])
+    np.testing.assert_allclose(table.negative_margins[1], [found["negative"][h] for h in HEADS])
+    gain = table.scores[:, 2]
+    expected = np.where(gain > table.margins[1], P,
+                        np.where(gain < -table.negative_margins[1], N, S))
+    np.testing.assert_array_equal(table.votes[:, 1], expected)
 
 
 def test_a_candidate_the_judge_was_calibrated_on_votes_with_its_own_margins(build_env,

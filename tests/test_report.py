@@ -74,7 +74,8 @@ class ReportScores(Stage):
             scores=rng.normal(5, 1, (n, k + 1, m)).astype(np.float32),
             votes=np.zeros((n, k, m), np.int8), candidate_names=CANDIDATES, metric_names=METRICS,
             lower_better=[True] * m, modes=["NR"] * m,
-            margins=np.arange(1, k + 1)[:, None] * np.ones((k, m))))
+            margins=np.arange(1, k + 1)[:, None] * np.ones((k, m)),
+            negative_margins=np.arange(1, k + 1)[:, None] * np.ones((k, m)) + [0.5, 0]))
         ids = [img.id for img in read_images(self.input_dir("hr"))]
         rows = [{"id": i, "delta_e": 1.5 + k, "shifted": False} for k, i in enumerate(ids)]
         lr_stats.save(out, rows, {"images": len(rows)})
@@ -182,7 +183,8 @@ def test_report_gathers_every_kind_of_upstream_output(built):
                   "Rejected inputs (2)", "Stages: timings and cache hits", "Vote margins"):
         assert title in html
     margins = html[html.index("the margin each vote needed"):]
-    assert all(f"<td>{name}</td><td>{k + 1}</td>" in margins for k, name in enumerate(CANDIDATES))
+    assert all(f"<td>{name}</td><td>{k + 1} / {k + 1.5}</td><td>{k + 1}</td>" in margins
+               for k, name in enumerate(CANDIDATES))  # niqe: a margin per sign
     assert "ReportTrain" in html and "12 steps" in html  # curve.csv found and drawn
     assert "4 values in stats.json, mean 3.00" in html  # delta_e of every image
     assert "notes.png" in html and "not an image" in html

@@ -49,6 +49,7 @@ def make_shards(out: Path, n: int = 7, k: int = 2, m: int = 3, per_shard: int = 
                      params={"seed": seed}, sources=sources,
                      metric_lower_better=[i == 0 for i in range(m)], metric_modes=modes,
                      candidate_margins=candidate_margins(k, m),
+                     candidate_negative_margins=negative_margins(k, m),
                      provenance={"stages": {"FuseGT": {"settings": {"c": 0.3}}}},
                      manifest_extra={"inputs": {"entries": 3, "built": 2, "rejected": 1}}) as w:
         for i in range(n):
@@ -61,6 +62,13 @@ def candidate_margins(k: int, m: int) -> np.ndarray:
     """(K,M) margins: metric 0's differ per candidate, the others are shared."""
     margins = np.full((k, m), 0.5, np.float32)
     margins[:, :1] = np.arange(1, k + 1)[:, None]
+    return margins
+
+
+def negative_margins(k: int, m: int) -> np.ndarray:
+    """(K,M) margins of a Negative vote: those of a Positive one but for metric 2's (0.75)."""
+    margins = candidate_margins(k, m)
+    margins[:, 2:3] = 0.75
     return margins
 
 
@@ -84,11 +92,13 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
     assert [s["samples"] for s in manifest["shards"]] == [3, 3, 1]
     assert [s["file"] for s in manifest["shards"]] == [f"shard-0000{i}.h5" for i in range(3)]
     assert manifest["samples"] == 7 and manifest["format_version"] == 2
-    assert manifest["format_minor_version"] == 0 and manifest["inputs"]["rejected"] == 1
+    assert manifest["format_minor_version"] == 1 and manifest["inputs"]["rejected"] == 1
     assert manifest["sources"] == ["a/photo one.png", "b/ünïcode.jpg"]
     assert manifest["metric_modes"] == ["NR", "FR", "pairwise"]
     assert manifest["candidate_margins"] == {"cand0": [1.0, 0.5, 0.5], "cand1": [2.0, 0.5, 0.5]}
-    assert manifest["metric_margins"] == [None, 0.5, 0.5]
+    assert manifest["candidate_negative_margins"] == {"cand0": [1.0, 0.5, 0.75],
+                                                      "cand1": [2.0, 0.5, 0.75]}
+    assert manifest["metric_margins"] == [None, 0.5, None]  # metric 2: one margin per sign
     assert manifest["provenance"]["stages"]["FuseGT"]["settings"]["c"] == 0.3
     back = read_plain(tmp_path)
     for name, value in data.items():
@@ -107,11 +117,13 @@ def test_round_trip_through_plain_h5py(tmp_path, compression):
         assert [m.decode() for m in f["scores"].attrs["metric_modes"]] == manifest["metric_modes"]
         assert [c.decode() for c in f["vote_counts"].attrs["columns"]] == \
             ["negative", "similar", "positive"]
-        assert f.attrs["format_minor_version"] == 0
+        assert f.attrs["format_minor_version"] == 1
         np.testing.assert_array_equal(f["scores"].attrs["candidate_margins"],
                                       candidate_margins(2, 3))
-        # one margin per metric where every candidate shared it
-        np.testing.assert_array_equal(f["scores"].attrs["metric_margins"], [np.nan, 0.5, 0.5])
+        np.testing.assert_array_equal(f["scores"].attrs["candidate_negative_margins"],
+                                      negative_margins(2, 3))
+        # one margin per metric where every candidate shared it, for both signs
+        np.testing.assert_array_equal(f["scores"].attrs["metric_margins"], [np.nan, 0.5, np.nan])
         assert json.loads(f.attrs["provenance"]) == manifest["provenance"]
         assert [s.decode() for s in f["sources"][:]] == manifest["sources"]
         assert f["gt_original"].chunks == (1, PATCH, PATCH, 3)
@@ -350,11 +362,11 @@ def _as_version_1_0(out: Path) -> None:
             for name in ("format_minor_version", "provenance"):
                 del f.attrs[name]
             for name in ("metric_lower_better", "metric_modes", "metric_margins",
-                         "candidate_margins"):
+                         "candidate_margins", "candidate_negative_margins"):
                 del f["scores"].attrs[name]
     manifest = json.loads((out / "manifest.json").read_text())
     for key in ("format_minor_version", "provenance", "metric_modes", "metric_lower_better",
-                "metric_margins", "candidate_margins", "inputs"):
+                "metric_margins", "candidate_margins", "candidate_negative_margins", "inputs"):
         del manifest[key]
     manifest["format_version"] = 1
     for entry in manifest["shards"]:

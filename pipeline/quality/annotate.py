@@ -12,26 +12,28 @@ import torch
 
 from pipeline.quality import iqa
 from pipeline.quality.judge import HEADS
-from pipeline.quality.voting import DIFFERENCE_MEASURES, JUDGE
+from pipeline.quality.voting import DIFFERENCE_MEASURES, LEARNED
 
 
 def annotator_names(metrics: Sequence[str]) -> list[str]:
-    """The annotators of a `metrics` setting: a pyiqa name is one, "judge" is the judge's
-    three heads (judge_psnr, judge_ssim, judge_edges)."""
-    return [n for m in metrics for n in ([f"{JUDGE}_{h}" for h in HEADS] if m == JUDGE else [m])]
+    """The annotators of a `metrics` setting: a pyiqa name is one, "judge" and "neighbours"
+    are three heads each (judge_psnr, judge_ssim, judge_edges; neighbours_psnr, ...)."""
+    return [n for m in metrics for n in ([f"{m}_{h}" for h in HEADS] if m in LEARNED else [m])]
 
 
 def annotator_info(name: str) -> iqa.MetricInfo:
-    """Mode and direction of an annotator: a judge head is pairwise (it compares the
-    candidate with the original, in dB, higher is better); others are pyiqa metrics."""
-    if name.startswith(f"{JUDGE}_"):
+    """Mode and direction of an annotator: a head of the judge or of the neighbours annotator
+    is pairwise (it compares the candidate with the original, in dB, higher is better);
+    others are pyiqa metrics."""
+    if any(name.startswith(f"{m}_") for m in LEARNED):
         return iqa.MetricInfo(name, "pairwise", lower_better=False,
                               score_range="dB closer than the original")
     return iqa.metric_info(name)
 
 
 def pairwise_scores(gains: np.ndarray) -> np.ndarray:
-    """A judge's gains (N,K,M) as scores (N,K+1,M): row 0, the original against itself, 0."""
+    """A pairwise annotator's gains (N,K,M) as scores (N,K+1,M): row 0, the original against
+    itself, 0."""
     return np.concatenate([np.zeros_like(gains[:, :1]), gains], axis=1).astype(np.float32)
 
 

@@ -188,14 +188,15 @@ def calibrate(predicted: np.ndarray, gain: np.ndarray, precision: float = 0.9,
     prediction (it then never votes)."""
     margins = []
     for h in range(predicted.shape[1]):
-        need = [_margin(sign * predicted[:, h], sign * gain[:, h], precision, floor)
+        need = [one_sided_margin(sign * predicted[:, h], sign * gain[:, h], precision, floor)
                 for sign in (1.0, -1.0)]
         margins.append(max(floor, *need))
     return np.asarray(margins)
 
 
-def _margin(p: np.ndarray, g: np.ndarray, precision: float, floor: float) -> float:
-    """The smallest m >= floor with mean(g[p > m] > floor) >= precision (p, g one sign)."""
+def one_sided_margin(p: np.ndarray, g: np.ndarray, precision: float, floor: float) -> float:
+    """The smallest m >= floor with mean(g[p > m] > floor) >= precision, for predictions p
+    and true gains g of one sign (negate both for "worse"); the largest |p| where no m is."""
     order = np.argsort(-p)
     p, right = p[order], (g[order] > floor).astype(np.float64)
     called = p > floor

@@ -20,7 +20,9 @@ class ScoreTable:
     keep bool (N,), labels int8 (N,K), vote_counts uint8 (N,K,3) (voters saying -1, 0, +1),
     scores float32 (N,K+1,M) (row 0 the original), votes int8 (N,K,M), candidate_names (K,),
     metric_names (M,), lower_better bool (M,), modes (M,) "NR" / "FR" / "pairwise", and the
-    vote margins used, float64 (K,M): each candidate's per metric, in the metric's units."""
+    vote margins used, float64 (K,M): each candidate's per metric, in the metric's units, for
+    a Positive vote (`margins`) and for a Negative one (`negative_margins`; the same but for
+    the neighbours annotator's heads)."""
 
     keep: np.ndarray
     labels: np.ndarray
@@ -32,6 +34,7 @@ class ScoreTable:
     lower_better: list[bool]
     modes: list[str]
     margins: np.ndarray
+    negative_margins: np.ndarray
 
 
 _NAME_LISTS = ("candidate_names", "metric_names", "modes")
@@ -57,7 +60,8 @@ def concatenate(tables: list[ScoreTable]) -> ScoreTable:
     first = tables[0]
     for table in tables[1:]:
         if any(getattr(table, n) != getattr(first, n) for n in (*_NAME_LISTS, "lower_better")) \
-                or not np.array_equal(table.margins, first.margins, equal_nan=True):
+                or not all(np.array_equal(getattr(table, n), getattr(first, n), equal_nan=True)
+                           for n in ("margins", "negative_margins")):
             raise ValueError("score tables of other annotators, candidates or margins cannot "
                              "be concatenated")
     stacked = {n: np.concatenate([getattr(t, n) for t in tables])
@@ -76,5 +80,6 @@ def load(folder: Path) -> ScoreTable:
     for name in _NAME_LISTS:
         values[name] = [str(v) for v in values[name]]
     values["lower_better"] = [bool(v) for v in values["lower_better"]]
-    values["margins"] = np.asarray(values["margins"], np.float64)
+    for name in ("margins", "negative_margins"):
+        values[name] = np.asarray(values[name], np.float64)
     return ScoreTable(**values)

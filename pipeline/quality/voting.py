@@ -25,24 +25,32 @@ import numpy as np
 
 POSITIVE, SIMILAR, NEGATIVE = 1, 0, -1
 # In `metrics`, "judge" stands for the three heads of gtforge's learned judge
-# (pipeline.quality.judge).
+# (pipeline.quality.judge), "neighbours" for those of its neighbours annotator
+# (pipeline.quality.neighbours); both come from TrainJudge.
 JUDGE = "judge"
+NEIGHBOURS = "neighbours"
+LEARNED = (JUDGE, NEIGHBOURS)
 LABEL_NAMES = {POSITIVE: "positive", SIMILAR: "similar", NEGATIVE: "negative"}
 FR_POLICIES = ("vote", "veto", "ignore")
 DIFFERENCE_MEASURES = ("mean_diff", "mad", "ssim")
 
 
 def vote(scores: np.ndarray, margins: np.ndarray | Sequence[float],
-         lower_better: Sequence[bool], full_reference: Sequence[bool]) -> np.ndarray:
+         lower_better: Sequence[bool], full_reference: Sequence[bool],
+         negative_margins: np.ndarray | Sequence[float] | None = None) -> np.ndarray:
     """Per-metric votes from raw scores (N,K+1,M) (index 0 = original): int8 (N,K,M) in {-1,0,+1}.
 
     The improvement of candidate k under metric m is (score_k - score_0), negated for
-    lower-is-better metrics; it votes +1 above its margin, -1 below minus it, else 0. `margins`
-    is (M,), the same for every candidate, or (K,M), a row per candidate.
+    lower-is-better metrics; it votes +1 above its margin, -1 below minus its negative margin
+    (`negative_margins`, default `margins`), else 0. Margins are (M,), the same for every
+    candidate, or (K,M), a row per candidate.
     FR metrics cannot vote +1 (clipped to 0). A NaN score (a metric failing on a patch) votes 0.
     """
     scores = np.asarray(scores, np.float64)
     margins = np.asarray(margins, np.float64)
+    below = margins if negative_margins is None else np.asarray(negative_margins, np.float64)
+    if below.shape != margins.shape:
+        raise ValueError(f"negative margins {below.shape} vs margins {margins.shape}")
     sign = np.where(np.asarray(lower_better, bool), -1.0, 1.0)
     m = scores.shape[2] if scores.ndim == 3 else -1
     if margins.ndim == 2 and margins.shape[0] != scores.shape[1] - 1:
@@ -50,10 +58,10 @@ def vote(scores: np.ndarray, margins: np.ndarray | Sequence[float],
     if m != margins.shape[-1] or margins.ndim > 2 or len(sign) != m:
         raise ValueError(f"scores {scores.shape} vs margins {margins.shape} / {len(sign)} "
                          "directions")
-    if (margins < 0).any():
-        raise ValueError(f"margins must be >= 0, got {margins.tolist()}")
+    if (margins < 0).any() or (below < 0).any():
+        raise ValueError(f"margins must be >= 0, got {margins.tolist()} / {below.tolist()}")
     gain = (scores[:, 1:, :] - scores[:, :1, :]) * sign
-    votes = np.where(gain > margins, POSITIVE, np.where(gain < -margins, NEGATIVE, SIMILAR))
+    votes = np.where(gain > margins, POSITIVE, np.where(gain < -below, NEGATIVE, SIMILAR))
     fr = np.asarray(full_reference, bool)
     votes[..., fr] = np.minimum(votes[..., fr], SIMILAR)
     return votes.astype(np.int8)

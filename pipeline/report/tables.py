@@ -12,15 +12,22 @@ from pipeline.report.html import Table
 def margin_tables(scored: list[tuple[Done, ScoreTable]]) -> dict[str, list[Table]]:
     """The section "Vote margins": per stage with a score table (gather.score_tables), the
     margin each annotator's vote needed for each candidate (the judge's heads are calibrated
-    per candidate); empty when no stage scored."""
+    per candidate, the neighbours' per candidate and sign: "Positive / Negative"); empty when
+    no stage scored."""
     tables = []
     for d, table in scored:
-        rows = [[name, *(f"{v:.3g}" for v in row)]
-                for name, row in zip(table.candidate_names, table.margins, strict=True)]
+        rows = [[name, *(_margin(a, b) for a, b in zip(above, below, strict=True))]
+                for name, above, below in zip(table.candidate_names, table.margins,
+                                              table.negative_margins, strict=True)]
         tables.append(Table(f"{d.name}: the margin each vote needed", ["candidate",
                             *table.metric_names], rows, "in each annotator's units (the "
-                            "judge's heads: dB); Positive above it, Negative below minus it"))
+                            "learned annotators' heads: dB); Positive above it, Negative "
+                            "below minus it (or minus the second value, where there are two)"))
     return {"Vote margins": tables} if tables else {}
+
+
+def _margin(positive: float, negative: float) -> str:
+    return f"{positive:.3g}" if positive == negative else f"{positive:.3g} / {negative:.3g}"
 
 
 def quality_tables(truth: dict | None, evaluation: dict | None) -> dict[str, list[Table]]:

@@ -11,7 +11,7 @@ from pipeline.store import durable
 # What every chunk's manifest must agree on (the same models, settings and format).
 SHARED = ("format", "format_version", "format_minor_version", "scale", "patch_size", "lq_size",
           "candidate_names", "metric_names", "metric_lower_better", "metric_modes",
-          "metric_margins", "candidate_margins", "compression")
+          "metric_margins", "candidate_margins", "candidate_negative_margins", "compression")
 
 
 def merge_sets(chunk_dirs: list[Path], dest: Path, extra: dict) -> dict:

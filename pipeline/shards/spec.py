@@ -12,7 +12,8 @@ holds N samples of:
     scores         (N,K+1,M)       float32     index 0 = original, attrs metric_names (M),
                                                metric_lower_better, metric_modes and
                                                metric_margins (1.1), candidate_margins
-                                               (K,M) (1.2)
+                                               (K,M) (1.2), candidate_negative_margins
+                                               (K,M) (2.1)
     lq             (N,H/s,W/s,3)   uint8 RGB   degraded LR input (s = scale)
     lq_vqvae       (N,H/s,W/s,3)   uint8 RGB   VQ-VAE-2 degraded LR input
     meta           (N,)            compound    image_id S16, x/y int32 (HR px), source_index int32
@@ -27,7 +28,8 @@ string is fixed-length UTF-8 bytes. Root attributes `format_version` and
 `format_minor_version`: 1.1 added vote_counts, the metric attributes and `provenance`, the JSON
 of every upstream stage's settings; 1.2 each candidate's own vote margins; 2.0 gives each shard
 its own `sources` (paths relative to the input folder), so the sets of a chunked build's chunks
-can be written apart and merged. gtforge reads 1.0 to 2.0. Every file is fsync'd before the
+can be written apart and merged; 2.1 the margins a Negative vote needed, where an annotator
+has one per sign. gtforge reads 1.0 to 2.1. Every file is fsync'd before the
 rename that makes it visible, and the folder after it.
 """
 
@@ -45,7 +47,7 @@ FORMAT = "gtforge-shards"
 FORMAT_VERSION = 2
 
 
-FORMAT_MINOR_VERSION = 0
+FORMAT_MINOR_VERSION = 1
 
 
 READABLE_VERSIONS = (1, 2)

@@ -61,6 +61,12 @@ def shared_margins(candidate_margins: np.ndarray) -> list[float]:
     return [float(v) if ok else float("nan") for v, ok in zip(rows[0], same, strict=True)]
 
 
+def _by_candidate(names: list[str], margins: np.ndarray) -> dict[str, list[float | None]]:
+    """(K,M) margins as {candidate: [M values]}, JSON-ready (None for NaN)."""
+    return {name: [None if v != v else float(v) for v in row]
+            for name, row in zip(names, margins, strict=True)}
+
+
 def _chunks(name: str, per_sample: tuple, samples: int) -> tuple | None:
     """One image per chunk for image arrays; small per-sample tables in blocks of samples;
     None (contiguous) for datasets without elements (K = 0 or M = 0)."""
@@ -125,6 +131,8 @@ class ShardWriter:
     `metric_margins` (the vote margins, NaN when unknown), one per metric, are written beside
     `metric_names`; `candidate_margins` (K,M), each candidate's own margins (format 1.2), when
     given, sets `metric_margins` to the margin every candidate shared (NaN where they differ);
+    `candidate_negative_margins` (K,M), the margins a Negative vote needed where they are not
+    those (format 2.1; default `candidate_margins`; `metric_margins` is NaN where they differ);
     `provenance` (JSON-ready: how the set was made) goes into a root attribute and the
     manifest; `manifest_extra` adds manifest keys only.
     """
@@ -133,8 +141,10 @@ class ShardWriter:
                  candidate_names: list[str], metric_names: list[str], compression: str | None,
                  params: dict, sources: list[str], metric_lower_better: list[bool] | None = None,
                  metric_modes: list[str] | None = None, metric_margins: list[float] | None = None,
-                 candidate_margins: np.ndarray | None = None, provenance: dict | None = None,
-                 manifest_extra: dict | None = None, tag: str = ""):
+                 candidate_margins: np.ndarray | None = None,
+                 candidate_negative_margins: np.ndarray | None = None,
+                 provenance: dict | None = None, manifest_extra: dict | None = None,
+                 tag: str = ""):
         if samples_per_shard < 1:
             raise ValueError(f"samples_per_shard must be >= 1, got {samples_per_shard}")
         if compression == "none":
@@ -151,7 +161,7 @@ class ShardWriter:
         self.compression, self.params, self.sources = compression, dict(params), list(sources)
         k, m = len(self.candidate_names), len(self.metric_names)
         self._metric_attributes(metric_lower_better, metric_modes, metric_margins,
-                                candidate_margins)
+                                candidate_margins, candidate_negative_margins)
         self.provenance, self.manifest_extra = dict(provenance or {}), dict(manifest_extra or {})
         self.layout = sample_layout(patch_size, scale, k, m)
         self.attrs = {"format": fixed_string(FORMAT), "format_version": np.int32(FORMAT_VERSION),
@@ -183,16 +193,22 @@ class ShardWriter:
 
     def _metric_attributes(self, lower_better: list[bool] | None, modes: list[str] | None,
                            margins: list[float] | None,
-                           candidate_margins: np.ndarray | None) -> None:
+                           candidate_margins: np.ndarray | None,
+                           negative_margins: np.ndarray | None) -> None:
         """Check and keep the per-metric attributes (defaults: higher-better NR metrics with
-        unknown margins) and the (K,M) candidate margins."""
+        unknown margins) and the (K,M) candidate margins of each sign."""
         k, m = len(self.candidate_names), len(self.metric_names)
         self.lower_better = [bool(v) for v in (lower_better or [False] * m)]
         self.metric_modes = list(modes or ["NR"] * m)
         self.candidate_margins = np.full((k, m), np.nan, np.float32)
+        self.negative_margins = np.full((k, m), np.nan, np.float32)
         if candidate_margins is not None:
             self.candidate_margins[...] = candidate_margins  # raises on a (K,M) mismatch
-            margins = shared_margins(self.candidate_margins)
+            self.negative_margins[...] = (candidate_margins if negative_margins is None
+                                          else negative_margins)
+            same = np.where(self.negative_margins == self.candidate_margins,
+                            self.candidate_margins, np.nan)
+            margins = shared_margins(same)
         self.margins = [float(v) for v in (margins or [float("nan")] * m)]
         if not len(self.lower_better) == len(self.metric_modes) == len(self.margins) == m:
             raise ValueError(f"metric_lower_better, metric_modes and metric_margins need {m} "
@@ -311,6 +327,7 @@ class ShardWriter:
         f["scores"].attrs["metric_modes"] = fixed_strings(self.metric_modes)
         f["scores"].attrs["metric_margins"] = np.asarray(self.margins, np.float32)
         f["scores"].attrs["candidate_margins"] = self.candidate_margins
+        f["scores"].attrs["candidate_negative_margins"] = self.negative_margins
         f.close()
         self.file, self.count, self.written = None, 0, 0
         final = self.out_dir / shard_name(len(self.shards), self.tag)
@@ -362,9 +379,9 @@ class ShardWriter:
             "candidate_names": self.candidate_names, "metric_names": self.metric_names,
             "metric_lower_better": self.lower_better, "metric_modes": self.metric_modes,
             "metric_margins": [None if v != v else v for v in self.margins],
-            "candidate_margins": {name: [None if v != v else float(v) for v in row]
-                                  for name, row in zip(self.candidate_names,
-                                                       self.candidate_margins, strict=True)},
+            "candidate_margins": _by_candidate(self.candidate_names, self.candidate_margins),
+            "candidate_negative_margins": _by_candidate(self.candidate_names,
+                                                        self.negative_margins),
             "compression": self.compression or "none",
             "samples": sum(s["samples"] for s in self.shards),
             "bytes": sum(s["bytes"] for s in self.shards),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from models.judge import PairJudge
 from pipeline.image.conversions import to_images, to_tensor
+from pipeline.quality import neighbours
 from pipeline.quality.judge import (
     HEADS,
     TEMPERATURE,
@@ -181,6 +182,36 @@ def calibration(model: PairJudge, pool: Pool, rows: np.ndarray, precision: float
             "calibrated_on": {"pairs": len(gain[chosen]),
                               "kind": "generated" if pool.generated else "all"},
             "heldout_pairs": len(order), "heldout_order_accuracy": heads(order.mean(0))}
+
+
+
+def neighbour_table(pool: Pool, train_rows: np.ndarray, held_rows: np.ndarray,
+                    names: Sequence[str], k: int, precision: float
+                    ) -> tuple[neighbours.GainTable, dict]:
+    """The neighbours annotator (pipeline.quality.neighbours) fitted on the pool's training
+    inputs and their generators' outputs (`names`, in the pool's order), the pooled table with
+    the outputs' mixes too (every version's, when the pool has no generators), and its margins
+    per sign calibrated on the held-out inputs, per generator and pooled: (table, {name or
+    POOLED: {"positive": {head: dB}, "negative": ...}})."""
+    if len(names) != pool.generated:
+        raise ValueError(f"{len(names)} generator names for a pool of {pool.generated}")
+    columns = range(1, 1 + pool.generated if pool.generated else pool.versions.shape[1])
+
+    def rows(idx: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
+        return neighbours.pair_rows(pool.versions[idx, 0], pool.versions[idx, j],
+                                    pool.bases[idx], pool.closeness[idx, 0],
+                                    pool.closeness[idx, j], mixed=True)
+
+    fitted, held = {}, {}
+    for part, idx in ((fitted, train_rows), (held, held_rows)):
+        mixed = [rows(idx, j) for j in columns]
+        part.update({name: (s[:len(idx)], g[:len(idx)])
+                     for name, (s, g) in zip(names, mixed, strict=False)})
+        part[neighbours.POOLED] = tuple(np.concatenate(c) for c in zip(*mixed, strict=True))
+    table = neighbours.fit(fitted, k)
+    margins = {name: neighbours.margins(table.predict(name, stats), gain, precision)
+               for name, (stats, gain) in held.items()}
+    return table, margins
 
 
 # ---------------------------------------------------------------- the loss and the training

@@ -1,0 +1,173 @@
+"""gtforge's second learned annotator: a candidate's gain read off its nearest neighbours
+among the judge's level-up pairs, in a space of five image statistics.
+
+The judge (pipeline.quality.judge) answers "how much closer to the clean image is b than a?"
+end to end, from pixels. This annotator answers it from what decides it on good photos: what
+the original suffers from and what the candidate did about it. Per pair (a = original,
+b = candidate), on the luma (`statistics`):
+
+1. log noise sigma of a (Immerkaer's estimator, grey levels);
+2. log mean gradient magnitude of a (how much detail there is);
+3. log(Laplacian variance / squared mean gradient) of a (how much of it is at the finest
+   scale: high when a is sharp or noisy, low when it is blurred);
+4. log rms(b - a) - log sigma(a): how far the candidate moved, against a's noise;
+5. log(Laplacian variance of b / of a): sharpened (> 0) or smoothed (< 0).
+
+TrainJudge keeps, for every generator, these statistics and the three heads' true gains
+(pipeline.quality.judge.closeness, dB) of its outputs for the pool's training inputs
+(`GainTable`); a candidate's gain per head is the mean gain of its `k` nearest pairs of its
+own generator (Euclidean, statistics standardised over the table). A candidate no generator
+made (the fused GT) is read off every generator's pairs together, with those outputs also
+mixed a quarter and half of the way from the input (`mixes`), so that changes as small as a
+fused GT's have neighbours. Margins are calibrated on held-out pairs, one per sign (`margins`).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from pipeline.quality.judge import HEADS, closeness, gradient_magnitude, one_sided_margin
+
+# Versions mixed t of the way from the input to a generator's output, in the pooled table.
+MIX_SHARES = (0.25, 0.5)
+POOLED = "*"
+_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def noise_sigma(luma: np.ndarray) -> float:
+    """Immerkaer's (1996) noise estimate of a float32 grey image: sigma in grey levels."""
+    response = cv2.filter2D(luma, -1, _IMMERKAER)[1:-1, 1:-1]
+    return float(np.sqrt(np.pi / 2) / 6 * np.abs(response).mean())
+
+
+def _laplacian_variance(luma: np.ndarray) -> float:
+    return float(cv2.Laplacian(luma, cv2.CV_32F)[1:-1, 1:-1].var())
+
+
+def statistics(original: np.ndarray, candidate: np.ndarray) -> np.ndarray:
+    """The five statistics of a pair (module docstring), uint8 RGB HWC each: float64 (5,)."""
+    a, b = _luma(original), _luma(candidate)
+    sigma, grad = noise_sigma(a), float(gradient_magnitude(a)[1:-1, 1:-1].mean())
+    lap_a, lap_b = _laplacian_variance(a), _laplacian_variance(b)
+    moved = float(np.sqrt(np.mean((b - a) ** 2)))
+    return np.array([np.log(sigma + 0.1), np.log(grad + 0.1),
+                     np.log((lap_a + 1) / (grad * grad + 1)),
+                     np.log(moved + 0.1) - np.log(sigma + 0.1), np.log((lap_b + 1) / (lap_a + 1))])
+
+
+def mixes(original: np.ndarray, version: np.ndarray) -> list[np.ndarray]:
+    """version moved only MIX_SHARES of the way from original, uint8."""
+    a = original.astype(np.float32)
+    return [np.clip(np.rint(a + t * (version.astype(np.float32) - a)), 0, 255).astype(np.uint8)
+            for t in MIX_SHARES]
+
+
+@dataclass(frozen=True)
+class GainTable:
+    """Per model name (a generator, or POOLED): statistics (n,5) of its pairs and their gains
+    (n, len(HEADS)) in dB; `k` neighbours are averaged; `centre` and `scale` (5,) standardise
+    the statistics."""
+
+    statistics: dict[str, np.ndarray]
+    gains: dict[str, np.ndarray]
+    k: int
+    centre: np.ndarray
+    scale: np.ndarray
+
+    def predict(self, name: str, stats: np.ndarray) -> np.ndarray:
+        """The gain per head, dB, of pairs with statistics (m,5), read off `name`'s table
+        (POOLED where `name` has none): float64 (m, len(HEADS))."""
+        key = name if name in self.statistics else POOLED
+        known = (self.statistics[key] - self.centre) / self.scale
+        asked = (np.atleast_2d(stats) - self.centre) / self.scale
+        out = np.empty((len(asked), len(HEADS)))
+        k, step = min(self.k, len(known)), max(1, 2 ** 22 // len(known))  # 32 MB of distances
+        norms = (known * known).sum(axis=1)
+        for s in range(0, len(asked), step):
+            d = norms[None] - 2 * asked[s:s + step] @ known.T  # + |asked|^2, the same per row
+            nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
+            out[s:s + step] = self.gains[key][nearest].mean(axis=1)
+        return out
+
+    def to_bytes(self) -> bytes:
+        """The table as an .npz (plain arrays; `from_bytes` reads it)."""
+        names = list(self.statistics)
+        arrays = {"names": np.array(names), "k": np.array(self.k), "centre": self.centre,
+                  "scale": self.scale}
+        for i, name in enumerate(names):
+            arrays[f"statistics_{i}"] = self.statistics[name]
+            arrays[f"gains_{i}"] = self.gains[name]
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        return buffer.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> GainTable:
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            names = [str(n) for n in z["names"]]
+            return cls({n: z[f"statistics_{i}"] for i, n in enumerate(names)},
+                       {n: z[f"gains_{i}"] for i, n in enumerate(names)}, int(z["k"]),
+                       z["centre"], z["scale"])
+
+
+def pair_rows(inputs: np.ndarray, outputs: np.ndarray, bases: np.ndarray,
+              input_closeness: np.ndarray, output_closeness: np.ndarray,
+              mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics (n,5) and gains (n,3) of pairs (inputs[i], outputs[i]), uint8 (n,S,S,3), whose
+    closeness to their bases is known; with `mixed`, also of the outputs' `mixes`."""
+    stats = [statistics(a, b) for a, b in zip(inputs, outputs, strict=True)]
+    gains = list(output_closeness - input_closeness)
+    if mixed:
+        for a, b, base, near in zip(inputs, outputs, bases, input_closeness, strict=True):
+            for m in mixes(a, b):
+                stats.append(statistics(a, m))
+                gains.append(closeness(m, base) - near)
+    return np.array(stats).reshape(-1, 5), np.array(gains).reshape(-1, len(HEADS))
+
+
+def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> GainTable:
+    """A GainTable of {name: (statistics, gains)} (from `pair_rows`), standardised over the
+    pairs of every name together."""
+    every = np.concatenate([s for s, _ in rows.values()])
+    return GainTable({n: s for n, (s, _) in rows.items()}, {n: g for n, (_, g) in rows.items()},
+                     k, every.mean(axis=0), every.std(axis=0) + 1e-6)
+
+
+def margins(predicted: np.ndarray, gain: np.ndarray, precision: float,
+            floor: float = 0.1) -> dict[str, dict[str, float]]:
+    """Per head, the smallest margin >= floor at which held-out pairs predicted better
+    (prediction > margin) really are better by more than `floor` at least `precision` of the
+    time ("positive"), and likewise worse ("negative"): one per sign, since a change is far
+    more often judged safely worse than better (or the other way) for some generators.
+    predicted, gain (n,3) dB. A sign that never gets there gets the largest prediction."""
+    out: dict[str, dict[str, float]] = {"positive": {}, "negative": {}}
+    for h, head in enumerate(HEADS):
+        for sign, key in ((1.0, "positive"), (-1.0, "negative")):
+            m = one_sided_margin(sign * predicted[:, h], sign * gain[:, h], precision, floor)
+            out[key][head] = round(max(floor, m), 4)
+    return out
+
+
+def judged(table: GainTable, names: Sequence[str], originals: np.ndarray,
+           candidates: np.ndarray) -> np.ndarray:
+    """The gain per head, dB, of every candidate over its original: originals uint8 (N,H,W,3),
+    candidates (N,K,H,W,3), `names` (K,) the candidates' generators -> float32 (N,K,3). A
+    candidate identical to its original gains 0."""
+    n, k = candidates.shape[:2]
+    out = np.empty((n, k, len(HEADS)), np.float32)
+    for j, name in enumerate(names):
+        stats = np.array([statistics(o, c) for o, c in zip(originals, candidates[:, j],
+                                                             strict=True)])
+        out[:, j] = table.predict(name, stats.reshape(n, 5))
+    unchanged = (candidates == originals[:, None]).all(axis=(2, 3, 4))
+    out[unchanged] = 0
+    return out

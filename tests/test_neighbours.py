@@ -1,0 +1,98 @@
+"""The neighbours annotator: its statistics, its table of pool pairs and their margins."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipeline.quality import judge as J
+from pipeline.quality import neighbours as NB
+from pipeline.store.imageio import read_rgb
+from pipeline.train import judge as JT
+
+
+@pytest.fixture(scope="module")
+def photo(small_corpus):
+    return read_rgb(small_corpus / "astronaut.png")
+
+
+def test_statistics_see_noise_blur_and_what_a_candidate_did(photo):
+    crop = photo[100:228, 100:228]
+    rng = np.random.default_rng(0)
+    noisy, soft = J.add_noise(crop, 8, False, rng), J.blur(crop, 1.5)
+    clean_stats, noisy_stats = NB.statistics(crop, crop), NB.statistics(noisy, noisy)
+    assert NB.noise_sigma(J.add_noise(np.zeros((64, 64, 3), np.uint8) + 128, 5, True, rng)
+                          [..., 0].astype(np.float32)) == pytest.approx(5, rel=0.15)
+    assert noisy_stats[0] > clean_stats[0] + 0.5  # noise level (log grey levels)
+    assert NB.statistics(soft, soft)[2] < clean_stats[2] - 0.5  # detail at the finest scale
+    assert clean_stats[4] == 0 and clean_stats[3] == pytest.approx(np.log(0.1) - clean_stats[0])
+    sharper, smoother = NB.statistics(soft, crop), NB.statistics(crop, soft)
+    assert sharper[4] > 0 > smoother[4] and sharper[3] > clean_stats[3]
+
+
+def test_a_candidate_is_read_off_its_own_generators_nearest_pairs():
+    stats = {"a": np.array([[0.0] * 5, [10.0] * 5, [11.0] * 5]),
+             NB.POOLED: np.array([[0.0] * 5, [5.0] * 5])}
+    gains = {"a": np.array([[1.0] * 3, [-4.0] * 3, [-6.0] * 3]),
+             NB.POOLED: np.array([[2.0] * 3, [3.0] * 3])}
+    table = NB.fit({n: (stats[n], gains[n]) for n in stats}, k=2)
+    near_ten = table.predict("a", np.full((1, 5), 10.5))
+    np.testing.assert_allclose(near_ten, [[-5.0] * 3])  # the two pairs near 10, not the one at 0
+    np.testing.assert_allclose(table.predict("fused", np.zeros((4, 5))), [[2.5] * 3] * 4)
+    back = NB.GainTable.from_bytes(table.to_bytes())
+    assert back.k == 2 and set(back.statistics) == {"a", NB.POOLED}
+    np.testing.assert_array_equal(back.predict("a", np.ones((2, 5))), table.predict(
+        "a", np.ones((2, 5))))
+
+
+def test_margins_are_one_per_sign():
+    """Calls of "better" that are always right need only the floor; calls of "worse" that are
+    right only beyond 2 dB need 2 dB."""
+    predicted = np.array([0.5, 1.0, 2.0, -0.5, -1.0, -2.5, -3.0])[:, None].repeat(3, axis=1)
+    gain = np.array([0.5, 1.0, 2.0, 0.5, 0.5, -2.0, -2.0])[:, None].repeat(3, axis=1)
+    found = NB.margins(predicted, gain, precision=0.9)
+    assert found["positive"] == dict.fromkeys(J.HEADS, 0.1)
+    assert found["negative"] == dict.fromkeys(J.HEADS, 1.0)
+
+
+def test_mixes_move_part_of_the_way():
+    a, b = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 200, np.uint8)
+    assert [int(m[0, 0, 0]) for m in NB.mixes(a, b)] == [50, 100]
+
+
+def test_the_pool_gives_a_table_per_generator_and_a_pooled_one_with_mixes(photo):
+    rng = np.random.default_rng(3)
+    bases = JT.crop_bases([photo], 12, 48, (0.5, 1.0), rng)
+    smooth = lambda x: np.stack([J.blur(v, 1.2) for v in x])  # noqa: E731
+    pool = JT.build_pool(bases, J.VersionRanges(), [smooth], 4, rng)
+    train, held = JT.held_out_rows(len(pool.bases), 0.25)
+    table, margins = JT.neighbour_table(pool, train, held, ["smooth"], 5, 0.9)
+    assert len(table.statistics["smooth"]) == len(train)
+    assert len(table.statistics[NB.POOLED]) == len(train) * (1 + len(NB.MIX_SHARES))
+    a, b = pool.versions[train, 0], pool.versions[train, 1]
+    np.testing.assert_allclose(table.gains["smooth"], pool.closeness[train, 1]
+                               - pool.closeness[train, 0])
+    np.testing.assert_allclose(table.statistics["smooth"][0], NB.statistics(a[0], b[0]))
+    assert set(margins) == {"smooth", NB.POOLED} and set(margins["smooth"]) == {"positive",
+                                                                                "negative"}
+    with pytest.raises(ValueError, match="2 generator names"):
+        JT.neighbour_table(pool, train, held, ["smooth", "other"], 5, 0.9)
+
+
+def test_without_generators_the_pooled_table_holds_every_version(photo):
+    rng = np.random.default_rng(4)
+    pool = JT.build_pool(JT.crop_bases([photo], 8, 48, (0.5, 1.0), rng), J.VersionRanges(), [],
+                         4, rng)
+    train, held = JT.held_out_rows(len(pool.bases), 0.25)
+    table, margins = JT.neighbour_table(pool, train, held, [], 5, 0.9)
+    versions = pool.versions.shape[1] - 1
+    assert set(table.statistics) == set(margins) == {NB.POOLED}
+    assert len(table.statistics[NB.POOLED]) == len(train) * versions * (1 + len(NB.MIX_SHARES))
+
+
+def test_an_unchanged_candidate_gains_nothing(photo):
+    table = NB.fit({NB.POOLED: (np.zeros((3, 5)), np.full((3, 3), 2.0))}, k=2)
+    originals = photo[None, :32, :32]
+    candidates = np.stack([originals, 255 - originals], axis=1)
+    gains = NB.judged(table, ["fused", "fused"], originals, candidates)
+    assert (gains[0, 0] == 0).all() and (gains[0, 1] == 2).all()
