@@ -2,13 +2,15 @@
 labels the build's candidates, against the oracle of the clean references.
 
     .venv/bin/python -m bench.bench_judge --dir data/quality [--set iterations=4800 ...]
+        [--annotator judge|neighbours]
 
 Needs a finished `make quality` (or `bench.bench_quality --no-evaluate`) in --dir. Trains the
 judge with the --set values (JSON; the rest from luigi.cfg, as the build does: everything
-upstream is cached), relabels every candidate of every shard sample with it, its own
-calibrated margins (per candidate, or with --pooled those of every generator together) and
+upstream is cached), relabels every candidate of every shard sample with one of its two
+annotators (the judge, default, or the neighbours annotator, pipeline.quality.neighbours), its
+own calibrated margins (per candidate, or with --pooled those of every generator together) and
 HGGT's majority, and prints the confusion matrix against the oracle
-overall and per candidate, with the correlation of the judge's PSNR head with the true PSNR
+overall and per candidate, with the correlation of the PSNR head with the true PSNR
 gain. The candidates are the build's own, so `fused` is the one its own judge shaped.
 """
 
@@ -25,6 +27,7 @@ import numpy as np
 from bench.bench_quality import configure
 from pipeline.quality import annotate, truth, voting
 from pipeline.quality import judge as J
+from pipeline.quality import neighbours as NB
 from pipeline.shards.reader import ShardSet
 from tasks.train_judge import CALIBRATION_JSON, TrainJudge
 from tasks.write_manifest import WriteManifest
@@ -46,21 +49,31 @@ def psnr(x: np.ndarray, ref: np.ndarray) -> float:
     return float(J.closeness(x, ref)[0])
 
 
-def relabel(stage: TrainJudge, shards: ShardSet, references: dict,
-            pooled: bool = False) -> tuple[dict, dict]:
+def relabel(stage: TrainJudge, shards: ShardSet, references: dict, pooled: bool = False,
+            annotator: str = voting.JUDGE) -> tuple[dict, dict]:
     """({candidate: labels}, {candidate: (judged PSNR-head gain, true PSNR gain)}) over every
-    referenced shard sample, labels from `stage`'s judge and its calibrated margins for each
-    candidate (with `pooled`, those of every generator's pairs together, for all)."""
-    model, names = stage.load_model(), shards.candidate_names
-    own = stage.candidate_margins([None, *names])
-    margins = np.array([[own[None if pooled else name][h] for h in J.HEADS] for name in names])
+    referenced shard sample, labels from `stage`'s `annotator` and its calibrated margins for
+    each candidate (with `pooled`, those of every generator's pairs together, for all)."""
+    names = shards.candidate_names
+    asked = [None] * len(names) if pooled else names
+    if annotator == voting.NEIGHBOURS:
+        table, own = stage.gain_table(), stage.neighbour_margins(asked)
+        above, below = ([[own[c][sign][h] for h in J.HEADS] for c in asked]
+                        for sign in ("positive", "negative"))
+        readers = [NB.POOLED] * len(names) if pooled else names
+        judged = lambda o, c: NB.judged(table, readers, o, c)  # noqa: E731
+    else:
+        model, own = stage.load_model(), stage.candidate_margins([None, *names])
+        above = below = [[own[c][h] for h in J.HEADS] for c in asked]
+        judged = lambda o, c: J.judge(model, o, c)  # noqa: E731
     labels = {n: [] for n in names}
     pairs = {n: ([], []) for n in names}
     for shard, n, clean in truth.referenced_samples(shards, references):
         original = shard.image("gt_original", n)
         candidates = np.stack([shard.image("gt_candidates", n, k) for k in range(len(names))])
-        gains = J.judge(model, original[None], candidates[None])  # (1, K, 3) dB
-        votes = voting.vote(annotate.pairwise_scores(gains), margins, [False] * 3, [False] * 3)
+        gains = judged(original[None], candidates[None])  # (1, K, 3) dB
+        votes = voting.vote(annotate.pairwise_scores(gains), above, [False] * 3, [False] * 3,
+                            negative_margins=below)
         before = psnr(original, clean)
         for k, (name, label) in enumerate(zip(names, voting.majority(votes[0]), strict=True)):
             labels[name].append(int(label))
@@ -93,6 +106,8 @@ def main() -> None:
     p.add_argument("--pooled", action="store_true",
                    help="vote with the margins of every generator's pairs together, as before "
                         "per-candidate margins")
+    p.add_argument("--annotator", choices=voting.LEARNED, default=voting.JUDGE,
+                   help="which of TrainJudge's annotators relabels")
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
@@ -109,7 +124,8 @@ def main() -> None:
           f"{calibration['margins']}; held-out order accuracy "
           f"{calibration['heldout_order_accuracy']}\n")
     shards = ShardSet(built_shards(args.dir))
-    report(*relabel(stage, shards, truth.reference_index(args.dir / "clean"), args.pooled))
+    report(*relabel(stage, shards, truth.reference_index(args.dir / "clean"), args.pooled,
+                    args.annotator))
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ class TrainJudge(TrainingStage):
     generator too, the pairs they were calibrated on, held-out accuracy; the neighbours'
     margins), curve.csv and curve.png."""
 
-    version = 3  # 3: the neighbours annotator's table (2: margins per generator)
+    version = 4  # 4: the neighbours annotator's table and margins (2: margins per generator)
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10

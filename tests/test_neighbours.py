@@ -31,28 +31,31 @@ def test_statistics_see_noise_blur_and_what_a_candidate_did(photo):
 
 
 def test_a_candidate_is_read_off_its_own_generators_nearest_pairs():
-    stats = {"a": np.array([[0.0] * 5, [10.0] * 5, [11.0] * 5]),
-             NB.POOLED: np.array([[0.0] * 5, [5.0] * 5])}
-    gains = {"a": np.array([[1.0] * 3, [-4.0] * 3, [-6.0] * 3]),
-             NB.POOLED: np.array([[2.0] * 3, [3.0] * 3])}
-    table = NB.fit({n: (stats[n], gains[n]) for n in stats}, k=2)
+    """The net share of the k nearest pairs that gained (more than the floor) minus the share
+    that lost: a large loss counts as one loss, not as its size."""
+    stats = {"a": np.array([[0.0] * 5, [10.0] * 5, [10.5] * 5, [11.0] * 5]),
+             NB.POOLED: np.array([[0.0] * 5, [0.1] * 5, [5.0] * 5])}
+    gains = {"a": np.array([[1.0] * 3, [-30.0] * 3, [0.5] * 3, [0.4] * 3]),
+             NB.POOLED: np.array([[2.0] * 3, [0.05] * 3, [-3.0] * 3])}
+    table = NB.fit({n: (stats[n], gains[n]) for n in stats}, k=3)
     near_ten = table.predict("a", np.full((1, 5), 10.5))
-    np.testing.assert_allclose(near_ten, [[-5.0] * 3])  # the two pairs near 10, not the one at 0
-    np.testing.assert_allclose(table.predict("fused", np.zeros((4, 5))), [[2.5] * 3] * 4)
+    np.testing.assert_allclose(near_ten, [[1 / 3] * 3])  # 2 gained, 1 lost 30 dB; not the one at 0
+    # "fused" has no table of its own: the pooled one; 0.05 dB is within the floor
+    np.testing.assert_allclose(table.predict("fused", np.zeros((4, 5))), [[0.0] * 3] * 4)
     back = NB.GainTable.from_bytes(table.to_bytes())
-    assert back.k == 2 and set(back.statistics) == {"a", NB.POOLED}
+    assert back.k == 3 and set(back.statistics) == {"a", NB.POOLED}
     np.testing.assert_array_equal(back.predict("a", np.ones((2, 5))), table.predict(
         "a", np.ones((2, 5))))
 
 
 def test_margins_are_one_per_sign():
     """Calls of "better" that are always right need only the floor; calls of "worse" that are
-    right only beyond 2 dB need 2 dB."""
-    predicted = np.array([0.5, 1.0, 2.0, -0.5, -1.0, -2.5, -3.0])[:, None].repeat(3, axis=1)
+    right only beyond a net share of -0.6 need 0.6."""
+    predicted = np.array([0.2, 0.4, 0.8, -0.2, -0.6, -0.8, -1.0])[:, None].repeat(3, axis=1)
     gain = np.array([0.5, 1.0, 2.0, 0.5, 0.5, -2.0, -2.0])[:, None].repeat(3, axis=1)
     found = NB.margins(predicted, gain, precision=0.9)
     assert found["positive"] == dict.fromkeys(J.HEADS, 0.1)
-    assert found["negative"] == dict.fromkeys(J.HEADS, 1.0)
+    assert found["negative"] == dict.fromkeys(J.HEADS, 0.6)
 
 
 def test_mixes_move_part_of_the_way():
@@ -94,5 +97,5 @@ def test_an_unchanged_candidate_gains_nothing(photo):
     table = NB.fit({NB.POOLED: (np.zeros((3, 5)), np.full((3, 3), 2.0))}, k=2)
     originals = photo[None, :32, :32]
     candidates = np.stack([originals, 255 - originals], axis=1)
-    gains = NB.judged(table, ["fused", "fused"], originals, candidates)
-    assert (gains[0, 0] == 0).all() and (gains[0, 1] == 2).all()
+    shares = NB.judged(table, ["fused", "fused"], originals, candidates)
+    assert (shares[0, 0] == 0).all() and (shares[0, 1] == 1).all()

@@ -12,7 +12,7 @@ import torch
 
 from pipeline.quality import iqa
 from pipeline.quality.judge import HEADS
-from pipeline.quality.voting import DIFFERENCE_MEASURES, LEARNED
+from pipeline.quality.voting import DIFFERENCE_MEASURES, JUDGE, LEARNED, NEIGHBOURS
 
 
 def annotator_names(metrics: Sequence[str]) -> list[str]:
@@ -23,11 +23,15 @@ def annotator_names(metrics: Sequence[str]) -> list[str]:
 
 def annotator_info(name: str) -> iqa.MetricInfo:
     """Mode and direction of an annotator: a head of the judge or of the neighbours annotator
-    is pairwise (it compares the candidate with the original, in dB, higher is better);
-    others are pyiqa metrics."""
-    if any(name.startswith(f"{m}_") for m in LEARNED):
+    is pairwise (it compares the candidate with the original, higher is better: in dB, and
+    in net shares of neighbours); others are pyiqa metrics."""
+    if name.startswith(f"{JUDGE}_"):
         return iqa.MetricInfo(name, "pairwise", lower_better=False,
                               score_range="dB closer than the original")
+    if name.startswith(f"{NEIGHBOURS}_"):
+        return iqa.MetricInfo(name, "pairwise", lower_better=False,
+                              score_range="net share of the nearest pool pairs that came out "
+                                          "closer (-1 to 1)")
     return iqa.metric_info(name)
 
 

@@ -1,5 +1,6 @@
-"""gtforge's second learned annotator: a candidate's gain read off its nearest neighbours
-among the judge's level-up pairs, in a space of five image statistics.
+"""gtforge's second learned annotator: whether a candidate is closer to the clean image than its
+original, read off its nearest neighbours among the judge's level-up pairs, in a space of five
+image statistics.
 
 The judge (pipeline.quality.judge) answers "how much closer to the clean image is b than a?"
 end to end, from pixels. This annotator answers it from what decides it on good photos: what
@@ -15,11 +16,15 @@ b = candidate), on the luma (`statistics`):
 
 TrainJudge keeps, for every generator, these statistics and the three heads' true gains
 (pipeline.quality.judge.closeness, dB) of its outputs for the pool's training inputs
-(`GainTable`); a candidate's gain per head is the mean gain of its `k` nearest pairs of its
-own generator (Euclidean, statistics standardised over the table). A candidate no generator
-made (the fused GT) is read off every generator's pairs together, with those outputs also
-mixed a quarter and half of the way from the input (`mixes`), so that changes as small as a
-fused GT's have neighbours. Margins are calibrated on held-out pairs, one per sign (`margins`).
+(`GainTable`). A candidate's score per head is the *net share* of its `k` nearest pairs of its
+own generator (Euclidean, statistics standardised over the table) that came out closer to
+their base: the share that gained more than FLOOR_DB minus the share that lost more, in
+[-1, 1]. A share, not the neighbours' mean gain: the mean is led by the few pairs with large
+losses (pristine inputs, where any change costs many dB), the share by what usually happens.
+A candidate no generator made (the fused GT) is read off every generator's pairs together,
+with those outputs also mixed a quarter and half of the way from the input (`mixes`), so
+that changes as small as a fused GT's have neighbours. Margins are calibrated on held-out
+pairs, one per sign (`margins`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,9 @@ from pipeline.quality.judge import HEADS, closeness, gradient_magnitude, one_sid
 # Versions mixed t of the way from the input to a generator's output, in the pooled table.
 MIX_SHARES = (0.25, 0.5)
 POOLED = "*"
+# A neighbour counts as better (worse) when it gained (lost) more than this, in dB; also the
+# calibration's floor.
+FLOOR_DB = 0.1
 _IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
 
 
@@ -84,8 +92,9 @@ class GainTable:
     scale: np.ndarray
 
     def predict(self, name: str, stats: np.ndarray) -> np.ndarray:
-        """The gain per head, dB, of pairs with statistics (m,5), read off `name`'s table
-        (POOLED where `name` has none): float64 (m, len(HEADS))."""
+        """Per head, the net share of the `k` nearest pairs of `name`'s table (POOLED where
+        `name` has none) to pairs with statistics (m,5) that gained more than FLOOR_DB, minus
+        the share that lost more: float64 (m, len(HEADS)) in [-1, 1]."""
         key = name if name in self.statistics else POOLED
         known = (self.statistics[key] - self.centre) / self.scale
         asked = (np.atleast_2d(stats) - self.centre) / self.scale
@@ -94,8 +103,8 @@ class GainTable:
         norms = (known * known).sum(axis=1)
         for s in range(0, len(asked), step):
             d = norms[None] - 2 * asked[s:s + step] @ known.T  # + |asked|^2, the same per row
-            nearest = np.argpartition(d, k - 1, axis=1)[:, :k]
-            out[s:s + step] = self.gains[key][nearest].mean(axis=1)
+            gains = self.gains[key][np.argpartition(d, k - 1, axis=1)[:, :k]]
+            out[s:s + step] = (gains > FLOOR_DB).mean(axis=1) - (gains < -FLOOR_DB).mean(axis=1)
         return out
 
     def to_bytes(self) -> bytes:
@@ -142,26 +151,27 @@ def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> GainTable:
                      k, every.mean(axis=0), every.std(axis=0) + 1e-6)
 
 
-def margins(predicted: np.ndarray, gain: np.ndarray, precision: float,
-            floor: float = 0.1) -> dict[str, dict[str, float]]:
-    """Per head, the smallest margin >= floor at which held-out pairs predicted better
-    (prediction > margin) really are better by more than `floor` at least `precision` of the
-    time ("positive"), and likewise worse ("negative"): one per sign, since a change is far
-    more often judged safely worse than better (or the other way) for some generators.
-    predicted, gain (n,3) dB. A sign that never gets there gets the largest prediction."""
+def margins(predicted: np.ndarray, gain: np.ndarray,
+            precision: float) -> dict[str, dict[str, float]]:
+    """Per head, the smallest net share (at least FLOOR_DB's 0.1) above which held-out pairs
+    (`predict`ed net shares, true gains in dB, (n,3) each) really are better by more than
+    FLOOR_DB at least `precision` of the time ("positive"), and likewise worse ("negative"):
+    one per sign, since for some generators a change is far more often called safely worse
+    than better (or the other way). A sign that never gets there gets the largest share."""
     out: dict[str, dict[str, float]] = {"positive": {}, "negative": {}}
     for h, head in enumerate(HEADS):
         for sign, key in ((1.0, "positive"), (-1.0, "negative")):
-            m = one_sided_margin(sign * predicted[:, h], sign * gain[:, h], precision, floor)
-            out[key][head] = round(max(floor, m), 4)
+            m = one_sided_margin(sign * predicted[:, h], sign * gain[:, h], precision, FLOOR_DB)
+            out[key][head] = round(max(FLOOR_DB, m), 4)
     return out
 
 
 def judged(table: GainTable, names: Sequence[str], originals: np.ndarray,
            candidates: np.ndarray) -> np.ndarray:
-    """The gain per head, dB, of every candidate over its original: originals uint8 (N,H,W,3),
-    candidates (N,K,H,W,3), `names` (K,) the candidates' generators -> float32 (N,K,3). A
-    candidate identical to its original gains 0."""
+    """The net share (`GainTable.predict`) per head of every candidate over its original:
+    originals uint8 (N,H,W,3), candidates (N,K,H,W,3), `names` (K,) the candidates'
+    generators -> float32 (N,K,3) in [-1, 1]. A candidate identical to its original scores
+    0."""
     n, k = candidates.shape[:2]
     out = np.empty((n, k, len(HEADS)), np.float32)
     for j, name in enumerate(names):
