@@ -53,15 +53,15 @@ def relabel(stage: TrainJudge, shards: ShardSet, references: dict, pooled: bool 
             annotator: str = voting.JUDGE) -> tuple[dict, dict]:
     """({candidate: labels}, {candidate: (judged PSNR-head gain, true PSNR gain)}) over every
     referenced shard sample, labels from `stage`'s `annotator` and its calibrated margins for
-    each candidate (with `pooled`, those of every generator's pairs together, for all)."""
+    each candidate (with `pooled`, the judge's of every generator's pairs together, for all).
+    The neighbours do not judge a candidate no generator made (`fused`): Similar."""
     names = shards.candidate_names
     asked = [None] * len(names) if pooled else names
     if annotator == voting.NEIGHBOURS:
-        table, own = stage.gain_table(), stage.neighbour_margins(asked)
-        above, below = ([[own[c][sign][h] for h in J.HEADS] for c in asked]
-                        for sign in ("positive", "negative"))
-        readers = [NB.POOLED] * len(names) if pooled else names
-        judged = lambda o, c: NB.judged(table, readers, o, c)  # noqa: E731
+        table, own = stage.gain_table(), stage.neighbour_margins(names)
+        above, below = ([[own[c][sign][h] if own[c] else np.nan for h in J.HEADS]
+                         for c in names] for sign in ("positive", "negative"))
+        judged = lambda o, c: NB.judged(table, names, o, c)  # noqa: E731
     else:
         model, own = stage.load_model(), stage.candidate_margins([None, *names])
         above = below = [[own[c][h] for h in J.HEADS] for c in asked]

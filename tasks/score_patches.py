@@ -12,6 +12,7 @@ import numpy as np
 from pipeline.image.crops import version_chunks as crop_chunks
 from pipeline.quality import scores as score_table
 from pipeline.quality import voting
+from pipeline.quality.judge import HEADS
 from pipeline.store import durable
 from pipeline.store.imageio import image_path
 from tasks.candidates import candidate_stages
@@ -64,7 +65,8 @@ class ScorePatches(PhotoStage):
     def _margins(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each annotator's margins for each candidate, float64 (K, M) for a Positive vote and
         for a Negative one: `margins` (both signs), else TrainJudge's calibration for that
-        candidate (the judge's heads: one for both signs; the neighbours' heads: one each)."""
+        candidate (the judge's heads: one for both signs; the neighbours' heads: one each, NaN
+        for a candidate they do not judge)."""
         judge, candidates = self.input_stages().get(JUDGE_STAGE), list(self.candidate_dirs)
         calibrated = {c: ({}, {}) for c in [None, *candidates]}
         if judge is not None:
@@ -73,7 +75,8 @@ class ScorePatches(PhotoStage):
                     side.update({f"{voting.JUDGE}_{h}": v for h, v in heads.items()})
             for c, signs in judge.neighbour_margins([None, *candidates]).items():
                 for side, key in zip(calibrated[c], ("positive", "negative"), strict=True):
-                    side.update({f"{voting.NEIGHBOURS}_{h}": v for h, v in signs[key].items()})
+                    side.update({f"{voting.NEIGHBOURS}_{h}": signs[key][h] if signs else np.nan
+                                 for h in HEADS})
         overrides = self.settings["margins"]
         missing = [m for m in names if m not in {**calibrated[None][0], **overrides}]
         if missing:

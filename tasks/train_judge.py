@@ -44,7 +44,7 @@ class TrainJudge(TrainingStage):
     generator too, the pairs they were calibrated on, held-out accuracy; the neighbours'
     margins), curve.csv and curve.png."""
 
-    version = 4  # 4: the neighbours annotator's table and margins (2: margins per generator)
+    version = 5  # 5: the neighbours annotator (2: margins per generator)
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -109,13 +109,12 @@ class TrainJudge(TrainingStage):
 
         return GainTable.from_bytes((self.out_dir / NEIGHBOURS_FILE).read_bytes())
 
-    def neighbour_margins(self, candidates: list[str | None]) -> dict[str | None, dict]:
+    def neighbour_margins(self, candidates: list[str]) -> dict[str, dict | None]:
         """The neighbours annotator's margins per sign for each candidate: {"positive": {head:
-        dB}, "negative": {...}}, its generator's own, else (and for None) the pooled table's."""
-        from pipeline.quality.neighbours import POOLED
-
+        net share}, "negative": {...}} of its generator; None for a candidate no generator
+        made (the annotator does not judge it)."""
         found = json.loads((self.out_dir / CALIBRATION_JSON).read_text())["neighbour_margins"]
-        return {c: found.get(c, found[POOLED]) for c in candidates}
+        return {c: found.get(c) for c in candidates}
 
     def _generators(self, draw: np.random.Generator) -> dict[str, Generator]:
         """The version generators of the `generators` that are inputs, by name: the enhancers,

@@ -7,14 +7,14 @@ import pytest
 
 from pipeline.image.ingest import read_images
 from pipeline.image.patches import texture_mask
-from pipeline.quality import annotate, iqa, voting
+from pipeline.quality import annotate, iqa, neighbours, voting
 from pipeline.quality.judge import HEADS
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
 from tasks import score_patches, select_patches
 from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
-from tasks.train_judge import CALIBRATION_JSON
+from tasks.train_judge import CALIBRATION_JSON, NEIGHBOURS_FILE
 from tests.conftest import run_tasks
 
 P, S, N = voting.POSITIVE, voting.SIMILAR, voting.NEGATIVE
@@ -254,25 +254,31 @@ def test_stage_with_the_learned_judge(build_env, candidates):
 
 
 def test_stage_with_the_neighbours_annotator(build_env, candidates):
-    """Three pairwise heads read off TrainJudge's table, each with TrainJudge's margin per
-    sign for the candidate (the pooled ones: no candidate here is a generator)."""
+    """Three pairwise heads read off TrainJudge's table with its margins per sign: here a
+    table in which every known pair like "noisy" came out worse. "same" was no generator:
+    unchanged, it scores 0 (no margin: the neighbours do not judge it)."""
     candidates("same", "noisy")
     build_env.set("ScorePatches", "metrics", '["neighbours"]')
     build_env.set("ScorePatches", "margins", "{}")
+    judge = ScorePatches().requires()["judge"]
+    run_tasks(judge)
+    rng = np.random.default_rng(0)
+    table = neighbours.fit({"noisy": (rng.normal(size=(40, 5)), np.full((40, 3), -1.0))}, k=5)
+    (judge.out_dir / NEIGHBOURS_FILE).write_bytes(table.to_bytes())
+    calibration = json.loads((judge.out_dir / CALIBRATION_JSON).read_text())
+    calibration["neighbour_margins"] = {"noisy": {"positive": dict.fromkeys(HEADS, 0.2),
+                                                  "negative": dict.fromkeys(HEADS, 0.9)}}
+    (judge.out_dir / CALIBRATION_JSON).write_text(json.dumps(calibration))
     task = ScorePatches()
     run_tasks(task)
-    table = task.table()
-    assert table.metric_names == ["neighbours_psnr", "neighbours_ssim", "neighbours_edges"]
-    assert table.modes == ["pairwise"] * 3
-    assert (table.scores[:, :2] == 0).all() and (table.labels[:, 0] == S).all()  # unchanged
-    assert np.isfinite(table.scores[:, 2]).all() and (table.scores[:, 2] != 0).any()
-    found = task.input_stages()["judge"].neighbour_margins(["noisy"])["noisy"]
-    np.testing.assert_allclose(table.margins[1], [found["positive"][h] for h in HEADS])
-    np.testing.assert_allclose(table.negative_margins[1], [found["negative"][h] for h in HEADS])
-    gain = table.scores[:, 2]
-    expected = np.where(gain > table.margins[1], P,
-                        np.where(gain < -table.negative_margins[1], N, S))
-    np.testing.assert_array_equal(table.votes[:, 1], expected)
+    scored = task.table()
+    assert scored.metric_names == ["neighbours_psnr", "neighbours_ssim", "neighbours_edges"]
+    assert scored.modes == ["pairwise"] * 3
+    assert (scored.scores[:, :2] == 0).all() and (scored.scores[:, 2] == -1).all()
+    assert (scored.labels[:, 0] == S).all() and (scored.labels[:, 1] == N).all()
+    assert np.isnan(scored.margins[0]).all() and np.isnan(scored.negative_margins[0]).all()
+    np.testing.assert_allclose(scored.margins[1], [0.2] * 3)
+    np.testing.assert_allclose(scored.negative_margins[1], [0.9] * 3)
 
 
 def test_a_candidate_the_judge_was_calibrated_on_votes_with_its_own_margins(build_env,

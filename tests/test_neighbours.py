@@ -34,16 +34,16 @@ def test_a_candidate_is_read_off_its_own_generators_nearest_pairs():
     """The net share of the k nearest pairs that gained (more than the floor) minus the share
     that lost: a large loss counts as one loss, not as its size."""
     stats = {"a": np.array([[0.0] * 5, [10.0] * 5, [10.5] * 5, [11.0] * 5]),
-             NB.POOLED: np.array([[0.0] * 5, [0.1] * 5, [5.0] * 5])}
+             "b": np.array([[0.0] * 5, [0.1] * 5, [5.0] * 5])}
     gains = {"a": np.array([[1.0] * 3, [-30.0] * 3, [0.5] * 3, [0.4] * 3]),
-             NB.POOLED: np.array([[2.0] * 3, [0.05] * 3, [-3.0] * 3])}
+             "b": np.array([[2.0] * 3, [0.05] * 3, [-3.0] * 3])}
     table = NB.fit({n: (stats[n], gains[n]) for n in stats}, k=3)
     near_ten = table.predict("a", np.full((1, 5), 10.5))
     np.testing.assert_allclose(near_ten, [[1 / 3] * 3])  # 2 gained, 1 lost 30 dB; not the one at 0
-    # "fused" has no table of its own: the pooled one; 0.05 dB is within the floor
-    np.testing.assert_allclose(table.predict("fused", np.zeros((4, 5))), [[0.0] * 3] * 4)
+    # b's own pairs; 0.05 dB is within the floor
+    np.testing.assert_allclose(table.predict("b", np.zeros((4, 5))), [[0.0] * 3] * 4)
     back = NB.GainTable.from_bytes(table.to_bytes())
-    assert back.k == 3 and set(back.statistics) == {"a", NB.POOLED}
+    assert back.k == 3 and set(back.statistics) == {"a", "b"}
     np.testing.assert_array_equal(back.predict("a", np.ones((2, 5))), table.predict(
         "a", np.ones((2, 5))))
 
@@ -58,44 +58,30 @@ def test_margins_are_one_per_sign():
     assert found["negative"] == dict.fromkeys(J.HEADS, 0.6)
 
 
-def test_mixes_move_part_of_the_way():
-    a, b = np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 200, np.uint8)
-    assert [int(m[0, 0, 0]) for m in NB.mixes(a, b)] == [50, 100]
-
-
-def test_the_pool_gives_a_table_per_generator_and_a_pooled_one_with_mixes(photo):
+def test_the_pool_gives_a_table_per_generator(photo):
     rng = np.random.default_rng(3)
     bases = JT.crop_bases([photo], 12, 48, (0.5, 1.0), rng)
     smooth = lambda x: np.stack([J.blur(v, 1.2) for v in x])  # noqa: E731
     pool = JT.build_pool(bases, J.VersionRanges(), [smooth], 4, rng)
     train, held = JT.held_out_rows(len(pool.bases), 0.25)
     table, margins = JT.neighbour_table(pool, train, held, ["smooth"], 5, 0.9)
-    assert len(table.statistics["smooth"]) == len(train)
-    assert len(table.statistics[NB.POOLED]) == len(train) * (1 + len(NB.MIX_SHARES))
     a, b = pool.versions[train, 0], pool.versions[train, 1]
     np.testing.assert_allclose(table.gains["smooth"], pool.closeness[train, 1]
                                - pool.closeness[train, 0])
     np.testing.assert_allclose(table.statistics["smooth"][0], NB.statistics(a[0], b[0]))
-    assert set(margins) == {"smooth", NB.POOLED} and set(margins["smooth"]) == {"positive",
-                                                                                "negative"}
+    assert set(margins) == {"smooth"} and set(margins["smooth"]) == {"positive", "negative"}
     with pytest.raises(ValueError, match="2 generator names"):
         JT.neighbour_table(pool, train, held, ["smooth", "other"], 5, 0.9)
+    empty, none = JT.neighbour_table(JT.build_pool(bases, J.VersionRanges(), [], 4, rng), train,
+                                     held, [], 5, 0.9)
+    assert empty.statistics == {} and none == {}
+    assert NB.GainTable.from_bytes(empty.to_bytes()).statistics == {}
 
 
-def test_without_generators_the_pooled_table_holds_every_version(photo):
-    rng = np.random.default_rng(4)
-    pool = JT.build_pool(JT.crop_bases([photo], 8, 48, (0.5, 1.0), rng), J.VersionRanges(), [],
-                         4, rng)
-    train, held = JT.held_out_rows(len(pool.bases), 0.25)
-    table, margins = JT.neighbour_table(pool, train, held, [], 5, 0.9)
-    versions = pool.versions.shape[1] - 1
-    assert set(table.statistics) == set(margins) == {NB.POOLED}
-    assert len(table.statistics[NB.POOLED]) == len(train) * versions * (1 + len(NB.MIX_SHARES))
-
-
-def test_an_unchanged_candidate_gains_nothing(photo):
-    table = NB.fit({NB.POOLED: (np.zeros((3, 5)), np.full((3, 3), 2.0))}, k=2)
+def test_a_candidate_of_no_generator_is_not_judged_and_an_unchanged_one_gains_nothing(photo):
+    table = NB.fit({"enhancer": (np.zeros((3, 5)), np.full((3, 3), 2.0))}, k=2)
     originals = photo[None, :32, :32]
-    candidates = np.stack([originals, 255 - originals], axis=1)
-    shares = NB.judged(table, ["fused", "fused"], originals, candidates)
+    candidates = np.stack([originals, 255 - originals, 255 - originals], axis=1)
+    shares = NB.judged(table, ["enhancer", "enhancer", "fused"], originals, candidates)
     assert (shares[0, 0] == 0).all() and (shares[0, 1] == 1).all()
+    assert np.isnan(shares[0, 2]).all()

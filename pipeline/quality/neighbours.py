@@ -21,10 +21,10 @@ own generator (Euclidean, statistics standardised over the table) that came out 
 their base: the share that gained more than FLOOR_DB minus the share that lost more, in
 [-1, 1]. A share, not the neighbours' mean gain: the mean is led by the few pairs with large
 losses (pristine inputs, where any change costs many dB), the share by what usually happens.
-A candidate no generator made (the fused GT) is read off every generator's pairs together,
-with those outputs also mixed a quarter and half of the way from the input (`mixes`), so
-that changes as small as a fused GT's have neighbours. Margins are calibrated on held-out
-pairs, one per sign (`margins`).
+A candidate no generator made (the fused GT) has no pairs of its kind and is not judged
+(NaN): read off every generator's pairs it was labelled Positive where it was truly within
+0.2 dB of its GT (docs/QUALITY.md). Margins are calibrated on held-out pairs, one per sign
+(`margins`).
 """
 
 from __future__ import annotations
@@ -36,11 +36,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pipeline.quality.judge import HEADS, closeness, gradient_magnitude, one_sided_margin
+from pipeline.quality.judge import HEADS, gradient_magnitude, one_sided_margin
 
-# Versions mixed t of the way from the input to a generator's output, in the pooled table.
-MIX_SHARES = (0.25, 0.5)
-POOLED = "*"
 # A neighbour counts as better (worse) when it gained (lost) more than this, in dB; also the
 # calibration's floor.
 FLOOR_DB = 0.1
@@ -72,16 +69,9 @@ def statistics(original: np.ndarray, candidate: np.ndarray) -> np.ndarray:
                      np.log(moved + 0.1) - np.log(sigma + 0.1), np.log((lap_b + 1) / (lap_a + 1))])
 
 
-def mixes(original: np.ndarray, version: np.ndarray) -> list[np.ndarray]:
-    """version moved only MIX_SHARES of the way from original, uint8."""
-    a = original.astype(np.float32)
-    return [np.clip(np.rint(a + t * (version.astype(np.float32) - a)), 0, 255).astype(np.uint8)
-            for t in MIX_SHARES]
-
-
 @dataclass(frozen=True)
 class GainTable:
-    """Per model name (a generator, or POOLED): statistics (n,5) of its pairs and their gains
+    """Per generator name: statistics (n,5) of its (input, output) pairs and their gains
     (n, len(HEADS)) in dB; `k` neighbours are averaged; `centre` and `scale` (5,) standardise
     the statistics."""
 
@@ -92,18 +82,17 @@ class GainTable:
     scale: np.ndarray
 
     def predict(self, name: str, stats: np.ndarray) -> np.ndarray:
-        """Per head, the net share of the `k` nearest pairs of `name`'s table (POOLED where
-        `name` has none) to pairs with statistics (m,5) that gained more than FLOOR_DB, minus
-        the share that lost more: float64 (m, len(HEADS)) in [-1, 1]."""
-        key = name if name in self.statistics else POOLED
-        known = (self.statistics[key] - self.centre) / self.scale
+        """Per head, the net share of the `k` nearest pairs of generator `name` to pairs with
+        statistics (m,5) that gained more than FLOOR_DB, minus the share that lost more:
+        float64 (m, len(HEADS)) in [-1, 1]."""
+        known = (self.statistics[name] - self.centre) / self.scale
         asked = (np.atleast_2d(stats) - self.centre) / self.scale
         out = np.empty((len(asked), len(HEADS)))
         k, step = min(self.k, len(known)), max(1, 2 ** 22 // len(known))  # 32 MB of distances
         norms = (known * known).sum(axis=1)
         for s in range(0, len(asked), step):
             d = norms[None] - 2 * asked[s:s + step] @ known.T  # + |asked|^2, the same per row
-            gains = self.gains[key][np.argpartition(d, k - 1, axis=1)[:, :k]]
+            gains = self.gains[name][np.argpartition(d, k - 1, axis=1)[:, :k]]
             out[s:s + step] = (gains > FLOOR_DB).mean(axis=1) - (gains < -FLOOR_DB).mean(axis=1)
         return out
 
@@ -128,25 +117,18 @@ class GainTable:
                        z["centre"], z["scale"])
 
 
-def pair_rows(inputs: np.ndarray, outputs: np.ndarray, bases: np.ndarray,
-              input_closeness: np.ndarray, output_closeness: np.ndarray,
-              mixed: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Statistics (n,5) and gains (n,3) of pairs (inputs[i], outputs[i]), uint8 (n,S,S,3), whose
-    closeness to their bases is known; with `mixed`, also of the outputs' `mixes`."""
+def pair_rows(inputs: np.ndarray, outputs: np.ndarray,
+              gains: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics (n,5) of pairs (inputs[i], outputs[i]), uint8 (n,S,S,3) each, beside their
+    known gains (n,3) dB."""
     stats = [statistics(a, b) for a, b in zip(inputs, outputs, strict=True)]
-    gains = list(output_closeness - input_closeness)
-    if mixed:
-        for a, b, base, near in zip(inputs, outputs, bases, input_closeness, strict=True):
-            for m in mixes(a, b):
-                stats.append(statistics(a, m))
-                gains.append(closeness(m, base) - near)
-    return np.array(stats).reshape(-1, 5), np.array(gains).reshape(-1, len(HEADS))
+    return np.array(stats).reshape(-1, 5), np.asarray(gains).reshape(-1, len(HEADS))
 
 
 def fit(rows: dict[str, tuple[np.ndarray, np.ndarray]], k: int) -> GainTable:
-    """A GainTable of {name: (statistics, gains)} (from `pair_rows`), standardised over the
-    pairs of every name together."""
-    every = np.concatenate([s for s, _ in rows.values()])
+    """A GainTable of {generator: (statistics, gains)} (from `pair_rows`), standardised over
+    the pairs of every generator together (no generator: nothing to judge with)."""
+    every = np.concatenate([s for s, _ in rows.values()]) if rows else np.zeros((1, 5))
     return GainTable({n: s for n, (s, _) in rows.items()}, {n: g for n, (_, g) in rows.items()},
                      k, every.mean(axis=0), every.std(axis=0) + 1e-6)
 
@@ -170,14 +152,15 @@ def judged(table: GainTable, names: Sequence[str], originals: np.ndarray,
            candidates: np.ndarray) -> np.ndarray:
     """The net share (`GainTable.predict`) per head of every candidate over its original:
     originals uint8 (N,H,W,3), candidates (N,K,H,W,3), `names` (K,) the candidates'
-    generators -> float32 (N,K,3) in [-1, 1]. A candidate identical to its original scores
-    0."""
+    generators -> float32 (N,K,3) in [-1, 1]; NaN for a candidate of no generator in the
+    table. A candidate identical to its original scores 0."""
     n, k = candidates.shape[:2]
-    out = np.empty((n, k, len(HEADS)), np.float32)
+    out = np.full((n, k, len(HEADS)), np.nan, np.float32)
     for j, name in enumerate(names):
-        stats = np.array([statistics(o, c) for o, c in zip(originals, candidates[:, j],
-                                                             strict=True)])
-        out[:, j] = table.predict(name, stats.reshape(n, 5))
+        if name in table.statistics:
+            stats = np.array([statistics(o, c) for o, c in zip(originals, candidates[:, j],
+                                                                 strict=True)])
+            out[:, j] = table.predict(name, stats.reshape(n, 5))
     unchanged = (candidates == originals[:, None]).all(axis=(2, 3, 4))
     out[unchanged] = 0
     return out

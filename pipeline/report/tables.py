@@ -4,6 +4,8 @@ EvaluateTargets' small SR network trained per target)."""
 
 from __future__ import annotations
 
+import numpy as np
+
 from pipeline.quality.scores import ScoreTable
 from pipeline.report.gather import Done
 from pipeline.report.html import Table
@@ -27,6 +29,10 @@ def margin_tables(scored: list[tuple[Done, ScoreTable]]) -> dict[str, list[Table
 
 
 def _margin(positive: float, negative: float) -> str:
+    """One margin, "Positive / Negative" where they differ, "–" where the annotator did not
+    judge the candidate (NaN)."""
+    if np.isnan(positive):
+        return "–"
     return f"{positive:.3g}" if positive == negative else f"{positive:.3g} / {negative:.3g}"
 
 

@@ -189,28 +189,21 @@ def neighbour_table(pool: Pool, train_rows: np.ndarray, held_rows: np.ndarray,
                     names: Sequence[str], k: int, precision: float
                     ) -> tuple[neighbours.GainTable, dict]:
     """The neighbours annotator (pipeline.quality.neighbours) fitted on the pool's training
-    inputs and their generators' outputs (`names`, in the pool's order), the pooled table with
-    the outputs' mixes too (every version's, when the pool has no generators), and its margins
-    per sign calibrated on the held-out inputs, per generator and pooled: (table, {name or
-    POOLED: {"positive": {head: dB}, "negative": ...}})."""
+    inputs and each generator's outputs for them (`names`, in the pool's order), and its
+    margins per sign calibrated on the held-out inputs: (table, {generator: {"positive":
+    {head: net share}, "negative": {...}}})."""
     if len(names) != pool.generated:
         raise ValueError(f"{len(names)} generator names for a pool of {pool.generated}")
-    columns = range(1, 1 + pool.generated if pool.generated else pool.versions.shape[1])
 
-    def rows(idx: np.ndarray, j: int) -> tuple[np.ndarray, np.ndarray]:
-        return neighbours.pair_rows(pool.versions[idx, 0], pool.versions[idx, j],
-                                    pool.bases[idx], pool.closeness[idx, 0],
-                                    pool.closeness[idx, j], mixed=True)
+    def rows(idx: np.ndarray, g: int) -> tuple[np.ndarray, np.ndarray]:
+        return neighbours.pair_rows(pool.versions[idx, 0], pool.versions[idx, g + 1],
+                                    pool.closeness[idx, g + 1] - pool.closeness[idx, 0])
 
-    fitted, held = {}, {}
-    for part, idx in ((fitted, train_rows), (held, held_rows)):
-        mixed = [rows(idx, j) for j in columns]
-        part.update({name: (s[:len(idx)], g[:len(idx)])
-                     for name, (s, g) in zip(names, mixed, strict=False)})
-        part[neighbours.POOLED] = tuple(np.concatenate(c) for c in zip(*mixed, strict=True))
-    table = neighbours.fit(fitted, k)
-    margins = {name: neighbours.margins(table.predict(name, stats), gain, precision)
-               for name, (stats, gain) in held.items()}
+    table = neighbours.fit({name: rows(train_rows, g) for g, name in enumerate(names)}, k)
+    margins = {}
+    for g, name in enumerate(names):
+        stats, gain = rows(held_rows, g)
+        margins[name] = neighbours.margins(table.predict(name, stats), gain, precision)
     return table, margins
 
 
