@@ -41,7 +41,8 @@ def sample_row(f: h5py.File, i: int, side: int, where: str) -> SampleRow:
     def note(k: int) -> str:
         if scores is None:
             return ""
-        return " ".join(f"{m} {scores[k, j]:.3g}" for j, m in enumerate(metrics))
+        return " ".join(f"{m} {scores[k, j]:.3g}" for j, m in enumerate(metrics)
+                        if np.isfinite(scores[k, j]))  # NaN: not judged by that annotator
 
     tiles.append(Tile("original", display_tile(original, side), note=note(0)))
     if "gt_candidates" in f:
