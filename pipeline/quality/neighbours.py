@@ -33,37 +33,23 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from pipeline.image.patches import luma
 from pipeline.quality.judge import HEADS, gradient_magnitude, one_sided_margin
+from pipeline.quality.lr_stats import noise_sigma, sharpness
 
 # A neighbour counts as better (worse) when it gained (lost) more than this, in dB; also the
 # calibration's floor.
 FLOOR_DB = 0.1
-_IMMERKAER = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-
-
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-
-
-def noise_sigma(luma: np.ndarray) -> float:
-    """Immerkaer's (1996) noise estimate of a float32 grey image: sigma in grey levels."""
-    response = cv2.filter2D(luma, -1, _IMMERKAER)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) / 6 * np.abs(response).mean())
-
-
-def _laplacian_variance(luma: np.ndarray) -> float:
-    return float(cv2.Laplacian(luma, cv2.CV_32F)[1:-1, 1:-1].var())
 
 
 def statistics(original: np.ndarray, candidate: np.ndarray) -> np.ndarray:
     """The five statistics of a pair (module docstring), uint8 RGB HWC each: float64 (5,)."""
-    a, b = _luma(original), _luma(candidate)
-    sigma, grad = noise_sigma(a), float(gradient_magnitude(a)[1:-1, 1:-1].mean())
-    lap_a, lap_b = _laplacian_variance(a), _laplacian_variance(b)
-    moved = float(np.sqrt(np.mean((b - a) ** 2)))
+    a = luma(original)
+    sigma, grad = noise_sigma(original), float(gradient_magnitude(a)[1:-1, 1:-1].mean())
+    lap_a, lap_b = sharpness(original), sharpness(candidate)
+    moved = float(np.sqrt(np.mean((luma(candidate) - a) ** 2)))
     return np.array([np.log(sigma + 0.1), np.log(grad + 0.1),
                      np.log((lap_a + 1) / (grad * grad + 1)),
                      np.log(moved + 0.1) - np.log(sigma + 0.1), np.log((lap_b + 1) / (lap_a + 1))])
