@@ -35,7 +35,7 @@ class ScorePatches(PhotoStage):
     the `metrics` (pyiqa names; "judge" and "neighbours" for the three heads of TrainJudge's
     judge and of its neighbours annotator)."""
 
-    version = 4  # 4: the neighbours annotator, margins per sign (3: per candidate)
+    version = 5  # 5: abstentions; 4: the neighbours annotator, margins per sign
     uses_iqa = True
     metrics = luigi.OptionalListParameter(default=None)
     margins = luigi.OptionalDictParameter(default=None)
@@ -65,15 +65,19 @@ class ScorePatches(PhotoStage):
     def _margins(self, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each annotator's margins for each candidate, float64 (K, M) for a Positive vote and
         for a Negative one: `margins` (both signs), else TrainJudge's calibration for that
-        candidate (the judge's heads: one for both signs; the neighbours' heads: one each, NaN
-        for a candidate they do not judge)."""
+        candidate (the judge's heads: one for both signs; the neighbours' heads: one each).
+        NaN where an annotator does not judge a candidate: the neighbours judge only the
+        candidates of a generator, and with both configured the judge only the others."""
         judge, candidates = self.input_stages().get(JUDGE_STAGE), list(self.candidate_dirs)
         calibrated = {c: ({}, {}) for c in [None, *candidates]}
         if judge is not None:
+            both = set(voting.LEARNED) <= set(self.settings["metrics"])
+            own = judge.neighbour_margins([None, *candidates])
             for c, heads in judge.candidate_margins([None, *candidates]).items():
                 for side in calibrated[c]:
-                    side.update({f"{voting.JUDGE}_{h}": v for h, v in heads.items()})
-            for c, signs in judge.neighbour_margins([None, *candidates]).items():
+                    side.update({f"{voting.JUDGE}_{h}": np.nan if both and own[c] else v
+                                 for h, v in heads.items()})
+            for c, signs in own.items():
                 for side, key in zip(calibrated[c], ("positive", "negative"), strict=True):
                     side.update({f"{voting.NEIGHBOURS}_{h}": signs[key][h] if signs else np.nan
                                  for h in HEADS})
@@ -100,9 +104,13 @@ class ScorePatches(PhotoStage):
         model = stage.load_model(device) if voting.JUDGE in metrics else None
         table = stage.gain_table() if voting.NEIGHBOURS in metrics else None
 
+        deferred = [table is not None and n in table.statistics for n in names]
+
         def one(metric: str, original: np.ndarray, candidates: np.ndarray) -> np.ndarray:
             if metric == voting.JUDGE:
-                return annotate.pairwise_scores(judge(model, original, candidates, device))
+                gains = judge(model, original, candidates, device)
+                gains[:, deferred] = np.nan  # the neighbours judge these (`_margins`)
+                return annotate.pairwise_scores(gains)
             if metric == voting.NEIGHBOURS:
                 return annotate.pairwise_scores(
                     neighbours.judged(table, names, original, candidates))
@@ -173,8 +181,10 @@ class ScorePatches(PhotoStage):
         full_reference = [info.full_reference for info in infos]
         votes = voting.vote(scores, margins[0], [info.lower_better for info in infos],
                             full_reference, negative_margins=margins[1])
-        labels = voting.label(votes, full_reference, s["fr_policy"])
-        counts = voting.vote_counts(votes[..., voting.voters(full_reference, s["fr_policy"])])
+        judged = np.isfinite(scores[:, 1:]) & np.isfinite(scores[:, :1])  # NaN: abstains
+        labels = voting.label(votes, full_reference, s["fr_policy"], judged)
+        who = voting.voters(full_reference, s["fr_policy"])
+        counts = voting.vote_counts(votes[..., who], judged[..., who])
         keep = voting.difference_keep(differences, s["difference_threshold"])
         if s["drop_all_similar"]:
             keep &= voting.informative(labels)

@@ -86,6 +86,17 @@ def test_nan_score_votes_similar():
     assert votes.tolist() == [[[S]]]
 
 
+def test_annotators_that_did_not_judge_are_not_counted():
+    """One Positive of three voters is Similar; when the other two gave no score (NaN: not
+    judged) it is the only voter, and the label."""
+    votes = np.array([[[P, S, S], [P, S, S], [S, S, S]]], np.int8)
+    judged = np.array([[[True, True, True], [True, False, False], [False, False, False]]])
+    assert voting.majority(votes).tolist() == [[S, S, S]]
+    assert voting.majority(votes, judged).tolist() == [[S, P, S]]  # nobody judged: Similar
+    assert voting.vote_counts(votes, judged)[0].tolist() == [[0, 2, 1], [0, 0, 1], [0, 0, 0]]
+    assert voting.label(votes, [False] * 3, "vote", judged).tolist() == [[S, P, S]]
+
+
 def test_difference_measures_and_filter():
     rng = np.random.default_rng(0)
     original = rng.integers(40, 200, (3, 16, 16, 3)).astype(np.uint8)
@@ -256,7 +267,7 @@ def test_stage_with_the_learned_judge(build_env, candidates):
 def test_stage_with_the_neighbours_annotator(build_env, candidates):
     """Three pairwise heads read off TrainJudge's table with its margins per sign: here a
     table in which every known pair like "noisy" came out worse. "same" was no generator:
-    unchanged, it scores 0 (no margin: the neighbours do not judge it)."""
+    the neighbours do not judge it (no score, no margin), and it is Similar."""
     candidates("same", "noisy")
     build_env.set("ScorePatches", "metrics", '["neighbours"]')
     build_env.set("ScorePatches", "margins", "{}")
@@ -274,11 +285,42 @@ def test_stage_with_the_neighbours_annotator(build_env, candidates):
     scored = task.table()
     assert scored.metric_names == ["neighbours_psnr", "neighbours_ssim", "neighbours_edges"]
     assert scored.modes == ["pairwise"] * 3
-    assert (scored.scores[:, :2] == 0).all() and (scored.scores[:, 2] == -1).all()
+    assert (scored.scores[:, 0] == 0).all() and np.isnan(scored.scores[:, 1]).all()
+    assert (scored.scores[:, 2] == -1).all()
     assert (scored.labels[:, 0] == S).all() and (scored.labels[:, 1] == N).all()
+    assert (scored.vote_counts[:, 0] == 0).all()  # nobody judged "same"
     assert np.isnan(scored.margins[0]).all() and np.isnan(scored.negative_margins[0]).all()
     np.testing.assert_allclose(scored.margins[1], [0.2] * 3)
     np.testing.assert_allclose(scored.negative_margins[1], [0.9] * 3)
+
+
+def test_with_both_learned_annotators_each_candidate_is_judged_by_one(build_env, candidates):
+    """The neighbours judge the candidates of a generator (here "noisy", by a table in which
+    every known pair came out worse), the judge the others ("same")."""
+    candidates("same", "noisy")
+    build_env.set("ScorePatches", "metrics", '["neighbours", "judge"]')
+    build_env.set("ScorePatches", "margins", "{}")
+    judge = ScorePatches().requires()["judge"]
+    run_tasks(judge)
+    rng = np.random.default_rng(0)
+    table = neighbours.fit({"noisy": (rng.normal(size=(40, 5)), np.full((40, 3), -1.0))}, k=5)
+    (judge.out_dir / NEIGHBOURS_FILE).write_bytes(table.to_bytes())
+    calibration = json.loads((judge.out_dir / CALIBRATION_JSON).read_text())
+    calibration["neighbour_margins"] = {"noisy": {"positive": dict.fromkeys(HEADS, 0.2),
+                                                  "negative": dict.fromkeys(HEADS, 0.9)}}
+    (judge.out_dir / CALIBRATION_JSON).write_text(json.dumps(calibration))
+    task = ScorePatches()
+    run_tasks(task)
+    scored = task.table()
+    by_neighbours, by_judge = slice(0, 3), slice(3, 6)
+    assert np.isnan(scored.scores[:, 1, by_neighbours]).all()  # "same": no table
+    assert (scored.scores[:, 1, by_judge] == 0).all()  # identical: the judge says 0 dB
+    assert np.isnan(scored.scores[:, 2, by_judge]).all() and (scored.scores[:, 2, :3] == -1).all()
+    assert np.isnan(scored.margins[0, by_neighbours]).all()
+    assert np.isnan(scored.margins[1, by_judge]).all()
+    assert (scored.labels[:, 0] == S).all() and (scored.labels[:, 1] == N).all()
+    assert (scored.vote_counts[:, 1] == [3, 0, 0]).all()  # three voters, not six
+    assert (scored.vote_counts[:, 0] == [0, 3, 0]).all()
 
 
 def test_a_candidate_the_judge_was_calibrated_on_votes_with_its_own_margins(build_env,

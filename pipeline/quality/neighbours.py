@@ -146,7 +146,6 @@ def judged(table: GainTable, names: Sequence[str], originals: np.ndarray,
         if name in table.statistics:
             stats = np.array([statistics(o, c) for o, c in zip(originals, candidates[:, j],
                                                                  strict=True)])
-            out[:, j] = table.predict(name, stats.reshape(n, 5))
-    unchanged = (candidates == originals[:, None]).all(axis=(2, 3, 4))
-    out[unchanged] = 0
+            unchanged = (candidates[:, j] == originals).all(axis=(1, 2, 3))
+            out[:, j] = np.where(unchanged[:, None], 0, table.predict(name, stats.reshape(n, 5)))
     return out

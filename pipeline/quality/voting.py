@@ -44,7 +44,8 @@ def vote(scores: np.ndarray, margins: np.ndarray | Sequence[float],
     lower-is-better metrics; it votes +1 above its margin, -1 below minus its negative margin
     (`negative_margins`, default `margins`), else 0. Margins are (M,), the same for every
     candidate, or (K,M), a row per candidate.
-    FR metrics cannot vote +1 (clipped to 0). A NaN score (a metric failing on a patch) votes 0.
+    FR metrics cannot vote +1 (clipped to 0). A NaN score (a metric failing on a patch, an
+    annotator that does not judge a candidate) votes 0; `majority` can leave it out.
     """
     scores = np.asarray(scores, np.float64)
     margins = np.asarray(margins, np.float64)
@@ -67,21 +68,24 @@ def vote(scores: np.ndarray, margins: np.ndarray | Sequence[float],
     return votes.astype(np.int8)
 
 
-def majority(votes: np.ndarray) -> np.ndarray:
+def majority(votes: np.ndarray, judged: np.ndarray | None = None) -> np.ndarray:
     """The label of int8 votes along the last axis: the vote of more than half of the voters,
     else Similar. With HGGT's three annotators that is 2 of 3, and a three-way split is
     Similar; with four, a label needs 3 votes (2-1-1 is Similar); no voters -> Similar.
-    Returns int8 of votes.shape[:-1]."""
-    counts = vote_counts(votes)
-    top = counts.max(-1)
-    return np.where(2 * top > votes.shape[-1], counts.argmax(-1) - 1, SIMILAR).astype(np.int8)
+    `judged` (bool, votes' shape; default all) leaves out the annotators that gave no score
+    (they abstain, and are not counted). Returns int8 of votes.shape[:-1]."""
+    counts = vote_counts(votes, judged)
+    top, voted = counts.max(-1), counts.sum(-1, dtype=np.int64)
+    return np.where(2 * top > voted, counts.argmax(-1) - 1, SIMILAR).astype(np.int8)
 
 
-def vote_counts(votes: np.ndarray) -> np.ndarray:
-    """How many voters said -1, 0, +1 along the last axis of int8 votes: uint8
-    (*votes.shape[:-1], 3), columns Negative, Similar, Positive."""
+def vote_counts(votes: np.ndarray, judged: np.ndarray | None = None) -> np.ndarray:
+    """How many voters said -1, 0, +1 along the last axis of int8 votes, leaving out those
+    not `judged` (see `majority`): uint8 (*votes.shape[:-1], 3), columns Negative, Similar,
+    Positive."""
     votes = np.asarray(votes)
-    return np.stack([(votes == v).sum(-1) for v in (NEGATIVE, SIMILAR, POSITIVE)],
+    judged = np.ones(votes.shape, bool) if judged is None else np.asarray(judged, bool)
+    return np.stack([((votes == v) & judged).sum(-1) for v in (NEGATIVE, SIMILAR, POSITIVE)],
                     -1).astype(np.uint8)
 
 
@@ -94,11 +98,14 @@ def voters(full_reference: Sequence[bool], fr_policy: str = "vote") -> np.ndarra
     return np.ones_like(fr) if fr_policy == "vote" else ~fr
 
 
-def label(votes: np.ndarray, full_reference: Sequence[bool], fr_policy: str = "vote") -> np.ndarray:
-    """Final labels int8 (N,K) from votes (N,K,M): the majority of the `voters`; under
-    "veto" a -1 of any FR metric makes the label Negative."""
+def label(votes: np.ndarray, full_reference: Sequence[bool], fr_policy: str = "vote",
+          judged: np.ndarray | None = None) -> np.ndarray:
+    """Final labels int8 (N,K) from votes (N,K,M): the majority of the `voters` that judged
+    the candidate (`judged`, see `majority`); under "veto" a -1 of any FR metric makes the
+    label Negative."""
     fr = np.asarray(full_reference, bool)
-    labels = majority(votes[..., voters(fr, fr_policy)])
+    who = voters(fr, fr_policy)
+    labels = majority(votes[..., who], None if judged is None else np.asarray(judged)[..., who])
     if fr_policy == "veto" and fr.any():
         labels = np.where((votes[..., fr] == NEGATIVE).any(-1), NEGATIVE, labels).astype(np.int8)
     return labels
