@@ -264,12 +264,12 @@ def test_stage_with_the_learned_judge(build_env, candidates):
             pytest.approx(margins[h]) for h in ("psnr", "ssim", "edges")]
 
 
-def test_stage_with_the_neighbours_annotator(build_env, candidates):
-    """Three pairwise heads read off TrainJudge's table with its margins per sign: here a
-    table in which every known pair like "noisy" came out worse. "same" was no generator:
-    the neighbours do not judge it (no score, no margin), and it is Similar."""
+def _scored_with_a_worsening_table(build_env, candidates, metrics: str):
+    """ScorePatches' table for candidates "same" and "noisy" with `metrics`, after TrainJudge
+    with its neighbours table replaced by one for "noisy" in which every known pair came out
+    worse (margins 0.2 for a Positive vote, 0.9 for a Negative one)."""
     candidates("same", "noisy")
-    build_env.set("ScorePatches", "metrics", '["neighbours"]')
+    build_env.set("ScorePatches", "metrics", metrics)
     build_env.set("ScorePatches", "margins", "{}")
     judge = ScorePatches().requires()["judge"]
     run_tasks(judge)
@@ -282,7 +282,14 @@ def test_stage_with_the_neighbours_annotator(build_env, candidates):
     (judge.out_dir / CALIBRATION_JSON).write_text(json.dumps(calibration))
     task = ScorePatches()
     run_tasks(task)
-    scored = task.table()
+    return task.table()
+
+
+def test_stage_with_the_neighbours_annotator(build_env, candidates):
+    """Three pairwise heads read off TrainJudge's table with its margins per sign: here a
+    table in which every known pair like "noisy" came out worse. "same" was no generator:
+    the neighbours do not judge it (no score, no margin), and it is Similar."""
+    scored = _scored_with_a_worsening_table(build_env, candidates, '["neighbours"]')
     assert scored.metric_names == ["neighbours_psnr", "neighbours_ssim", "neighbours_edges"]
     assert scored.modes == ["pairwise"] * 3
     assert (scored.scores[:, 0] == 0).all() and np.isnan(scored.scores[:, 1]).all()
@@ -297,21 +304,7 @@ def test_stage_with_the_neighbours_annotator(build_env, candidates):
 def test_with_both_learned_annotators_each_candidate_is_judged_by_one(build_env, candidates):
     """The neighbours judge the candidates of a generator (here "noisy", by a table in which
     every known pair came out worse), the judge the others ("same")."""
-    candidates("same", "noisy")
-    build_env.set("ScorePatches", "metrics", '["neighbours", "judge"]')
-    build_env.set("ScorePatches", "margins", "{}")
-    judge = ScorePatches().requires()["judge"]
-    run_tasks(judge)
-    rng = np.random.default_rng(0)
-    table = neighbours.fit({"noisy": (rng.normal(size=(40, 5)), np.full((40, 3), -1.0))}, k=5)
-    (judge.out_dir / NEIGHBOURS_FILE).write_bytes(table.to_bytes())
-    calibration = json.loads((judge.out_dir / CALIBRATION_JSON).read_text())
-    calibration["neighbour_margins"] = {"noisy": {"positive": dict.fromkeys(HEADS, 0.2),
-                                                  "negative": dict.fromkeys(HEADS, 0.9)}}
-    (judge.out_dir / CALIBRATION_JSON).write_text(json.dumps(calibration))
-    task = ScorePatches()
-    run_tasks(task)
-    scored = task.table()
+    scored = _scored_with_a_worsening_table(build_env, candidates, '["neighbours", "judge"]')
     by_neighbours, by_judge = slice(0, 3), slice(3, 6)
     assert np.isnan(scored.scores[:, 1, by_neighbours]).all()  # "same": no table
     assert (scored.scores[:, 1, by_judge] == 0).all()  # identical: the judge says 0 dB
