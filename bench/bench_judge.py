@@ -71,7 +71,7 @@ def relabel(stage: TrainJudge, shards: ShardSet, references: dict, pooled: bool 
     for shard, n, clean in truth.referenced_samples(shards, references):
         original = shard.image("gt_original", n)
         candidates = np.stack([shard.image("gt_candidates", n, k) for k in range(len(names))])
-        gains = judged(original[None], candidates[None])  # (1, K, 3) dB
+        gains = judged(original[None], candidates[None])  # (1, K, 3): dB, or net shares
         votes = voting.vote(annotate.pairwise_scores(gains), above, [False] * 3, [False] * 3,
                             negative_margins=below)
         before = psnr(original, clean)
