@@ -23,8 +23,9 @@ def margin_tables(scored: list[tuple[Done, ScoreTable]]) -> dict[str, list[Table
                                               table.negative_margins, strict=True)]
         tables.append(Table(f"{d.name}: the margin each vote needed", ["candidate",
                             *table.metric_names], rows, "in each annotator's units (the "
-                            "learned annotators' heads: dB); Positive above it, Negative "
-                            "below minus it (or minus the second value, where there are two)"))
+                            "judge's heads: dB; the neighbours': net shares); Positive above "
+                            "it, Negative below minus it (or minus the second value, where "
+                            "there are two); – where the annotator did not judge"))
     return {"Vote margins": tables} if tables else {}
 
 
