@@ -202,10 +202,8 @@ class ScorePatches(PhotoStage):
                                      table.candidate_names, table.metric_names)
         stats["metrics"] = [{"name": info.name, "mode": info.mode,
                              "lower_better": info.lower_better, "score_range": info.score_range,
-                             "margins": dict(zip(table.candidate_names, above.tolist(),
-                                                 strict=True)),
-                             "negative_margins": dict(zip(table.candidate_names, below.tolist(),
-                                                          strict=True))}
+                             "margins": _by_candidate(table.candidate_names, above),
+                             "negative_margins": _by_candidate(table.candidate_names, below)}
                             for info, above, below in zip(infos, table.margins.T,
                                                           table.negative_margins.T, strict=True)]
         stats["fr_policy"] = s["fr_policy"]
@@ -221,3 +219,8 @@ class ScorePatches(PhotoStage):
         nan = np.isnan(table.scores).sum(axis=(0, 1))
         stats["nan_scores"] = {m: int(c) for m, c in zip(table.metric_names, nan, strict=True)}
         return stats
+
+
+def _by_candidate(names: list[str], margins: np.ndarray) -> dict[str, float | None]:
+    """{candidate: margin}, JSON-ready: None where the annotator did not judge it (NaN)."""
+    return {n: None if np.isnan(v) else float(v) for n, v in zip(names, margins, strict=True)}

@@ -290,6 +290,9 @@ def test_stage_with_the_neighbours_annotator(build_env, candidates):
     table in which every known pair like "noisy" came out worse. "same" was no generator:
     the neighbours do not judge it (no score, no margin), and it is Similar."""
     scored = _scored_with_a_worsening_table(build_env, candidates, '["neighbours"]')
+    stats = json.loads((ScorePatches().out_dir / "label_stats.json").read_text(),
+                       parse_constant=lambda c: pytest.fail(f"{c} in label_stats.json"))
+    assert [m["margins"]["same"] for m in stats["metrics"]] == [None] * 3
     assert scored.metric_names == ["neighbours_psnr", "neighbours_ssim", "neighbours_edges"]
     assert scored.modes == ["pairwise"] * 3
     assert (scored.scores[:, 0] == 0).all() and np.isnan(scored.scores[:, 1]).all()
