@@ -104,13 +104,9 @@ class ScorePatches(PhotoStage):
         model = stage.load_model(device) if voting.JUDGE in metrics else None
         table = stage.gain_table() if voting.NEIGHBOURS in metrics else None
 
-        deferred = [table is not None and n in table.statistics for n in names]
-
         def one(metric: str, original: np.ndarray, candidates: np.ndarray) -> np.ndarray:
             if metric == voting.JUDGE:
-                gains = judge(model, original, candidates, device)
-                gains[:, deferred] = np.nan  # the neighbours judge these (`_margins`)
-                return annotate.pairwise_scores(gains)
+                return annotate.pairwise_scores(judge(model, original, candidates, device))
             if metric == voting.NEIGHBOURS:
                 return annotate.pairwise_scores(
                     neighbours.judged(table, names, original, candidates))
@@ -164,6 +160,7 @@ class ScorePatches(PhotoStage):
             differences[idx] = annotate.difference(original, candidates,
                                                    s["difference_measure"], device)
         scratch.rmdir()
+        scores[:, 1:][:, np.isnan(margins[0])] = np.nan  # no margin: that annotator abstains
         table = self._label(scores, differences, infos, margins, names)
         score_table.save(out, table)
         np.savez(out / DIFFERENCE, difference=differences,

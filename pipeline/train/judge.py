@@ -184,7 +184,6 @@ def calibration(model: PairJudge, pool: Pool, rows: np.ndarray, precision: float
             "heldout_pairs": len(order), "heldout_order_accuracy": heads(order.mean(0))}
 
 
-
 def neighbour_table(pool: Pool, train_rows: np.ndarray, held_rows: np.ndarray,
                     names: Sequence[str], k: int, precision: float
                     ) -> tuple[neighbours.GainTable, dict]:
