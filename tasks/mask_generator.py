@@ -1,4 +1,6 @@
-"""TrainMaskGenerator: train the CFMG on crops of the GT and its three SR variants."""
+"""TrainMaskGenerator: train the CFMG on crops of the GT and its three SR variants, or with the
+restore prior on restoration items (a cleaner corpus crop, a GT-like input made from it and
+the input's variants; pipeline.train.cfmg.restoration_item)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.base import Stage
 from tasks.ingest import IngestHR
-from tasks.super_resolve import SR_SCALES, SuperResolveGT
+from tasks.super_resolve import SR_SCALES, SuperResolveGT, crop_variant, sr_model, variant_settings
 from tasks.train_judge import TrainJudge
 from tasks.training import TrainingStage, training_inputs
 
@@ -25,6 +27,7 @@ if TYPE_CHECKING:
 
 MODEL_FILE = "cfmg.pt"
 SOURCES = ("gt", *(f"sr_x{s}" for s in SR_SCALES))
+RESTORE = "restore"  # pipeline.train.cfmg.RESTORE, without importing torch to schedule
 
 
 def source_stages(chunk: tuple[str, ...] = ()) -> dict[str, Stage]:
@@ -56,10 +59,13 @@ def load_cfmg(path: Path, device: torch.device | str = "cpu") -> CFMG:
 
 class TrainMaskGenerator(TrainingStage):
     """AdamW + warm-up/cosine + gradient clipping on (1-c^2) MSE - c^2 P (pipeline.train.cfmg);
-    `metrics` is a {pyiqa name: weight} dict for P (negative weights for lower-better metrics).
-    Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
+    `metrics` is a {name: weight} dict for P: pyiqa metrics (negative weights for lower-better
+    ones), "judge", or "restore". With "restore" the CFMG trains on `restoration_crops`
+    restoration items (clean crops shrunk by `shrink`, inputs degraded within `versions`,
+    their variants made by the SR model as SuperResolveGT makes a photo's), not on the
+    photos' own variants. Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
 
-    version = 4  # 4: crops from DataLoader workers, seeded per sample
+    version = 5  # 5: the restore prior (4: crops from DataLoader workers, seeded per sample)
     uses_iqa = True
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
@@ -72,15 +78,33 @@ class TrainMaskGenerator(TrainingStage):
     warmup = luigi.OptionalIntParameter(default=None)
     grad_clip = luigi.OptionalFloatParameter(default=None)
     model = luigi.OptionalDictParameter(default=None)  # CFMG width, stages, bins, hidden, dropout
-    metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric: weight}
+    metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric | judge | restore: weight}
+    restoration_crops = luigi.OptionalIntParameter(default=None)  # restore prior: training items
+    shrink = luigi.OptionalListParameter(default=None)  # clean crop = side/f pixels, f in [lo, hi]
+    versions = luigi.OptionalDictParameter(default=None)  # pipeline.quality.judge.VersionRanges
     # Per-step seeding makes the result independent of the checkpoint interval.
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
 
+    @property
+    def restores(self) -> bool:
+        """Whether P has the restore prior (training on restoration items)."""
+        return RESTORE in self.settings["metrics"]
+
     def requires(self):
-        deps = training_inputs(source_stages)
+        """The photos' sources (GT, SR variants), or with the restore prior the photos and the
+        SR model that makes the items' variants; the judge when P has it."""
+        if self.restores:
+            deps = training_inputs(lambda chunk: {"gt": IngestHR(chunk=chunk)})
+            deps["sr"] = sr_model()
+        else:
+            deps = training_inputs(source_stages)
         if "judge" in self.settings["metrics"]:
             deps["judge"] = TrainJudge()
         return deps
+
+    def fingerprint(self) -> dict:
+        """How the restoration items' variants are made."""
+        return variant_settings() if self.restores else {}
 
     def _arrays(self, out: Path) -> tuple[ArrayStore, list[list[str]]]:
         """The GT and its SR variants as training arrays, and one group of names per photo
@@ -97,6 +121,35 @@ class TrainMaskGenerator(TrainingStage):
                 raise ValueError(f"image {i}: its sources {SOURCES} differ in size {sizes}")
         return store, groups
 
+    def _restoration_arrays(self, out: Path) -> tuple[ArrayStore, list[list[str]]]:
+        """`restoration_crops` items (pipeline.train.cfmg.restoration_item, `crop` pixels,
+        item k drawn from the stage key and k) as training arrays, one group per item: the
+        input, its variants (SOURCES order), then the clean crop. The photos are read
+        memory-mapped from the same store; a resumed run keeps the items it made."""
+        from pipeline.quality.judge import VersionRanges
+        from pipeline.train import cfmg
+        from pipeline.train.judge import border
+
+        s, device = self.settings, self.device
+        store = self.array_store(out, {
+            f"photo_{img.id}": functools.partial(read_rgb, image_path(dirs["gt"], img.id))
+            for img, dirs in self.training_photos("gt")})
+        photos = [store.get(p.stem) for p in sorted(store.folder.glob("photo_*.npy"))]
+        variant = crop_variant(self.input_stages()["sr"].load_model(device), device)
+        names = (*SOURCES, "clean")
+        groups = [[f"item{k:06d}_{name}" for name in names] for k in range(s["restoration_crops"])]
+        for k, group in self.progress(enumerate(groups), len(groups),
+                                      f"{self.get_task_family()}: restoration items"):
+            if store.path(group[-1]).exists():
+                continue
+            item = cfmg.restoration_item(
+                photos, s["crop"], border(s["crop"]), tuple(s["shrink"]),
+                VersionRanges(**s["versions"]), lambda x: [variant(x, v) for v in SR_SCALES],
+                rng(self.key, "restoration", k))
+            for name, image in zip(group, item, strict=True):
+                store.put(name, functools.partial(np.asarray, image))
+        return store, groups
+
     def build(self, out: Path) -> dict:
         from pipeline.quality.iqa import create_metric  # lazy: pyiqa is slow to import
         from pipeline.train import cfmg
@@ -104,7 +157,7 @@ class TrainMaskGenerator(TrainingStage):
         from pipeline.train.loop import cpu_state, save_checkpoint
 
         s, device = self.settings, self.device
-        store, groups = self._arrays(out)
+        store, groups = self._restoration_arrays(out) if self.restores else self._arrays(out)
         feed = self.feed(CropBatches(store, groups, AlignedCrops(s["crop"], flips=4),
                                      s["batch_size"], self.seed_for("batch"), stack=True),
                          s["iterations"])
@@ -118,7 +171,10 @@ class TrainMaskGenerator(TrainingStage):
 
         def step(i: int) -> dict[str, float]:
             c = float(rng(self.key, "c", i).uniform(0, 1))
-            return training.step(i, feed(i).to(device), c)
+            batch = feed(i).to(device)
+            if self.restores:  # the clean crops come last
+                return training.step(i, batch[:, :-1], c, clean=batch[:, -1])
+            return training.step(i, batch, c)
 
         def save() -> None:
             save_checkpoint(out / MODEL_FILE, {"state": cpu_state(training.model),

@@ -2,18 +2,49 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import luigi
+import numpy as np
 
 from pipeline.image.ingest import read_images
 from pipeline.store.imageio import image_path, read_rgb, write_rgb
+from tasks.base import Stage
 from tasks.config import gtforge
 from tasks.corpus import PhotoStage
 from tasks.ingest import IngestHR
 from tasks.train_sr import sr_model_stage
 
+if TYPE_CHECKING:
+    import torch
+
+    from models.rrdb import RRDBNet
+
 SR_SCALES = (2, 3, 4)
+
+
+def sr_model() -> Stage:
+    """The stage of the SR model behind SuperResolveGT: LoadSR or TrainSR."""
+    return sr_model_stage(SuperResolveGT(scale=SR_SCALES[0]).checkpoint)
+
+
+def variant_settings() -> dict:
+    """The SuperResolveGT settings a crop's variants (`crop_variant`) depend on: for the key
+    of a stage that makes its own."""
+    return {"keep_low": SuperResolveGT(scale=SR_SCALES[0]).settings["keep_low"]}
+
+
+def crop_variant(model: RRDBNet, device: torch.device | str
+                 ) -> Callable[[np.ndarray, int], np.ndarray]:
+    """(crop, scale) -> the crop's variant at that scale as SuperResolveGT makes a photo's
+    (its keep_low), in one tile: for crops of a few hundred pixels, uint8 RGB HWC."""
+    from pipeline.train.sr import super_resolve
+
+    keep_low = variant_settings()["keep_low"]
+    return lambda x, s: super_resolve(model, x, s, tile=4096, overlap=0, device=device,
+                                      keep_low=keep_low)
 
 
 class SuperResolveGT(PhotoStage):

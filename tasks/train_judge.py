@@ -15,9 +15,8 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.config import ENHANCER_CANDIDATES, FUSED, gtforge
 from tasks.ingest import IngestHR
-from tasks.super_resolve import SR_SCALES, SuperResolveGT
+from tasks.super_resolve import SR_SCALES, crop_variant, sr_model, variant_settings
 from tasks.train_enhancer import TrainEnhancer
-from tasks.train_sr import sr_model_stage
 from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
@@ -73,11 +72,15 @@ class TrainJudge(TrainingStage):
                 backbone, degradation = name.split("_")
                 deps[name] = TrainEnhancer(backbone=backbone, degradation=degradation)
             elif name == SR_GENERATOR and FUSED in names:
-                deps[name] = sr_model_stage(SuperResolveGT(scale=SR_SCALES[0]).checkpoint)
+                deps[name] = sr_model()
             elif name not in (*ENHANCER_CANDIDATES, SR_GENERATOR):
                 raise ValueError(f"TrainJudge generators: unknown {name!r} (known: "
                                  f"{', '.join((*ENHANCER_CANDIDATES, SR_GENERATOR))})")
         return deps
+
+    def fingerprint(self) -> dict:
+        """How the SR model's versions are made, when it is a generator."""
+        return variant_settings() if SR_GENERATOR in self.requires() else {}
 
     def load_model(self, device: torch.device | str = "cpu") -> PairJudge:
         """The trained judge, in eval mode on `device`."""
@@ -120,17 +123,13 @@ class TrainJudge(TrainingStage):
         """The version generators of the `generators` that are inputs, by name: the enhancers,
         and the SR model at a scale drawn from `draw` per crop."""
         from pipeline.train import judge as JT
-        from pipeline.train.sr import super_resolve
 
         inputs, device = self.input_stages(), self.device
         found = {name: JT.network_generator(stage.load_generator(device), device)
                  for name, stage in inputs.items() if name in ENHANCER_CANDIDATES}
         if SR_GENERATOR in inputs:
-            model = inputs[SR_GENERATOR].load_model(device)
-            keep_low = SuperResolveGT(scale=SR_SCALES[0]).settings["keep_low"]
-            found[SR_GENERATOR] = JT.sr_generator(
-                lambda x, s: super_resolve(model, x, s, tile=4096, overlap=0, device=device,
-                                           keep_low=keep_low), SR_SCALES, draw)
+            variant = crop_variant(inputs[SR_GENERATOR].load_model(device), device)
+            found[SR_GENERATOR] = JT.sr_generator(variant, SR_SCALES, draw)
         return found
 
     def build(self, out: Path) -> dict:

@@ -69,7 +69,7 @@ def settings() -> Settings:
 @pytest.fixture
 def build_env(settings, small_corpus, tmp_path) -> Settings:
     """tiny preset, the small corpus as input, no candidates, a fresh workdir and out_dir, a
-    small TrainJudge."""
+    small TrainJudge and few restoration items for the CFMG."""
     settings.set("gtforge", "preset", "tiny")
     settings.set("gtforge", "input_dir", small_corpus)
     settings.set("gtforge", "workdir", tmp_path / "work")
@@ -78,6 +78,7 @@ def build_env(settings, small_corpus, tmp_path) -> Settings:
     settings.set("gtforge", "candidates", "")
     for key, value in {"bases": 48, "iterations": 20, "batch_size": 8}.items():
         settings.set("tiny.TrainJudge", key, value)  # a judge in seconds
+    settings.set("tiny.TrainMaskGenerator", "restoration_crops", 6)  # the CFMG's items in seconds
     return settings
 
 

@@ -11,6 +11,7 @@ from pipeline.image.conversions import to_tensor
 from pipeline.image.fusion import fuse_logits, high_frequency_energy
 from pipeline.image.ingest import read_images
 from pipeline.quality.iqa import MissingWeightsError, create_metric
+from pipeline.quality.judge import VersionRanges
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train import cfmg
 from pipeline.train.feed import AlignedCrops, CropBatches
@@ -138,9 +139,74 @@ def test_condition_trades_fidelity_for_detail(sample_corpus):
     assert high_frequency_energy(fused[1.0]).mean() > 1.2 * high_frequency_energy(gt).mean()
 
 
-def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path):
+def test_restore_prior_scores_closeness_to_the_clean_crops():
+    prior = cfmg.Perceptual({"restore": 2.0}, "cpu", create_metric)
+    clean = torch.rand(2, 3, 8, 8)
+    off = (clean + 0.1).clamp(0, 1)
+    total, raw = prior(off, torch.rand(2, 3, 8, 8), clean)
+    expected = -4 * torch.mean((off - clean) ** 2)
+    assert raw["restore"] == pytest.approx(expected.item(), rel=1e-5)
+    assert total.item() == pytest.approx(2 * expected.item(), rel=1e-5)
+    assert prior(clean, off, clean)[0].item() == 0
+    with pytest.raises(ValueError, match="clean crops"):
+        prior(off, clean)
+    with pytest.raises(ValueError, match="higher-better.*positive"):
+        cfmg.Perceptual({"restore": -1.0}, "cpu", create_metric)
+
+
+def test_restoration_item_degrades_a_clean_crop_and_sees_past_its_border(sample_corpus):
+    photos = [read_rgb(sample_corpus / "chelsea.png")]
+    seen = []
+
+    def variants(x):
+        seen.append(x)
+        return [x // 2, x // 3]
+
+    ranges = VersionRanges(p=1.0)  # blur, noise and JPEG, every time
+    item = cfmg.restoration_item(photos, 48, 8, (0.5, 0.5), ranges, variants,
+                                 np.random.default_rng(3))
+    assert item.shape == (4, 48, 48, 3) and item.dtype == np.uint8
+    given, clean = seen[0], item[-1]
+    assert given.shape == (64, 64, 3)  # the variants see the border, the item leaves it out
+    np.testing.assert_array_equal(item[0], given[8:56, 8:56])
+    np.testing.assert_array_equal(item[1], (given // 2)[8:56, 8:56])
+    assert cv2.PSNR(item[0], clean) < 40  # the input is a degraded version of the clean crop
+    again = cfmg.restoration_item(photos, 48, 8, (0.5, 0.5), ranges, variants,
+                                  np.random.default_rng(3))
+    np.testing.assert_array_equal(again, item)
+
+
+def test_condition_trades_fidelity_for_restoration(sample_corpus):
+    """With the restore prior, the real training step at each end of the condition: at c = 0
+    the fused image stays at the GT, at c = 1 it moves to the clean crop, here one of the
+    sources (the network's output space optimised directly, as above)."""
+    photo = cv2.cvtColor(cv2.imread(str(sample_corpus / "astronaut.png")), cv2.COLOR_BGR2RGB)
+    clean = photo[:192, :192]
+    noisy = np.clip(clean + np.random.default_rng(0).normal(0, 12, clean.shape), 0, 255)
+    stack = [noisy.astype(np.uint8), clean, cv2.GaussianBlur(clean, (0, 0), 2.0), clean // 2]
+    sources = torch.stack([to_tensor(x)[0] for x in stack])[None]
+    prior = cfmg.Perceptual({"restore": 1.0}, "cpu", create_metric)
+    distance = {}
+    for c in (0.0, 1.0):
+        model = FreeWeights()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
+        sched = warmup_cosine(opt, warmup=2, total=STEPS)
+        for _ in range(STEPS):
+            cfmg.train_step(model, opt, sched, sources, c, prior, 1.0, clean=sources[:, 1])
+        fused = fuse_logits(sources, cfmg.predict_logits(model, sources[:, 0], c))
+        distance[c] = {name: torch.mean((fused - sources[:, k]) ** 2).item()
+                       for name, k in (("gt", 0), ("clean", 1))}
+    assert distance[0.0]["gt"] < distance[0.0]["clean"]
+    assert distance[1.0]["clean"] < distance[1.0]["gt"]
+    assert distance[1.0]["clean"] < 0.5 * distance[0.0]["clean"]
+
+
+@pytest.mark.parametrize("prior", ['{"restore": 10.0}', '{"judge": 0.01}'])
+def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path, prior):
     """TrainSR (on DegradeLR pairs) -> SuperResolveGT x2/x3/x4 -> TrainMaskGenerator -> FuseGT,
-    shrunk to a few steps on two small photos: the plumbing, not the quality."""
+    shrunk to a few steps on two small photos: the plumbing, not the quality. With the restore
+    prior the CFMG trains on restoration items made by the SR model, otherwise on the photos'
+    own variants."""
     from pipeline.image import band_weights
     from tasks.candidates import candidate_stage
     from tasks.fuse import FuseGT
@@ -151,6 +217,7 @@ def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path):
     build_env.set("tiny.TrainSR", "crop", 16)
     build_env.set("tiny.TrainMaskGenerator", "iterations", 2)
     build_env.set("tiny.TrainMaskGenerator", "batch_size", 2)
+    build_env.set("tiny.TrainMaskGenerator", "metrics", prior)
     task = FuseGT()
     assert candidate_stage("fused").key == task.key
     run_tasks(task)
@@ -168,6 +235,12 @@ def test_fuse_gt_end_to_end(build_env, sample_corpus, tmp_path):
     assert (task.out_dir / band_weights.PNG).stat().st_size > 0
     manifest = json.loads((task.input_dir("cfmg") / "manifest.json").read_text())
     assert manifest["info"]["final"]["step"] == 1
+    trained_on = set(manifest["inputs"])
+    if "restore" in prior:
+        assert "sr" in trained_on and "sr_x2:0" not in trained_on
+        assert manifest["info"]["final"]["restore"] <= 0
+    else:
+        assert {"sr_x2:0", "judge"} <= trained_on and "sr" not in trained_on
 
 
 def test_keys_follow_each_setting(build_env):
@@ -177,12 +250,18 @@ def test_keys_follow_each_setting(build_env):
     base = TrainMaskGenerator().key
     for name, value in [("iterations", 7), ("batch_size", 3), ("crop", 96), ("lr", 0.01),
                         ("weight_decay", 0.1), ("warmup", 3), ("grad_clip", 0.5),
-                        ("model", '{"width": 4}'), ("metrics", '{"niqe": -1.0}')]:
+                        ("model", '{"width": 4}'), ("restoration_crops", 5),
+                        ("shrink", "[0.3, 0.6]"), ("versions", '{"blur": [0.5, 1.0]}')]:
         build_env.set("TrainMaskGenerator", name, value)
         assert TrainMaskGenerator().key != base, name
         base = TrainMaskGenerator().key
+    build_env.set("SuperResolveGT", "keep_low", 2.0)  # the items' variants are made with it
+    assert TrainMaskGenerator().key != base
+    base = TrainMaskGenerator().key
     build_env.set("TrainMaskGenerator", "ckpt_every", 3)
     assert TrainMaskGenerator().key == base
+    build_env.set("TrainMaskGenerator", "metrics", '{"niqe": -1.0}')
+    assert TrainMaskGenerator().key != base
     fused = FuseGT().key
     assert fused == FuseGT(c=0.3).key != FuseGT(c=1.0).key
     build_env.set("TrainSR", "iterations", 5)  # an upstream change moves the key

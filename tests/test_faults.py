@@ -342,6 +342,7 @@ def test_every_training_stage_seeds_its_steps_from_its_key(build_env, sample_cor
     new [gtforge] seed or any upstream change gives new draws), never the bare seed."""
     from pipeline.train import loop
     from tasks.mask_generator import TrainMaskGenerator
+    from tasks.train_judge import TrainJudge
     from tasks.train_vqvae import TrainVQVAE2
     from tests.test_sr import _small_corpus
     from tests.test_vqvae import MICRO
@@ -361,10 +362,9 @@ def test_every_training_stage_seeds_its_steps_from_its_key(build_env, sample_cor
         return real(step, state, total, ckpt_dir, every, seed, desc=desc, **kw)
 
     monkeypatch.setattr(loop, "train_loop", recording)
-    mask_generator, vqvae = TrainMaskGenerator(), TrainVQVAE2()
-    run_tasks(mask_generator, vqvae)  # TrainMaskGenerator needs TrainSR and TrainJudge
-    stages = {"TrainSR": mask_generator.input_stages()["sr_x2:0"].input_stages()["sr"],
-              "TrainJudge": mask_generator.input_stages()["judge"],
+    mask_generator, vqvae, judge = TrainMaskGenerator(), TrainVQVAE2(), TrainJudge()
+    run_tasks(mask_generator, vqvae, judge)  # TrainMaskGenerator needs TrainSR
+    stages = {"TrainSR": mask_generator.input_stages()["sr"], "TrainJudge": judge,
               "TrainMaskGenerator": mask_generator, "TrainVQVAE2": vqvae}
     assert seeds == {name: stage.seed_for("steps") for name, stage in stages.items()}
     assert gtforge().seed not in seeds.values()

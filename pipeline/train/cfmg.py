@@ -3,14 +3,15 @@
     loss = (1 - c^2) * MSE(fused, GT) - c^2 * P(fused),   c ~ U(0,1) once per step,
 
 with the MSE taken on [-1, 1] images, as BGT's code does (4x the MSE on [0, 1]), P a weighted
-sum of differentiable no-reference quality scores on [0, 1] images (pyiqa metrics with
-`as_loss=True`, or gtforge's own learned judge), and AdamW with a warm-up + cosine schedule
+sum of differentiable quality scores on [0, 1] images (pyiqa metrics with `as_loss=True`,
+gtforge's own learned judge, or "restore": closeness to a cleaner crop the GT was made from,
+for which the CFMG trains on `restoration_item`s), and AdamW with a warm-up + cosine schedule
 and gradient clipping.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -20,11 +21,14 @@ import torch.nn.functional as F
 from models.cfmg import CFMG
 from pipeline.image.conversions import to_tensor
 from pipeline.image.fusion import fuse_logits
+from pipeline.quality.judge import VersionRanges, degraded
+from pipeline.train.judge import crop_bases
 from pipeline.train.loop import Training, descend
 from pipeline.train.precision import FP32, Precision
 from pipeline.train.schedules import warmup_cosine
 
 MetricFactory = Callable[..., Callable[[torch.Tensor], torch.Tensor]]
+RESTORE = "restore"  # the prior that needs clean crops (the CFMG trains on restoration_items)
 
 
 class Perceptual:
@@ -32,8 +36,10 @@ class Perceptual:
     better). A pyiqa metric is created by `factory(name, device, as_loss=True)`
     (pipeline.quality.iqa.create_metric) and scores the fused image alone; "judge" is gtforge's
     pairwise judge (`judge`, a models.judge.PairJudge), scoring how many dB closer the fused
-    image is than the GT (mean over its heads). A lower-better metric (NIQE) needs a negative
-    weight, a higher-better one a positive weight, so that a larger P is always better."""
+    image is than the GT (mean over its heads); "restore" is -MSE(fused, clean) on [-1, 1],
+    how close the fused image is to the cleaner crop its GT was made from (`clean`, given with
+    every batch). A lower-better metric (NIQE) needs a negative weight, a higher-better one a
+    positive weight, so that a larger P is always better."""
 
     def __init__(self, weights: Mapping[str, float], device: torch.device | str,
                  factory: MetricFactory, judge: torch.nn.Module | None = None):
@@ -46,6 +52,8 @@ class Perceptual:
                     raise ValueError("TrainMaskGenerator metrics name the judge, but no judge "
                                      "was given")
                 metric, lower_better = _judge_term(judge.requires_grad_(False)), False
+            elif name == RESTORE:
+                metric, lower_better = _closeness, False
             else:
                 metric = factory(name, device, as_loss=True)
                 lower_better = bool(getattr(metric, "lower_better", False))
@@ -55,13 +63,16 @@ class Perceptual:
                                  f"{'negative' if lower_better else 'positive'}, got {weight}")
             self.terms.append((name, float(weight), metric))
 
-    def __call__(self, images: torch.Tensor,
-                 reference: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        """(P as a differentiable scalar, {metric name: raw batch-mean score}) for images and
-        their GTs, float [0,1] NCHW."""
+    def __call__(self, images: torch.Tensor, reference: torch.Tensor,
+                 clean: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """(P as a differentiable scalar, {metric name: raw batch-mean score}) for images,
+        their GTs and (for "restore") the clean crops the GTs were made from, float [0,1] NCHW."""
         total, raw = images.new_zeros(()), {}
         for name, weight, metric in self.terms:
-            score = (metric(images, reference) if name == "judge" else metric(images)).mean()
+            if name == RESTORE and clean is None:
+                raise ValueError("the restore prior needs the clean crops of the batch")
+            score = (metric(images, reference) if name == "judge" else
+                     metric(images, clean) if name == RESTORE else metric(images)).mean()
             raw[name] = float(score.detach())
             total = total + weight * score.to(images.dtype)
         return total, raw
@@ -74,18 +85,23 @@ def _judge_term(judge: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor]
     return lambda images, reference: in_db(judge(reference, images)).mean(dim=1)
 
 
-def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
-              perceptual: Callable[[torch.Tensor, torch.Tensor],
-                                   tuple[torch.Tensor, dict[str, float]]],
-              precision: Precision = FP32) -> tuple[torch.Tensor, dict[str, float]]:
-    """The objective on one batch: sources (B,S,3,h,w) in [0,1], source 0 the GT; returns
-    (loss, {loss, mse (on [-1,1]), P, c, metric scores}). P sees the fused image clipped to
-    [0,1]. The CFMG runs at `precision`; the fusion, MSE and P in float32."""
+def _closeness(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
+    """-MSE on [-1, 1] (as the fidelity term) per image: (B,)."""
+    return -4.0 * (images - clean).pow(2).flatten(1).mean(1)
+
+
+def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float, perceptual: Perceptual,
+              precision: Precision = FP32,
+              clean: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """The objective on one batch: sources (B,S,3,h,w) in [0,1], source 0 the GT, and for the
+    restore prior the clean crops (B,3,h,w) the GTs were made from; returns (loss, {loss,
+    mse (on [-1,1]), P, c, metric scores}). P sees the fused image clipped to [0,1]. The CFMG
+    runs at `precision`; the fusion, MSE and P in float32."""
     gt = sources[:, 0]
     logits = precision.forward(model, gt, torch.full((len(gt),), c, device=gt.device))
     fused = fuse_logits(sources, logits)
     mse = 4.0 * F.mse_loss(fused, gt)  # on [-1, 1], as BGT
-    p, raw = perceptual(fused.clamp(0, 1), gt)
+    p, raw = perceptual(fused.clamp(0, 1), gt, clean)
     loss = (1 - c * c) * mse - c * c * p
     return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()),
                   "P": float(p.detach()), "c": c, **raw}
@@ -94,10 +110,11 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float,
 def train_step(model: CFMG, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler, sources: torch.Tensor,
                c: float, perceptual: Perceptual, grad_clip: float,
-               precision: Precision = FP32) -> dict[str, float]:
+               precision: Precision = FP32, clean: torch.Tensor | None = None
+               ) -> dict[str, float]:
     """One optimiser step on `cfmg_loss` with gradient-norm clipping; returns the logged values."""
     model.train()
-    loss, logs = cfmg_loss(model, sources, c, perceptual, precision)
+    loss, logs = cfmg_loss(model, sources, c, perceptual, precision, clean)
     descend(optimizer, loss, clip=(model.parameters(), grad_clip))
     scheduler.step()
     return logs
@@ -116,11 +133,13 @@ class CFMGTraining(Training):
     def parts(self) -> dict[str, Any]:
         return {"model": self.model, "opt": self.opt, "sched": self.sched}
 
-    def step(self, i: int, sources: torch.Tensor, c: float) -> dict[str, float]:
-        """Update i on aligned crops (B,S,3,h,w) in [0,1] (source 0 the GT) at condition `c`;
-        returns the logged values of `cfmg_loss`."""
+    def step(self, i: int, sources: torch.Tensor, c: float,
+             clean: torch.Tensor | None = None) -> dict[str, float]:
+        """Update i on aligned crops (B,S,3,h,w) in [0,1] (source 0 the GT) at condition `c`,
+        with the clean crops (B,3,h,w) for the restore prior; returns the logged values of
+        `cfmg_loss`."""
         return train_step(self.model, self.opt, self.sched, sources, c, self.perceptual,
-                          self.grad_clip, self.precision)
+                          self.grad_clip, self.precision, clean)
 
 
 def build_training(sources: int, config: Mapping[str, Any], perceptual: Perceptual, *,
@@ -135,6 +154,22 @@ def build_training(sources: int, config: Mapping[str, Any], perceptual: Perceptu
     training = CFMGTraining(model, perceptual, lr, weight_decay, warmup, total, grad_clip)
     training.precision = precision
     return training
+
+
+def restoration_item(images: Sequence[np.ndarray], side: int, border: int,
+                     shrink: tuple[float, float], ranges: VersionRanges,
+                     variants: Callable[[np.ndarray], list[np.ndarray]],
+                     draw: np.random.Generator) -> np.ndarray:
+    """One training item of the restore prior, all drawn from `draw`: a *clean* crop (a random
+    corpus crop shrunk by f ~ U[shrink], so cleaner than the photos), a GT-like *input* made
+    from it by pipeline.quality.judge.degraded within `ranges`, and the input's SR variants
+    (`variants(input)`, each at the input's size). uint8 (2 + variants, side, side, 3) in the
+    order [input, *variants, clean], without a `border` on each side (where the SR model saw
+    the crop's edge)."""
+    clean = crop_bases(images, 1, side + 2 * border, shrink, draw)[0]
+    given = degraded(clean, ranges, draw)
+    inner = slice(border, border + side)
+    return np.stack([given, *variants(given), clean])[:, inner, inner]
 
 
 @torch.no_grad()
