@@ -16,7 +16,6 @@ from pipeline.store.seeding import rng
 from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.super_resolve import SR_SCALES, SuperResolveGT, crop_variant, sr_model, variant_settings
-from tasks.train_judge import TrainJudge
 from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
@@ -99,6 +98,8 @@ class TrainMaskGenerator(TrainingStage):
         else:
             deps = training_inputs(source_stages)
         if "judge" in self.settings["metrics"]:
+            from tasks.train_judge import TrainJudge  # which needs this stage by default
+
             deps["judge"] = TrainJudge()
         return deps
 

@@ -14,7 +14,10 @@ from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
 from tasks.config import ENHANCER_CANDIDATES, FUSED, gtforge
+from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
+from tasks.mask_generator import MODEL_FILE as CFMG_FILE
+from tasks.mask_generator import TrainMaskGenerator, load_cfmg
 from tasks.super_resolve import SR_SCALES, crop_variant, sr_model, variant_settings
 from tasks.train_enhancer import TrainEnhancer
 from tasks.training import TrainingStage, training_inputs
@@ -29,6 +32,17 @@ if TYPE_CHECKING:
 MODEL_FILE = "judge.pt"
 NEIGHBOURS_FILE = "neighbours.npz"
 SR_GENERATOR = "sr"
+VARIANTS = "variants"  # the SR model behind the fused generator's sources
+
+
+def fused_cfmg() -> TrainMaskGenerator:
+    """The CFMG behind the fused generator; ValueError when it is trained against the judge
+    (each would need the other)."""
+    cfmg = TrainMaskGenerator()
+    if "judge" in cfmg.settings["metrics"]:
+        raise ValueError("TrainJudge generators has \"fused\" and TrainMaskGenerator metrics has "
+                         "\"judge\": each would need the other; drop one of them")
+    return cfmg
 CALIBRATION_JSON = "calibration.json"
 
 
@@ -64,23 +78,29 @@ class TrainJudge(TrainingStage):
 
     def requires(self):
         """IngestHR, and the models of the `generators` that are configured candidates (an
-        enhancer name, or "sr" for the SR model of the fused candidate's variants)."""
+        enhancer name; "sr" for the SR model of the fused candidate's variants; "fused" for
+        the CFMG and that SR model)."""
         names = gtforge().candidate_names()
         deps = training_inputs(lambda chunk: {"hr": IngestHR(chunk=chunk)})
+        known = (*ENHANCER_CANDIDATES, SR_GENERATOR, FUSED)
         for name in self.settings["generators"]:
             if name in ENHANCER_CANDIDATES and name in names:
                 backbone, degradation = name.split("_")
                 deps[name] = TrainEnhancer(backbone=backbone, degradation=degradation)
             elif name == SR_GENERATOR and FUSED in names:
                 deps[name] = sr_model()
-            elif name not in (*ENHANCER_CANDIDATES, SR_GENERATOR):
+            elif name == FUSED and FUSED in names:
+                deps[name], deps[VARIANTS] = fused_cfmg(), sr_model()
+            elif name not in known:
                 raise ValueError(f"TrainJudge generators: unknown {name!r} (known: "
-                                 f"{', '.join((*ENHANCER_CANDIDATES, SR_GENERATOR))})")
+                                 f"{', '.join(known)})")
         return deps
 
     def fingerprint(self) -> dict:
-        """How the SR model's versions are made, when it is a generator."""
-        return variant_settings() if SR_GENERATOR in self.requires() else {}
+        """How the SR model's and the CFMG's versions are made, when they are generators."""
+        deps = self.requires()
+        facts = variant_settings() if {SR_GENERATOR, FUSED} & set(deps) else {}
+        return {**facts, "fused_c": FuseGT().settings["c"]} if FUSED in deps else facts
 
     def load_model(self, device: torch.device | str = "cpu") -> PairJudge:
         """The trained judge, in eval mode on `device`."""
@@ -123,6 +143,7 @@ class TrainJudge(TrainingStage):
         """The version generators of the `generators` that are inputs, by name: the enhancers,
         and the SR model at a scale drawn from `draw` per crop."""
         from pipeline.train import judge as JT
+        from pipeline.train.cfmg import fused_generator
 
         inputs, device = self.input_stages(), self.device
         found = {name: JT.network_generator(stage.load_generator(device), device)
@@ -130,6 +151,12 @@ class TrainJudge(TrainingStage):
         if SR_GENERATOR in inputs:
             variant = crop_variant(inputs[SR_GENERATOR].load_model(device), device)
             found[SR_GENERATOR] = JT.sr_generator(variant, SR_SCALES, draw)
+        if FUSED in inputs:
+            cfmg = inputs[FUSED]
+            found[FUSED] = fused_generator(
+                load_cfmg(cfmg.out_dir / CFMG_FILE, device),
+                crop_variant(inputs[VARIANTS].load_model(device), device), SR_SCALES,
+                FuseGT().settings["c"], cfmg.settings["crop"], device)
         return found
 
     def build(self, out: Path) -> dict:

@@ -296,3 +296,41 @@ def test_masks_come_from_views_of_the_training_crop_size():
     assert a.shape == (1, 4, 25) and (a - b).abs().max() < 0.02
     tiny = cfmg.predict_photo(model, small[:100, :90], 0.3, crop=128)  # smaller: seen whole
     assert tiny.shape == (1, 4, 25) and seen[-1] == (100, 90)
+
+
+def test_fused_generator_fuses_crops_as_fusegt_fuses_photos(sample_corpus):
+    photo = read_rgb(sample_corpus / "chelsea.png")
+    crops = np.stack([photo[:80, :80], photo[100:180, 200:280]])
+    model = FreeWeights()
+    with torch.no_grad():
+        model.weights[:, 1] = 50.0  # every ring from the first variant
+    generate = cfmg.fused_generator(model, lambda x, s: x // s, (2, 3, 4), 0.3, 128)
+    out = generate(crops)
+    assert out.shape == crops.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - crops // 2).max() <= 1
+
+
+def test_judge_learns_the_fused_gt_from_the_cfmg(build_env, sample_corpus, tmp_path):
+    """With the fused candidate, TrainJudge's pool holds the CFMG's fusions of its inputs at
+    FuseGT's c (which enters its key), so the neighbours annotator has a table and margins for
+    fused; a CFMG trained against the judge cannot be its generator."""
+    from tasks.train_judge import CALIBRATION_JSON, TrainJudge
+    from tests.test_sr import _small_corpus
+
+    build_env.set("gtforge", "input_dir", _small_corpus(tmp_path, sample_corpus))
+    build_env.set("gtforge", "candidates", "fused")
+    build_env.set("tiny.TrainSR", "iterations", 2)
+    build_env.set("tiny.TrainSR", "crop", 16)
+    build_env.set("tiny.TrainMaskGenerator", "iterations", 2)
+    build_env.set("tiny.TrainMaskGenerator", "batch_size", 2)
+    judge = TrainJudge()
+    assert {"fused", "variants"} <= set(judge.requires())
+    run_tasks(judge)
+    calibration = json.loads((judge.out_dir / CALIBRATION_JSON).read_text())
+    assert set(calibration["neighbour_margins"]) == {"fused"}
+    assert "fused" in judge.gain_table().statistics
+    build_env.set("FuseGT", "c", 0.5)
+    assert TrainJudge().key != judge.key
+    build_env.set("tiny.TrainMaskGenerator", "metrics", '{"judge": 0.01}')
+    with pytest.raises(ValueError, match="each would need the other"):
+        TrainJudge().requires()

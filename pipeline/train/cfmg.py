@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from models.cfmg import CFMG
 from pipeline.image.conversions import to_tensor
-from pipeline.image.fusion import fuse_logits
+from pipeline.image.fusion import fuse_logits, fuse_photo
 from pipeline.quality.judge import VersionRanges, degraded
 from pipeline.train.judge import crop_bases
 from pipeline.train.loop import Training, descend
@@ -207,3 +207,19 @@ def predict_photo(model: CFMG, gt: np.ndarray, c: float, crop: int, views: int =
         out = precision.forward(model, x, torch.full((len(x),), float(c), device=device))
         total = out.sum(0, keepdim=True) if total is None else total + out.sum(0, keepdim=True)
     return total / len(boxes)
+
+
+def fused_generator(model: CFMG, variant: Callable[[np.ndarray, int], np.ndarray],
+                    scales: Sequence[int], c: float, crop: int,
+                    device: torch.device | str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
+    """The fused GT as a version generator (pipeline.train.judge.Generator): every crop of
+    uint8 (N,h,w,3) fused with its SR variants (`variant(crop, scale)` for `scales`) by the
+    CFMG's masks at condition c, as FuseGT fuses a photo (`predict_photo` with the training
+    `crop`, `fuse_photo`). Returns uint8 (N,h,w,3)."""
+
+    def generate(images: np.ndarray) -> np.ndarray:
+        return np.stack([fuse_photo([x, *(variant(x, s) for s in scales)],
+                                    predict_photo(model, x, c, crop, device=device).cpu())
+                         for x in images])
+
+    return generate
