@@ -94,16 +94,13 @@ def trainings(device: torch.device, quick: bool) -> dict[str, Callable[[Precisio
         return lambda: t.step(0, x, y)
 
     def cfmg_step(p: Precision) -> Callable:
-        from models.judge import PairJudge
-
         b, c = cut(paper("TrainMaskGenerator", "batch_size"), paper("TrainMaskGenerator", "crop"))
-        judge = PairJudge(paper("TrainJudge", "width")).to(device)
-        prior = cfmg.Perceptual({"judge": 0.02}, device, None, judge)
+        prior = cfmg.Perceptual(paper("TrainMaskGenerator", "metrics"), device, None)
         t = cfmg.build_training(4, paper("TrainMaskGenerator", "model"), prior, lr=1e-4,
                                 weight_decay=0.01, warmup=10, total=1000, grad_clip=1.0,
                                 seed=0, device=device, precision=p)
-        x = batch((b, 4, 3, c, c), device, "x")
-        return lambda: t.step(0, x, 0.5)
+        x, clean = batch((b, 4, 3, c, c), device, "x"), batch((b, 3, c, c), device, "clean")
+        return lambda: t.step(0, x, 0.5, clean)
 
     def vqvae_step(p: Precision) -> Callable:
         b, c = cut(paper("TrainVQVAE2", "batch_size"), paper("TrainVQVAE2", "crop"))

@@ -59,7 +59,7 @@ def load_cfmg(path: Path, device: torch.device | str = "cpu") -> CFMG:
 class TrainMaskGenerator(TrainingStage):
     """AdamW + warm-up/cosine + gradient clipping on (1-c^2) MSE - c^2 P (pipeline.train.cfmg);
     `metrics` is a {name: weight} dict for P: pyiqa metrics (negative weights for lower-better
-    ones), "judge", or "restore". With "restore" the CFMG trains on `restoration_crops`
+    ones) or "restore". With "restore" the CFMG trains on `restoration_crops`
     restoration items (clean crops shrunk by `shrink`, inputs degraded within `versions`,
     their variants made by the SR model as SuperResolveGT makes a photo's), not on the
     photos' own variants. Writes cfmg.pt ({'state', 'config'}), curve.csv and curve.png."""
@@ -77,7 +77,7 @@ class TrainMaskGenerator(TrainingStage):
     warmup = luigi.OptionalIntParameter(default=None)
     grad_clip = luigi.OptionalFloatParameter(default=None)
     model = luigi.OptionalDictParameter(default=None)  # CFMG width, stages, bins, hidden, dropout
-    metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric | judge | restore: weight}
+    metrics = luigi.OptionalDictParameter(default=None)  # {pyiqa metric | restore: weight}
     restoration_crops = luigi.OptionalIntParameter(default=None)  # restore prior: training items
     shrink = luigi.OptionalListParameter(default=None)  # clean crop = side/f pixels, f in [lo, hi]
     versions = luigi.OptionalDictParameter(default=None)  # pipeline.quality.judge.VersionRanges
@@ -91,16 +91,12 @@ class TrainMaskGenerator(TrainingStage):
 
     def requires(self):
         """The photos' sources (GT, SR variants), or with the restore prior the photos and the
-        SR model that makes the items' variants; the judge when P has it."""
+        SR model that makes the items' variants."""
         if self.restores:
             deps = training_inputs(lambda chunk: {"gt": IngestHR(chunk=chunk)})
             deps["sr"] = sr_model()
         else:
             deps = training_inputs(source_stages)
-        if "judge" in self.settings["metrics"]:
-            from tasks.train_judge import TrainJudge  # which needs this stage by default
-
-            deps["judge"] = TrainJudge()
         return deps
 
     def fingerprint(self) -> dict:
@@ -162,9 +158,7 @@ class TrainMaskGenerator(TrainingStage):
         feed = self.feed(CropBatches(store, groups, AlignedCrops(s["crop"], flips=4),
                                      s["batch_size"], self.seed_for("batch"), stack=True),
                          s["iterations"])
-        judge = (self.input_stages()["judge"].load_model(device)
-                 if "judge" in s["metrics"] else None)
-        perceptual = cfmg.Perceptual(s["metrics"], device, create_metric, judge)
+        perceptual = cfmg.Perceptual(s["metrics"], device, create_metric)
         training = cfmg.build_training(
             len(SOURCES), s["model"], perceptual, lr=s["lr"], weight_decay=s["weight_decay"],
             warmup=s["warmup"], total=s["iterations"], grad_clip=s["grad_clip"],

@@ -1,5 +1,6 @@
-"""TrainJudge: the pairwise quality judge that labels candidates and guides the CFMG
-(pipeline.quality.judge, docs/ANNOTATION.md), learned from the corpus and the build's own models."""
+"""TrainJudge: the learned annotators that label candidates (the neighbours annotator and the
+pairwise judge; pipeline.quality, docs/ANNOTATION.md), learned from the corpus and the build's
+own models."""
 
 from __future__ import annotations
 
@@ -34,22 +35,13 @@ NEIGHBOURS_FILE = "neighbours.npz"
 SR_GENERATOR = "sr"
 VARIANTS = "variants"  # the SR model behind the fused generator's sources
 
-
-def fused_cfmg() -> TrainMaskGenerator:
-    """The CFMG behind the fused generator; ValueError when it is trained against the judge
-    (each would need the other)."""
-    cfmg = TrainMaskGenerator()
-    if "judge" in cfmg.settings["metrics"]:
-        raise ValueError("TrainJudge generators has \"fused\" and TrainMaskGenerator metrics has "
-                         "\"judge\": each would need the other; drop one of them")
-    return cfmg
 CALIBRATION_JSON = "calibration.json"
 
 
 class TrainJudge(TrainingStage):
     """Train models.judge.PairJudge on pairs of an input (a cleaner corpus crop, degraded within
     `versions` or not) and a version made from it (by the `generators` — the build's
-    enhancers and SR model — or by one blur, noise, JPEG, sharpening, smoothing or rescaling
+    enhancers, SR model and CFMG — or by one blur, noise, JPEG, sharpening, smoothing or rescaling
     step), then calibrate each head's margin on held-out (input, generator output) pairs, of
     every generator together and of each on its own. From the same pool, the neighbours
     annotator's table (pipeline.quality.neighbours) and its margins per sign. Writes judge.pt
@@ -90,7 +82,7 @@ class TrainJudge(TrainingStage):
             elif name == SR_GENERATOR and FUSED in names:
                 deps[name] = sr_model()
             elif name == FUSED and FUSED in names:
-                deps[name], deps[VARIANTS] = fused_cfmg(), sr_model()
+                deps[name], deps[VARIANTS] = TrainMaskGenerator(), sr_model()
             elif name not in known:
                 raise ValueError(f"TrainJudge generators: unknown {name!r} (known: "
                                  f"{', '.join(known)})")

@@ -3,10 +3,9 @@
     loss = (1 - c^2) * MSE(fused, GT) - c^2 * P(fused),   c ~ U(0,1) once per step,
 
 with the MSE taken on [-1, 1] images, as BGT's code does (4x the MSE on [0, 1]), P a weighted
-sum of differentiable quality scores on [0, 1] images (pyiqa metrics with `as_loss=True`,
-gtforge's own learned judge, or "restore": closeness to a cleaner crop the GT was made from,
-for which the CFMG trains on `restoration_item`s), and AdamW with a warm-up + cosine schedule
-and gradient clipping.
+sum of differentiable quality scores on [0, 1] images (pyiqa metrics with `as_loss=True`, or
+"restore": closeness to a cleaner crop the GT was made from, for which the CFMG trains on
+`restoration_item`s), and AdamW with a warm-up + cosine schedule and gradient clipping.
 """
 
 from __future__ import annotations
@@ -32,27 +31,20 @@ RESTORE = "restore"  # the prior that needs clean crops (the CFMG trains on rest
 
 
 class Perceptual:
-    """P(fused, gt) = sum_m weight_m * score_m, a differentiable quality prior (higher is
+    """P(fused) = sum_m weight_m * score_m, a differentiable quality prior (higher is
     better). A pyiqa metric is created by `factory(name, device, as_loss=True)`
-    (pipeline.quality.iqa.create_metric) and scores the fused image alone; "judge" is gtforge's
-    pairwise judge (`judge`, a models.judge.PairJudge), scoring how many dB closer the fused
-    image is than the GT (mean over its heads); "restore" is -MSE(fused, clean) on [-1, 1],
-    how close the fused image is to the cleaner crop its GT was made from (`clean`, given with
-    every batch). A lower-better metric (NIQE) needs a negative weight, a higher-better one a
-    positive weight, so that a larger P is always better."""
+    (pipeline.quality.iqa.create_metric) and scores the fused image alone; "restore" is
+    -MSE(fused, clean) on [-1, 1], how close the fused image is to the cleaner crop its GT was
+    made from (`clean`, given with every batch). A lower-better metric (NIQE) needs a negative
+    weight, a higher-better one a positive weight, so that a larger P is always better."""
 
     def __init__(self, weights: Mapping[str, float], device: torch.device | str,
-                 factory: MetricFactory, judge: torch.nn.Module | None = None):
+                 factory: MetricFactory):
         if not weights:
             raise ValueError("TrainMaskGenerator metrics: give at least one {name: weight}")
         self.terms = []
         for name, weight in weights.items():
-            if name == "judge":
-                if judge is None:
-                    raise ValueError("TrainMaskGenerator metrics name the judge, but no judge "
-                                     "was given")
-                metric, lower_better = _judge_term(judge.requires_grad_(False)), False
-            elif name == RESTORE:
+            if name == RESTORE:
                 metric, lower_better = _closeness, False
             else:
                 metric = factory(name, device, as_loss=True)
@@ -63,26 +55,18 @@ class Perceptual:
                                  f"{'negative' if lower_better else 'positive'}, got {weight}")
             self.terms.append((name, float(weight), metric))
 
-    def __call__(self, images: torch.Tensor, reference: torch.Tensor,
+    def __call__(self, images: torch.Tensor,
                  clean: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """(P as a differentiable scalar, {metric name: raw batch-mean score}) for images,
-        their GTs and (for "restore") the clean crops the GTs were made from, float [0,1] NCHW."""
+        """(P as a differentiable scalar, {metric name: raw batch-mean score}) for images and
+        (for "restore") the clean crops their GTs were made from, float [0,1] NCHW."""
         total, raw = images.new_zeros(()), {}
         for name, weight, metric in self.terms:
             if name == RESTORE and clean is None:
                 raise ValueError("the restore prior needs the clean crops of the batch")
-            score = (metric(images, reference) if name == "judge" else
-                     metric(images, clean) if name == RESTORE else metric(images)).mean()
+            score = (metric(images, clean) if name == RESTORE else metric(images)).mean()
             raw[name] = float(score.detach())
             total = total + weight * score.to(images.dtype)
         return total, raw
-
-
-def _judge_term(judge: torch.nn.Module) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    from pipeline.quality.judge import in_db
-
-    judge.eval()
-    return lambda images, reference: in_db(judge(reference, images)).mean(dim=1)
 
 
 def _closeness(images: torch.Tensor, clean: torch.Tensor) -> torch.Tensor:
@@ -101,7 +85,7 @@ def cfmg_loss(model: CFMG, sources: torch.Tensor, c: float, perceptual: Perceptu
     logits = precision.forward(model, gt, torch.full((len(gt),), c, device=gt.device))
     fused = fuse_logits(sources, logits)
     mse = 4.0 * F.mse_loss(fused, gt)  # on [-1, 1], as BGT
-    p, raw = perceptual(fused.clamp(0, 1), gt, clean)
+    p, raw = perceptual(fused.clamp(0, 1), clean)
     loss = (1 - c * c) * mse - c * c * p
     return loss, {"loss": float(loss.detach()), "mse": float(mse.detach()),
                   "P": float(p.detach()), "c": c, **raw}
