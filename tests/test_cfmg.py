@@ -108,6 +108,17 @@ class FreeWeights(torch.nn.Module):
         return self.weights.expand(len(gt), -1, -1)
 
 
+def _fitted(batch, c: float, prior: cfmg.Perceptual, clean=None) -> FreeWeights:
+    """FreeWeights after STEPS real training steps at condition c on batch(step)."""
+    model = FreeWeights()
+    opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
+    sched = warmup_cosine(opt, warmup=2, total=STEPS)
+    for step in range(STEPS):
+        logs = cfmg.train_step(model, opt, sched, batch(step), c, prior, 1.0, clean=clean)
+        assert np.isfinite(logs["loss"]) and logs["c"] == c
+    return model
+
+
 def test_condition_trades_fidelity_for_detail(sample_corpus):
     """The objective with the offline P (NIQE), optimised by the real training step at each
     end of the condition: at c = 0 the fused image is closer to the GT (higher PSNR) than at
@@ -126,13 +137,7 @@ def test_condition_trades_fidelity_for_detail(sample_corpus):
                           AlignedCrops(192, flips=4), 2, "test", stack=True)
     fused = {}
     for c in (0.0, 1.0):
-        model = FreeWeights()
-        opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
-        sched = warmup_cosine(opt, warmup=2, total=STEPS)
-        for step in range(STEPS):
-            crops = batches[step]
-            logs = cfmg.train_step(model, opt, sched, crops, c, perceptual, 1.0)
-            assert np.isfinite(logs["loss"]) and logs["c"] == c
+        model = _fitted(batches.__getitem__, c, perceptual)
         fused[c] = fuse_logits(full, cfmg.predict_logits(model, gt, c))
     mse = {c: torch.mean((f - gt) ** 2).item() for c, f in fused.items()}
     assert mse[0.0] < mse[1.0]  # PSNR at c = 0 is higher
@@ -188,11 +193,7 @@ def test_condition_trades_fidelity_for_restoration(sample_corpus):
     prior = cfmg.Perceptual({"restore": 1.0}, "cpu", create_metric)
     distance = {}
     for c in (0.0, 1.0):
-        model = FreeWeights()
-        opt = torch.optim.AdamW(model.parameters(), lr=0.1, weight_decay=1e-2)
-        sched = warmup_cosine(opt, warmup=2, total=STEPS)
-        for _ in range(STEPS):
-            cfmg.train_step(model, opt, sched, sources, c, prior, 1.0, clean=sources[:, 1])
+        model = _fitted(lambda _: sources, c, prior, clean=sources[:, 1])
         fused = fuse_logits(sources, cfmg.predict_logits(model, sources[:, 0], c))
         distance[c] = {name: torch.mean((fused - sources[:, k]) ** 2).item()
                        for name, k in (("gt", 0), ("clean", 1))}
