@@ -250,7 +250,7 @@ def test_keys_follow_each_setting(build_env):
     from tasks.mask_generator import TrainMaskGenerator
 
     base = TrainMaskGenerator().key
-    for name, value in [("iterations", 7), ("batch_size", 3), ("crop", 96), ("lr", 0.01),
+    for name, value in [("iterations", 7), ("batch_size", 3), ("crop", 64), ("lr", 0.01),
                         ("weight_decay", 0.1), ("warmup", 3), ("grad_clip", 0.5),
                         ("model", '{"width": 4}'), ("restoration_crops", 5),
                         ("shrink", "[0.3, 0.6]"), ("versions", '{"blur": [0.5, 1.0]}')]:
