@@ -133,7 +133,7 @@ class TrainJudge(TrainingStage):
 
     def _generators(self, draw: np.random.Generator) -> dict[str, Generator]:
         """The version generators of the `generators` that are inputs, by name: the enhancers,
-        and the SR model at a scale drawn from `draw` per crop."""
+        the SR model at a scale drawn from `draw` per crop, and the CFMG's fusion at FuseGT's c."""
         from pipeline.train import judge as JT
         from pipeline.train.cfmg import fused_generator
 

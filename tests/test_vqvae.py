@@ -188,7 +188,7 @@ def _images(stage) -> dict[str, bytes]:
 
 
 def test_degrade_writes_lr_images_stats_and_reuses_the_training(vq_env):
-    first = VQVAEDegradeLR(epochs=1)
+    first = VQVAEDegradeLR(epochs=1, colour_correction=False)
     run_tasks(first)
     train = TrainVQVAE2()
     assert sorted(p.name for p in train.out_dir.glob("epoch-*.pt")) == ["epoch-01.pt",
@@ -292,7 +292,7 @@ def test_training_key_does_not_follow_consumer_epochs(vq_env):
     (TrainVQVAE2, "max_epochs", 3), (TrainVQVAE2, "crops_per_image", 3),
     (TrainVQVAE2, "batch_size", 2), (TrainVQVAE2, "crop", 48), (TrainVQVAE2, "lr", 0.001),
     (TrainVQVAE2, "beta", 0.5), (TrainVQVAE2, "model", json.dumps({**MICRO, "decay": 0.9})),
-    (VQVAEDegradeLR, "epochs", 2), (VQVAEDegradeLR, "colour_correction", "true"),
+    (VQVAEDegradeLR, "epochs", 2), (VQVAEDegradeLR, "colour_correction", "false"),
     (VQVAEDegradeLR, "correction_sigma", 4.0), (VQVAEDegradeLR, "shift_threshold", 2.0),
 ])
 def test_each_setting_changes_the_key(vq_env, stage, name, value):
