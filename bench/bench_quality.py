@@ -11,7 +11,8 @@
    original GT's (PSNR, SSIM, edge PSNR), overall and per kind of imperfection; the labels'
    confusion matrix against the oracle; `fused` at c = 0, the configured c and 1 (mean
    |fused − GT|, high-frequency energy against the GT's, PSNR gain towards the clean photo);
-   and the SR networks trained per target.
+   the Eq. 1 and the VQ-VAE-2 LR against the clean LR of the GT; and the SR networks trained
+   per target.
 Results are also in the build's report (data/quality/out/report/index.html).
 """
 
@@ -32,16 +33,19 @@ from pipeline.image.conversions import to_tensor
 from pipeline.image.fusion import high_frequency_energy
 from pipeline.image.ingest import read_images
 from pipeline.image.sample import make_quality_corpus
-from pipeline.quality import results, truth
+from pipeline.quality import lr_stats, results, truth
 from pipeline.report import html as page
 from pipeline.report import tables as report_tables
 from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
+from pipeline.train.vqvae import downsample
 from tasks.corpus import listing
+from tasks.degrade import DegradeLR
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
 from tasks.publish import BuildDataset
+from tasks.vqvae_degrade import VQVAEDegradeLR
 from tasks.write_manifest import WriteManifest
 from tasks.write_shards import DATASET
 
@@ -113,6 +117,30 @@ def print_fusion_by_c(references: dict, kinds: dict[str, str], workers: int) -> 
                 print(f"| {c} | {label} | {mad:.2f} | {hf:.3f} | {gain:+.2f} |")
 
 
+LR_STATS = ("psnr", "ssim", "delta_e", "lowfreq_de", "noise_sigma", "sharpness_ratio")
+
+
+def print_lr_stats() -> None:
+    """The Eq. 1 `lq` and `lq_vqvae` of every photo against the clean LR of its GT
+    (lr_stats.image_stats): the median and the 10th-90th percentile over the photos."""
+    hr = IngestHR().out_dir
+    stages = {"lq (Eq. 1, DegradeLR)": DegradeLR(), "lq_vqvae (VQVAEDegradeLR)": VQVAEDegradeLR()}
+    found: dict[str, list[dict]] = {name: [] for name in stages}
+    for img in read_images(hr):
+        clean = downsample(read_rgb(image_path(hr, img.id)), VQVAEDegradeLR().settings["scale"])
+        for name, stage in stages.items():
+            lr = read_rgb(image_path(stage.out_dir, img.id))
+            found[name].append(lr_stats.image_stats(clean, lr))
+    print("\nLR against the clean LR of the GT, median (10th-90th percentile) over the photos:\n\n"
+          "| LR | " + " | ".join(LR_STATS) + " |\n" + "|---" * (len(LR_STATS) + 1) + "|")
+    for name, rows in found.items():
+        cells = []
+        for stat in LR_STATS:
+            low, mid, high = np.percentile([r[stat] for r in rows], [10, 50, 90])
+            cells.append(f"{mid:.3g} ({low:.3g}-{high:.3g})")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--dir", type=Path, default=Path("data/quality"))
@@ -134,6 +162,7 @@ def main() -> None:
     references = truth.reference_index(args.dir / "clean")
     print_truth(shards, references, kinds)
     print_fusion_by_c(references, kinds, args.workers)
+    print_lr_stats()
     if not args.no_evaluate:
         markdown(report_tables.evaluation_table(results.load_evaluation(EvaluateTargets().out_dir)))
 

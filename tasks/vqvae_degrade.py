@@ -24,8 +24,9 @@ if TYPE_CHECKING:
 
 
 class VQVAEDegradeLR(PhotoStage):
-    """Downsample every HR image `scale` times (PIL bicubic, antialiased; pipeline.train.vqvae.
-    downsample), pass it through the TrainVQVAE2 weights after `epochs` epochs, optionally
+    """Degrade every HR image with the TrainVQVAE2 weights after `epochs` epochs: pass its clean
+    LR (PIL bicubic ×`scale`, antialiased; pipeline.train.vqvae.downsample) through the model,
+    or with `reconstruct_at` = hr the HR image and downsample the reconstruction; optionally
     correct its low-frequency colour against the clean LR, and write images/<id>.png
     (H // scale, W // scale). stats.json / per_image.csv / stats.png: PSNR, SSIM, CIEDE2000
     ΔE against the clean LR, a colour-shift flag (mean ΔE > shift_threshold), noise and blur
@@ -35,8 +36,11 @@ class VQVAEDegradeLR(PhotoStage):
     heavy = True
     global_settings = ("scale",)
     epochs = luigi.OptionalIntParameter(default=None)
-    tile = luigi.OptionalIntParameter(default=None)  # LR pixels per tile side
-    overlap = luigi.OptionalIntParameter(default=None)  # LR pixels between tiles
+    # "lr": the clean LR passes through the model (Ito et al.); "hr": the HR image does, and
+    # its reconstruction is downsampled (pipeline.train.vqvae.degraded_lr)
+    reconstruct_at = luigi.OptionalChoiceParameter(choices=["lr", "hr"], default=None)
+    tile = luigi.OptionalIntParameter(default=None)  # model-input pixels per tile side
+    overlap = luigi.OptionalIntParameter(default=None)  # model-input pixels between tiles
     batch = luigi.OptionalIntParameter(default=None, significant=False)  # tiles per pass (speed)
     colour_correction = luigi.OptionalBoolParameter(default=None)
     correction_sigma = luigi.OptionalFloatParameter(default=None)  # LR pixels
@@ -68,9 +72,8 @@ class VQVAEDegradeLR(PhotoStage):
         from pipeline.train import vqvae as vq
 
         s = self.settings
-        clean = vq.downsample(hr, s["scale"])
-        raw = vq.reconstruct(model, clean, device, s["tile"], s["overlap"], self.network_precision,
-                             self.resolved("batch"))
+        clean, raw = vq.degraded_lr(model, hr, s["scale"], s["reconstruct_at"], device, s["tile"],
+                                    s["overlap"], self.network_precision, self.resolved("batch"))
         corrected = (vq.colour_correct(raw, clean, s["correction_sigma"])
                      if s["colour_correction"] else raw)
         return clean, raw, corrected

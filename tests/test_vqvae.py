@@ -110,6 +110,26 @@ def test_loss_falls_within_a_few_dozen_steps(photo):
     assert np.mean(losses[-5:]) < 0.6 * np.mean(losses[:5])
 
 
+def test_through_the_hr_photo_a_blurring_model_keeps_the_content(photo):
+    """An undertrained model blurs at the scale it sees: passed the HR photo, its blur shrinks
+    4x with the downsampling, so the LR stays closer to the clean LR than when it is passed the
+    clean LR itself."""
+    model = micro_model()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for i in range(300):  # 2 s; the LR passed through is then about 16 dB, the HR 23 dB
+        (x,) = CropBatches({"p": photo}, [["p"]], AlignedCrops(32, flips=4), 8, 0)[i]
+        vq.train_step(model, opt, x * 2 - 1)
+    hr = photo[:250, :246]
+    distance = {}
+    for at in vq.RECONSTRUCT_AT:
+        clean, lr = vq.degraded_lr(model, hr, 4, at)
+        assert lr.shape == clean.shape == (62, 61, 3)
+        distance[at] = lr_stats.image_stats(clean, lr)["psnr"]
+    assert distance["hr"] > distance["lr"] + 3, distance
+    with pytest.raises(ValueError, match="reconstruct_at"):
+        vq.degraded_lr(model, hr, 4, "mid")
+
+
 def test_epoch_stats_count_dead_codes_and_perplexity():
     stats = vq.EpochStats(n_embed=4)
     codes = (torch.tensor([0, 0, 1, 1]), torch.tensor([2, 2, 2, 2]))
@@ -294,6 +314,7 @@ def test_training_key_does_not_follow_consumer_epochs(vq_env):
     (TrainVQVAE2, "beta", 0.5), (TrainVQVAE2, "model", json.dumps({**MICRO, "decay": 0.9})),
     (VQVAEDegradeLR, "epochs", 2), (VQVAEDegradeLR, "colour_correction", "false"),
     (VQVAEDegradeLR, "correction_sigma", 4.0), (VQVAEDegradeLR, "shift_threshold", 2.0),
+    (VQVAEDegradeLR, "reconstruct_at", "lr"),
 ])
 def test_each_setting_changes_the_key(vq_env, stage, name, value):
     base = stage().key

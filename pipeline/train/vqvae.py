@@ -216,6 +216,26 @@ def reconstruct(model: VQVAE2, rgb: np.ndarray, device: torch.device | str = "cp
     return tiled_apply(wrapped, rgb, tile, overlap, precision, batch=batch, device=device)
 
 
+RECONSTRUCT_AT = ("lr", "hr")
+
+
+def degraded_lr(model: VQVAE2, hr: np.ndarray, scale: int, reconstruct_at: str = "lr",
+                device: torch.device | str = "cpu", tile: int = 512, overlap: int = 128,
+                precision: Precision = FP32, batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """The clean LR of an HR image (`downsample`) and its VQ-VAE-2 reconstruction at the same
+    size, uint8 RGB HWC (H // scale, W // scale). `reconstruct_at` "lr" passes the clean LR
+    through the model (Ito et al.); "hr" passes the HR image, the scale the model trained on,
+    and downsamples the reconstruction like the clean LR, so the model's blur and artefacts
+    shrink by `scale` and the content stays (docs/VQVAE.md). Tiling as in `reconstruct`, in
+    model-input pixels."""
+    if reconstruct_at not in RECONSTRUCT_AT:
+        raise ValueError(f"reconstruct_at must be one of {RECONSTRUCT_AT}, got {reconstruct_at!r}")
+    clean = downsample(hr, scale)
+    source = clean if reconstruct_at == "lr" else hr
+    raw = reconstruct(model, source, device, tile, overlap, precision, batch)
+    return clean, raw if reconstruct_at == "lr" else downsample(raw, scale)
+
+
 def colour_correct(degraded: np.ndarray, clean: np.ndarray, sigma: float = 8.0) -> np.ndarray:
     """Remove the low-frequency colour and tone difference of `degraded` against `clean`
     (uint8 RGB HWC, same size): in CIELAB, every channel's Gaussian low-pass (σ = `sigma`
