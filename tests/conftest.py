@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import luigi
@@ -12,6 +13,7 @@ from luigi.task_register import Register
 
 import tasks  # noqa: F401  (loads the packaged luigi.cfg)
 from pipeline.image.sample import copy_sample_corpus
+from tasks.base import Stage
 from tasks.corpus import forget_listings
 
 SMALL_CORPUS = ("chelsea.png", "coffee.png", "rocket.jpg", "astronaut.png")
@@ -80,6 +82,20 @@ def build_env(settings, small_corpus, tmp_path) -> Settings:
         settings.set("tiny.TrainJudge", key, value)  # a judge in seconds
     settings.set("tiny.TrainMaskGenerator", "restoration_crops", 6)  # the CFMG's items in seconds
     return settings
+
+
+def assert_setting_moves_key(env: Settings, make: Callable[[], Stage], section: str, name: str,
+                             value: object) -> None:
+    """Set [section] name = value and assert that the stage `make()` builds resolves `name` to a
+    new value (a test value that has become the default would check nothing) and that its key
+    moved."""
+    before = make()
+    old_value, old_key = before.settings[name], before.key
+    env.set(section, name, value)
+    after = make()
+    assert after.settings[name] != old_value, \
+        f"{section} {name} = {value} is already the setting: test another value"
+    assert after.key != old_key, f"{section} {name} = {value} left the key as it was"
 
 
 def run_tasks(*tasks_to_run: luigi.Task) -> luigi.execution_summary.LuigiRunResult:

@@ -15,7 +15,7 @@ from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.score_patches import ScorePatches
 from tasks.train_judge import CALIBRATION_JSON, NEIGHBOURS_FILE
-from tests.conftest import run_tasks
+from tests.conftest import assert_setting_moves_key, run_tasks
 
 P, S, N = voting.POSITIVE, voting.SIMILAR, voting.NEGATIVE
 
@@ -350,9 +350,7 @@ def test_difference_filter_drops_unchanged_patches(build_env, candidates):
     ("drop_all_similar", "true"),
 ])
 def test_each_setting_changes_the_key(build_env, name, value):
-    base = ScorePatches().key
-    build_env.set("ScorePatches", name, value)
-    assert ScorePatches().key != base
+    assert_setting_moves_key(build_env, ScorePatches, "ScorePatches", name, value)
 
 
 def test_batch_does_not_change_the_key(build_env):

@@ -16,7 +16,7 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train import cfmg
 from pipeline.train.feed import AlignedCrops, CropBatches
 from pipeline.train.schedules import warmup_cosine
-from tests.conftest import run_tasks
+from tests.conftest import assert_setting_moves_key, run_tasks
 
 STEPS = 12
 
@@ -249,14 +249,12 @@ def test_keys_follow_each_setting(build_env):
     from tasks.fuse import FuseGT
     from tasks.mask_generator import TrainMaskGenerator
 
-    base = TrainMaskGenerator().key
     for name, value in [("iterations", 7), ("batch_size", 3), ("crop", 64), ("lr", 0.01),
                         ("weight_decay", 0.1), ("warmup", 3), ("grad_clip", 0.5),
                         ("model", '{"width": 4}'), ("restoration_crops", 5),
                         ("shrink", "[0.3, 0.6]"), ("versions", '{"blur": [0.5, 1.0]}')]:
-        build_env.set("TrainMaskGenerator", name, value)
-        assert TrainMaskGenerator().key != base, name
-        base = TrainMaskGenerator().key
+        assert_setting_moves_key(build_env, TrainMaskGenerator, "TrainMaskGenerator", name, value)
+    base = TrainMaskGenerator().key
     build_env.set("SuperResolveGT", "keep_low", 2.0)  # the items' variants are made with it
     assert TrainMaskGenerator().key != base
     base = TrainMaskGenerator().key

@@ -27,7 +27,7 @@ from pipeline.train.loss_settings import LossWeights, MissingVGGWeights
 from pipeline.train.losses import PerceptualLoss, gan_loss, load_vgg19, vgg19_features
 from pipeline.train.schedules import learning_rate
 from tasks.config import section
-from tests.conftest import SMALL_CORPUS, run_tasks
+from tests.conftest import SMALL_CORPUS, assert_setting_moves_key, run_tasks
 
 # A narrow VGG19 (same layers, same torchvision key layout, widths / 8 or less).
 NARROW_VGG19 = [4, 4, "M", 8, 8, "M", 8, 8, 8, 8, "M", 8, 8, 8, 8, "M", 8, 8, 8, 8, "M"]
@@ -301,9 +301,8 @@ def test_backbone_sizes_and_choices_change_only_their_keys(build_env):
 
 @pytest.mark.parametrize("name,value", [("tile", 96), ("overlap", 8)])
 def test_each_inference_setting_changes_the_key(build_env, name, value):
-    base = _stages("rcan", "noise")[0].key
-    build_env.set("EnhanceHR", name, value)
-    assert _stages("rcan", "noise")[0].key != base
+    assert_setting_moves_key(build_env, lambda: _stages("rcan", "noise")[0], "EnhanceHR", name,
+                             value)
 
 
 def test_vgg19_file_content_enters_the_key(build_env, tmp_path):

@@ -9,7 +9,7 @@ from PIL import Image, ImageCms
 from pipeline.image import ingest
 from tasks.corpus import forget_listings, listing
 from tasks.ingest import IngestHR
-from tests.conftest import run_tasks
+from tests.conftest import assert_setting_moves_key, run_tasks
 from tests.icc import rgb_profile
 
 
@@ -87,9 +87,7 @@ def test_ingest_stage_lists_every_reject(build_env, small_corpus, tmp_path):
 @pytest.mark.parametrize("name,value",
                          [("min_side", 64), ("max_pixels", 10**6), ("alpha", "reject")])
 def test_each_setting_changes_the_key(build_env, name, value):
-    base = IngestHR().key
-    build_env.set("IngestHR", name, value)
-    assert IngestHR().key != base
+    assert_setting_moves_key(build_env, IngestHR, "IngestHR", name, value)
 
 
 def _build_keys() -> list[tuple[str, str]]:

@@ -23,7 +23,7 @@ from tasks import select_patches
 from tasks.base import Stage
 from tasks.ingest import IngestHR
 from tasks.select_patches import SelectPatches
-from tests.conftest import run_tasks
+from tests.conftest import assert_setting_moves_key, run_tasks
 
 PAPER_GRID = dict(crop=512, step=288, offset_max=[32, 64, 128], offset_thresholds=[1200, 2400],
                   jitter=16, align=4)
@@ -170,9 +170,7 @@ def test_patch_file_round_trip_and_bad_files(tmp_path):
     ("hf_measure", "pyramid_std"),
 ])
 def test_each_setting_changes_the_key(build_env, name, value):
-    base = SelectPatches().key
-    build_env.set("SelectPatches", name, value)
-    assert SelectPatches().key != base
+    assert_setting_moves_key(build_env, SelectPatches, "SelectPatches", name, value)
 
 
 def test_scale_changes_the_key(build_env):

@@ -12,7 +12,7 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train import sr
 from tasks.super_resolve import SuperResolveGT
 from tasks.train_sr import LoadSR, TrainSR
-from tests.conftest import run_tasks
+from tests.conftest import assert_setting_moves_key, run_tasks
 
 SMALL = {"num_feat": 8, "num_block": 2, "num_grow_ch": 4}
 
@@ -106,12 +106,10 @@ def test_load_sr_and_super_resolve_gt(build_env, sample_corpus, tmp_path):
 
 
 def test_keys_follow_each_setting(build_env, tmp_path):
-    base = TrainSR().key
     for name, value in [("iterations", 7), ("batch_size", 3), ("crop", 16), ("lr", 0.01),
                         ("model", '{"num_feat": 4, "num_block": 1, "num_grow_ch": 4}')]:
-        build_env.set("TrainSR", name, value)
-        assert TrainSR().key != base, name
-        base = TrainSR().key
+        assert_setting_moves_key(build_env, TrainSR, "TrainSR", name, value)
+    base = TrainSR().key
     build_env.set("TrainSR", "ckpt_every", 3)  # the result does not depend on it
     assert TrainSR().key == base
     sr_base = {s: SuperResolveGT(scale=s).key for s in (2, 3, 4)}

@@ -15,7 +15,7 @@ from pipeline.train.loop import load_checkpoint
 from tasks.ingest import IngestHR
 from tasks.train_vqvae import TrainVQVAE2
 from tasks.vqvae_degrade import VQVAEDegradeLR
-from tests.conftest import run_tasks
+from tests.conftest import assert_setting_moves_key, run_tasks
 
 MICRO = {"channel": 16, "n_res_block": 1, "n_res_channel": 8, "embed_dim": 8, "n_embed": 16,
          "decay": 0.99, "data_init": True}
@@ -317,9 +317,7 @@ def test_training_key_does_not_follow_consumer_epochs(vq_env):
     (VQVAEDegradeLR, "reconstruct_at", "lr"),
 ])
 def test_each_setting_changes_the_key(vq_env, stage, name, value):
-    base = stage().key
-    vq_env.set(f"tiny.{stage.__name__}", name, value)
-    assert stage().key != base
+    assert_setting_moves_key(vq_env, stage, f"tiny.{stage.__name__}", name, value)
 
 
 def test_scale_changes_the_key_and_ckpt_every_does_not(vq_env):
