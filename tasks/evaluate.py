@@ -70,9 +70,10 @@ class MeasureTruth(_WithReferences, Stage):
 
 
 class EvaluateTargets(_WithReferences, Stage):
-    """evaluation.json: a SmallSR trained per target (original, hggt, fused, clean, ...) and
-    seed on the samples of the training photos, PSNR/SSIM of each on the held-out photos
-    against their references, and the comparison (pipeline.train.evaluate.compare)."""
+    """evaluation.json: a SmallSR trained per target (original, hggt, fused, clean, ...), seed
+    and fold on the samples of the fold's training photos, PSNR/SSIM of each on the fold's
+    held-out photos against their references, and the comparison over every (fold, seed)
+    (pipeline.train.evaluate.compare)."""
 
     version = 2  # 2: photos by source path (chunked builds)
     heavy = True
@@ -81,6 +82,8 @@ class EvaluateTargets(_WithReferences, Stage):
     seeds = luigi.OptionalIntParameter(default=None)
     steps = luigi.OptionalIntParameter(default=None)
     holdout = luigi.OptionalFloatParameter(default=None)  # share of the photos held out
+    # 1: one split (`holdout`); k >= 2: k folds, every photo held out once (`holdout` unused)
+    folds = luigi.OptionalIntParameter(default=None)
 
     def requires(self):
         return {"shards": WriteManifest(),
@@ -95,14 +98,22 @@ class EvaluateTargets(_WithReferences, Stage):
         """The DegradeLR recipe of the build."""
         return load_recipe(DegradeLR().settings["recipe"])
 
-    def split(self, shards: ShardSet) -> tuple[set[str], list[str]]:
-        """(training sources, held-out sources) among the sources with a reference: a seeded
-        share `holdout` of them is held out (at least one)."""
+    def splits(self, shards: ShardSet) -> list[tuple[set[str], list[str]]]:
+        """(training sources, held-out sources) per fold among the sources with a reference,
+        in a seeded order: with `folds` = 1 a share `holdout` of them is held out (at least
+        one); with k folds, every k-th source from the fold's index, each source once."""
         usable = sorted(s for s in shards.manifest["sources"]
                         if truth.reference_for(s, self.references))
         order = rng(self.key, "split").permutation(usable).tolist()
-        held = max(1, int(round(self.settings["holdout"] * len(order))))
-        return set(order[held:]), sorted(order[:held])
+        folds = self.settings["folds"]
+        if folds <= 1:
+            held = max(1, int(round(self.settings["holdout"] * len(order))))
+            return [(set(order[held:]), sorted(order[:held]))]
+        if len(order) < folds:
+            raise ValueError(f"EvaluateTargets folds = {folds} needs at least {folds} photos "
+                             f"with a reference; {len(order)} have one")
+        return [(set(order) - set(order[f::folds]), sorted(order[f::folds]))
+                for f in range(folds)]
 
     def samples(self, shards: ShardSet, train: set[str]) -> ev.Samples:
         """The training photos' samples in memory, with their clean crops."""
@@ -144,15 +155,20 @@ class EvaluateTargets(_WithReferences, Stage):
         s = self.settings
         device = resolve_device(gtforge().device)
         shards = self.shard_set()
-        train, held = self.split(shards)
-        samples, pairs = self.samples(shards, train), self.heldout(held)
-        runs = [(t, seed) for seed in range(s["seeds"]) for t in s["targets"]]
+        splits = self.splits(shards)
+        runs = [(fold, target, seed) for fold in range(len(splits))
+                for seed in range(s["seeds"]) for target in s["targets"]]
         measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
-        for target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
+        loaded, sizes = -1, []
+        for fold, target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
+            if fold != loaded:  # one fold's samples in memory at a time
+                train, held = splits[fold]
+                samples, pairs, loaded = self.samples(shards, train), self.heldout(held), fold
+                sizes.append(len(samples.lq))
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
             measured[target].append(ev.measure(model, pairs, device))
-        held_names = [Path(source).name for source in held]
-        report = {"training_samples": len(samples.lq), "heldout": held_names,
+        held_names = sorted(Path(source).name for _, held in splits for source in held)
+        report = {"folds": len(splits), "training_samples": sizes, "heldout": held_names,
                   "runs": measured, "comparison": ev.compare(measured)}
         results.save_evaluation(out, report)
         return {"comparison": report["comparison"], "heldout": held_names}

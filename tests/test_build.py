@@ -88,7 +88,8 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     assert set(truth["candidates"]) == set(CANDIDATES) and truth["candidates"]["fused"]["patches"]
     evaluation = results.load_evaluation(EvaluateTargets().out_dir)
     assert set(evaluation["comparison"]) == {"original", "hggt", "clean"}
-    assert evaluation["heldout"] and evaluation["training_samples"] > 0
+    assert evaluation["folds"] == 1 and evaluation["heldout"]
+    assert evaluation["training_samples"][0] > 0
     recorded = subprocess.run([sys.executable, "-c", PROVENANCE_SCRIPT,
                                str(out / manifest["shards"][0]["file"])],
                               capture_output=True, text=True, check=True)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,8 @@ from pipeline.shards.reader import ShardSet
 from pipeline.shards.writer import ShardWriter
 from pipeline.store.imageio import read_rgb, write_rgb
 from pipeline.train import evaluate as ev
+from tasks.evaluate import EvaluateTargets
+from tests.conftest import assert_setting_moves_key
 
 
 def test_oracle_confusion_and_rates():
@@ -110,3 +114,19 @@ def test_compare_reports_gains_spread_and_share_of_the_ceiling():
     assert gain == {"mean": 0.3, "min": 0.1, "max": 0.5}
     assert table["hggt"]["psnr"]["share_of_ceiling"] == pytest.approx(0.3 / 0.6, abs=1e-3)
     assert "gain_over_original" not in table["original"]["psnr"]
+
+
+def test_folds_hold_every_photo_out_once(build_env, small_corpus):
+    build_env.set("gtforge", "references", small_corpus)
+    sources = sorted(p.name for p in small_corpus.iterdir()) + ["no_reference.png"]
+    shards = SimpleNamespace(manifest={"sources": sources})
+    referenced = set(sources[:-1])
+    folds = EvaluateTargets(folds=3).splits(shards)
+    held = [h for _, h in folds]
+    assert len(folds) == 3 and sorted(sum(held, [])) == sorted(referenced)
+    assert all(train == referenced - set(h) for train, h in folds)
+    (train, one), = EvaluateTargets(folds=1, holdout=0.3).splits(shards)
+    assert len(one) == 1 and train == referenced - set(one)
+    with pytest.raises(ValueError, match="folds = 5 needs at least 5 photos"):
+        EvaluateTargets(folds=5).splits(shards)
+    assert_setting_moves_key(build_env, EvaluateTargets, "EvaluateTargets", "folds", 3)

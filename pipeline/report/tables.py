@@ -85,5 +85,15 @@ def evaluation_table(result: dict) -> Table:
     return Table("Does the data help? A small SR network trained per target",
                       ["target", "held-out PSNR dB", "held-out SSIM",
                        "ΔPSNR over original (seeds)", "share of the clean ceiling"], rows,
-                      f"{result['training_samples']} training samples; held-out photos: "
-                      f"{', '.join(result['heldout'])}; mean ± std over seeds")
+                      evaluation_caption(result))
+
+
+def evaluation_caption(result: dict) -> str:
+    """What the runs of an evaluation were: training samples, held-out photos, folds."""
+    folds, sizes = result["folds"], result["training_samples"]
+    if folds == 1:
+        return (f"{sizes[0]} training samples; held-out photos: "
+                f"{', '.join(result['heldout'])}; mean ± std over seeds")
+    return (f"{folds} folds, every photo held out once ({', '.join(result['heldout'])}); "
+            f"{min(sizes)}-{max(sizes)} training samples per fold; mean ± std over folds × "
+            "seeds; gains paired per fold and seed")
