@@ -2,6 +2,7 @@
 
     .venv/bin/python -m bench.bench_quality [--dir data/quality] [--preset tiny] [--workers 2]
                                             [--threads 1] [--no-evaluate] [--seed 0]
+                                            [--folds k]
 
 1. Makes the benchmark set once (pipeline.image.sample.make_quality_corpus): the sample photographs
    as clean references, and an imperfect GT of each, blur-led and noise-led in turn.
@@ -57,6 +58,8 @@ def configure(root: Path, args: argparse.Namespace) -> None:
               "evaluate": str(not args.no_evaluate).lower(), "seed": args.seed}
     for key, value in values.items():
         cfg.set("gtforge", key, str(value))
+    if args.folds:
+        cfg.set("EvaluateTargets", "folds", str(args.folds))
 
 
 def markdown(table: page.Table) -> None:
@@ -149,6 +152,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-evaluate", action="store_true", help="skip EvaluateTargets")
+    p.add_argument("--folds", type=int, default=0,
+                   help="EvaluateTargets folds (0: luigi.cfg's; k >= 2: every photo held out once)")
     args = p.parse_args()
     kinds = make_quality_corpus(args.dir, args.seed)
     configure(args.dir, args)
