@@ -84,6 +84,8 @@ class EvaluateTargets(_WithReferences, Stage):
     holdout = luigi.OptionalFloatParameter(default=None)  # share of the photos held out
     # 1: one split (`holdout`); k >= 2: k folds, every photo held out once (`holdout` unused)
     folds = luigi.OptionalIntParameter(default=None)
+    # the held-out photos' LR is made from their imperfect GT ("gt") or their clean reference
+    heldout_lr = luigi.OptionalChoiceParameter(choices=["gt", "clean"], default=None)
 
     def requires(self):
         return {"shards": WriteManifest(),
@@ -133,8 +135,9 @@ class EvaluateTargets(_WithReferences, Stage):
                           names=list(shards.candidate_names))
 
     def heldout(self, held: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(LR, clean reference) of every held-out photo; the LR made from the imperfect GT
-        with the build's DegradeLR recipe."""
+        """(LR, clean reference) of every held-out photo; the LR made with the build's
+        DegradeLR recipe from the photo's GT, or with `heldout_lr` = clean from its clean
+        reference (an LR of the true scene)."""
         from pipeline.train import evaluate as ev
 
         ids = {listing().source(i): i for i in listing().photos}
@@ -143,9 +146,10 @@ class EvaluateTargets(_WithReferences, Stage):
         pairs = []
         for source in held:
             image_id = ids[source]
-            gt = read_rgb(image_path(folders[image_id], image_id))
-            pairs.append((ev.heldout_lr(gt, self.recipe, image_id),
-                          read_rgb(truth.reference_for(source, self.references))))
+            clean = read_rgb(truth.reference_for(source, self.references))
+            start = (clean if self.settings["heldout_lr"] == "clean"
+                     else read_rgb(image_path(folders[image_id], image_id)))
+            pairs.append((ev.heldout_lr(start, self.recipe, image_id), clean))
         return pairs
 
     def build(self, out: Path) -> dict:

@@ -16,7 +16,7 @@ from pipeline.shards.writer import ShardWriter
 from pipeline.store.imageio import read_rgb, write_rgb
 from pipeline.train import evaluate as ev
 from tasks.evaluate import EvaluateTargets
-from tests.conftest import assert_setting_moves_key
+from tests.conftest import assert_setting_moves_key, run_tasks
 
 
 def test_oracle_confusion_and_rates():
@@ -130,3 +130,20 @@ def test_folds_hold_every_photo_out_once(build_env, small_corpus):
     with pytest.raises(ValueError, match="folds = 5 needs at least 5 photos"):
         EvaluateTargets(folds=5).splits(shards)
     assert_setting_moves_key(build_env, EvaluateTargets, "EvaluateTargets", "folds", 3)
+
+
+def test_heldout_lr_starts_from_the_gt_or_the_clean_reference(build_env, small_corpus, tmp_path,
+                                                               monkeypatch):
+    references = tmp_path / "references"
+    references.mkdir()
+    for photo in small_corpus.iterdir():
+        write_rgb(references / f"{photo.stem}.png", 255 - read_rgb(photo))
+    build_env.set("gtforge", "references", references)
+    run_tasks(*(s for name, s in EvaluateTargets().requires().items() if name.startswith("hr:")))
+    monkeypatch.setattr(ev, "heldout_lr", lambda image, recipe, seed: image)  # no degradation
+    photo = read_rgb(small_corpus / "chelsea.png")
+    for start, expected in (("gt", photo), ("clean", 255 - photo)):
+        ((lr, clean),) = EvaluateTargets(heldout_lr=start).heldout(["chelsea.png"])
+        np.testing.assert_array_equal(clean, 255 - photo)
+        np.testing.assert_array_equal(lr, expected)
+    assert_setting_moves_key(build_env, EvaluateTargets, "EvaluateTargets", "heldout_lr", "clean")
