@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.bench_quality [--dir data/quality] [--preset tiny] [--workers 2]
                                             [--threads 1] [--no-evaluate] [--seed 0]
-                                            [--folds k]
+                                            [--folds k] [--heldout-lr gt|clean]
 
 1. Makes the benchmark set once (pipeline.image.sample.make_quality_corpus): the sample photographs
    as clean references, and an imperfect GT of each, blur-led and noise-led in turn.
@@ -60,6 +60,8 @@ def configure(root: Path, args: argparse.Namespace) -> None:
         cfg.set("gtforge", key, str(value))
     if args.folds:
         cfg.set("EvaluateTargets", "folds", str(args.folds))
+    if args.heldout_lr:
+        cfg.set("EvaluateTargets", "heldout_lr", args.heldout_lr)
 
 
 def markdown(table: page.Table) -> None:
@@ -154,6 +156,8 @@ def main() -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip EvaluateTargets")
     p.add_argument("--folds", type=int, default=0,
                    help="EvaluateTargets folds (0: luigi.cfg's; k >= 2: every photo held out once)")
+    p.add_argument("--heldout-lr", choices=["gt", "clean"],
+                   help="EvaluateTargets heldout_lr (default: luigi.cfg's)")
     args = p.parse_args()
     kinds = make_quality_corpus(args.dir, args.seed)
     configure(args.dir, args)
