@@ -42,7 +42,7 @@ from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train.vqvae import downsample
 from tasks.corpus import listing
 from tasks.degrade import DegradeLR
-from tasks.evaluate import EvaluateTargets, MeasureTruth
+from tasks.evaluate import HELDOUT_LR, EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
 from tasks.publish import BuildDataset
@@ -128,11 +128,12 @@ LR_STATS = ("psnr", "ssim", "delta_e", "lowfreq_de", "noise_sigma", "sharpness_r
 def print_lr_stats() -> None:
     """The Eq. 1 `lq` and `lq_vqvae` of every photo against the clean LR of its GT
     (lr_stats.image_stats): the median and the 10th-90th percentile over the photos."""
-    hr = IngestHR().out_dir
-    stages = {"lq (Eq. 1, DegradeLR)": DegradeLR(), "lq_vqvae (VQVAEDegradeLR)": VQVAEDegradeLR()}
+    hr, vqvae = IngestHR().out_dir, VQVAEDegradeLR()
+    stages = {"lq (Eq. 1, DegradeLR)": DegradeLR(), "lq_vqvae (VQVAEDegradeLR)": vqvae}
+    scale = vqvae.settings["scale"]
     found: dict[str, list[dict]] = {name: [] for name in stages}
     for img in read_images(hr):
-        clean = downsample(read_rgb(image_path(hr, img.id)), VQVAEDegradeLR().settings["scale"])
+        clean = downsample(read_rgb(image_path(hr, img.id)), scale)
         for name, stage in stages.items():
             lr = read_rgb(image_path(stage.out_dir, img.id))
             found[name].append(lr_stats.image_stats(clean, lr))
@@ -156,7 +157,7 @@ def main() -> None:
     p.add_argument("--no-evaluate", action="store_true", help="skip EvaluateTargets")
     p.add_argument("--folds", type=int, default=0,
                    help="EvaluateTargets folds (0: luigi.cfg's; k >= 2: every photo held out once)")
-    p.add_argument("--heldout-lr", choices=["gt", "clean"],
+    p.add_argument("--heldout-lr", choices=HELDOUT_LR,
                    help="EvaluateTargets heldout_lr (default: luigi.cfg's)")
     args = p.parse_args()
     kinds = make_quality_corpus(args.dir, args.seed)

@@ -29,6 +29,9 @@ if TYPE_CHECKING:
     from pipeline.train import evaluate as ev
 
 
+HELDOUT_LR = ("gt", "clean")  # what the held-out photos' LR is made from
+
+
 class _WithReferences:
     """The reference folder (its content enters the key) and the shard set it judges."""
 
@@ -85,7 +88,7 @@ class EvaluateTargets(_WithReferences, Stage):
     # 1: one split (`holdout`); k >= 2: k folds, every photo held out once (`holdout` unused)
     folds = luigi.OptionalIntParameter(default=None)
     # the held-out photos' LR is made from their imperfect GT ("gt") or their clean reference
-    heldout_lr = luigi.OptionalChoiceParameter(choices=["gt", "clean"], default=None)
+    heldout_lr = luigi.OptionalChoiceParameter(choices=list(HELDOUT_LR), default=None)
 
     def requires(self):
         return {"shards": WriteManifest(),
@@ -160,15 +163,20 @@ class EvaluateTargets(_WithReferences, Stage):
         device = resolve_device(gtforge().device)
         shards = self.shard_set()
         splits = self.splits(shards)
-        runs = [(fold, target, seed) for fold in range(len(splits))
-                for seed in range(s["seeds"]) for target in s["targets"]]
-        measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
-        loaded, sizes = -1, []
-        for fold, target, seed in self.progress(runs, len(runs), "EvaluateTargets"):
-            if fold != loaded:  # one fold's samples in memory at a time
-                train, held = splits[fold]
-                samples, pairs, loaded = self.samples(shards, train), self.heldout(held), fold
+        sizes: list[int] = []
+
+        def runs():
+            """(samples, held-out pairs, target, seed) fold by fold: one fold in memory."""
+            for train, held in splits:
+                samples, pairs = self.samples(shards, train), self.heldout(held)
                 sizes.append(len(samples.lq))
+                for seed in range(s["seeds"]):
+                    for target in s["targets"]:
+                        yield samples, pairs, target, seed
+
+        total = len(splits) * s["seeds"] * len(s["targets"])
+        measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
+        for samples, pairs, target, seed in self.progress(runs(), total, "EvaluateTargets"):
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
             measured[target].append(ev.measure(model, pairs, device))
         held_names = sorted(Path(source).name for _, held in splits for source in held)
