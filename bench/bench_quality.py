@@ -13,7 +13,7 @@
    confusion matrix against the oracle; `fused` at c = 0, the configured c and 1 (mean
    |fused − GT|, high-frequency energy against the GT's, PSNR gain towards the clean photo);
    the Eq. 1 and the VQ-VAE-2 LR against the clean LR of the GT; and the SR networks trained
-   per target.
+   per target, overall and per held-out photo.
 Results are also in the build's report (data/quality/out/report/index.html).
 """
 
@@ -85,6 +85,21 @@ def print_truth(shards: ShardSet, references: dict, kinds: dict[str, str]) -> No
         table = report_tables.truth_tables(result)[0]
         table.title = f"{kind}-led GTs: {table.title}"
         markdown(table)
+
+
+def print_evaluation(kinds: dict[str, str]) -> None:
+    """EvaluateTargets' table, its per-photo gains and their mean per kind of imperfection."""
+    found = results.load_evaluation(EvaluateTargets().out_dir)
+    markdown(report_tables.evaluation_table(found))
+    gains = found.get("photo_gains", {})
+    if not gains:
+        return
+    markdown(report_tables.photo_gains_table(gains))
+    for kind in ("blur", "noise"):
+        rows = [row for photo, row in gains.items() if kinds.get(photo) == kind]
+        if rows:
+            means = ", ".join(f"{t} {np.mean([r[t] for r in rows]):+.3f}" for t in rows[0])
+            print(f"{kind}-led held-out photos ({len(rows)}), mean ΔPSNR dB: {means}")
 
 
 def fusion_rows(fused_dir: Path, references: dict) -> dict[str, tuple[float, float, float]]:
@@ -174,7 +189,7 @@ def main() -> None:
     print_fusion_by_c(references, kinds, args.workers)
     print_lr_stats()
     if not args.no_evaluate:
-        markdown(report_tables.evaluation_table(results.load_evaluation(EvaluateTargets().out_dir)))
+        print_evaluation(kinds)
 
 
 if __name__ == "__main__":

@@ -89,6 +89,7 @@ class EvaluateTargets(_WithReferences, Stage):
     folds = luigi.OptionalIntParameter(default=None)
     # the held-out photos' LR is made from their imperfect GT ("gt") or their clean reference
     heldout_lr = luigi.OptionalChoiceParameter(choices=list(HELDOUT_LR), default=None)
+    heldout_draws = luigi.OptionalIntParameter(default=None)  # LR draws per held-out photo
 
     def requires(self):
         return {"shards": WriteManifest(),
@@ -137,23 +138,29 @@ class EvaluateTargets(_WithReferences, Stage):
                                                           "labels", "clean")),
                           names=list(shards.candidate_names))
 
-    def heldout(self, held: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
-        """(LR, clean reference) of every held-out photo; the LR made with the build's
-        DegradeLR recipe from the photo's GT, or with `heldout_lr` = clean from its clean
-        reference (an LR of the true scene)."""
+    def heldout(self, held: list[str]) -> list[ev.HeldOut]:
+        """Every held-out photo with its clean reference and `heldout_draws` LR draws, made
+        with the build's DegradeLR recipe from the photo's GT, or with `heldout_lr` = clean
+        from its clean reference (an LR of the true scene)."""
         from pipeline.train import evaluate as ev
 
+        draws = self.settings["heldout_draws"]
+        if draws < 1:
+            raise ValueError(f"EvaluateTargets heldout_draws must be at least 1, got {draws}")
         ids = {listing().source(i): i for i in listing().photos}
         folders = {img.id: stage.out_dir for stage in self.input_stages().values()
                    if isinstance(stage, IngestHR) for img in stage.images()}
-        pairs = []
+        photos = []
         for source in held:
             image_id = ids[source]
             clean = read_rgb(truth.reference_for(source, self.references))
             start = (clean if self.settings["heldout_lr"] == "clean"
                      else read_rgb(image_path(folders[image_id], image_id)))
-            pairs.append((ev.heldout_lr(start, self.recipe, image_id), clean))
-        return pairs
+            # draw 0 keeps the seed of one-draw evaluations
+            seeds = [image_id] + [(image_id, d) for d in range(1, draws)]
+            photos.append(ev.HeldOut(Path(source).name, clean,
+                                     [ev.heldout_lr(start, self.recipe, s) for s in seeds]))
+        return photos
 
     def build(self, out: Path) -> dict:
         from pipeline.train import evaluate as ev
@@ -166,22 +173,25 @@ class EvaluateTargets(_WithReferences, Stage):
         sizes: list[int] = []
 
         def runs():
-            """(samples, held-out pairs, target, seed) fold by fold: one fold in memory."""
+            """(samples, held-out photos, target, seed) fold by fold: one fold in memory."""
             for train, held in splits:
-                samples, pairs = self.samples(shards, train), self.heldout(held)
+                samples, photos = self.samples(shards, train), self.heldout(held)
                 sizes.append(len(samples.lq))
                 for seed in range(s["seeds"]):
                     for target in s["targets"]:
-                        yield samples, pairs, target, seed
+                        yield samples, photos, target, seed
 
         total = len(splits) * s["seeds"] * len(s["targets"])
         measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
-        for samples, pairs, target, seed in self.progress(runs(), total, "EvaluateTargets"):
+        for samples, photos, target, seed in self.progress(runs(), total, "EvaluateTargets"):
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
-            measured[target].append(ev.measure(model, pairs, device))
+            measured[target].append(ev.measure(model, photos, device))
         held_names = sorted(Path(source).name for _, held in splits for source in held)
         report = {"folds": len(splits), "training_samples": sizes, "heldout": held_names,
-                  "runs": measured, "comparison": ev.compare(measured)}
+                  "heldout_draws": s["heldout_draws"], "runs": measured,
+                  "comparison": ev.compare(measured)}
+        if "original" in measured:
+            report["photo_gains"] = ev.photo_gains(measured)
         results.save_evaluation(out, report)
         return {"comparison": report["comparison"], "heldout": held_names}
 

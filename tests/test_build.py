@@ -90,6 +90,8 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     assert set(evaluation["comparison"]) == {"original", "hggt", "clean"}
     assert evaluation["folds"] == 1 and evaluation["heldout"]
     assert evaluation["training_samples"][0] > 0
+    assert set(evaluation["photo_gains"]) == set(evaluation["heldout"])
+    assert "Where the data helps" in page
     recorded = subprocess.run([sys.executable, "-c", PROVENANCE_SCRIPT,
                                str(out / manifest["shards"][0]["file"])],
                               capture_output=True, text=True, check=True)

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+import torch
 
 from pipeline.image.sample import make_quality_corpus
 from pipeline.quality import truth
@@ -143,7 +144,49 @@ def test_heldout_lr_starts_from_the_gt_or_the_clean_reference(build_env, small_c
     monkeypatch.setattr(ev, "heldout_lr", lambda image, recipe, seed: image)  # no degradation
     photo = read_rgb(small_corpus / "chelsea.png")
     for start, expected in (("gt", photo), ("clean", 255 - photo)):
-        ((lr, clean),) = EvaluateTargets(heldout_lr=start).heldout(["chelsea.png"])
-        np.testing.assert_array_equal(clean, 255 - photo)
-        np.testing.assert_array_equal(lr, expected)
+        (held,) = EvaluateTargets(heldout_lr=start, heldout_draws=1).heldout(["chelsea.png"])
+        assert held.name == "chelsea.png" and len(held.lrs) == 1
+        np.testing.assert_array_equal(held.clean, 255 - photo)
+        np.testing.assert_array_equal(held.lrs[0], expected)
     assert_setting_moves_key(build_env, EvaluateTargets, "EvaluateTargets", "heldout_lr", "clean")
+
+
+def test_heldout_draws_are_distinct_and_the_first_keeps_its_seed(build_env, small_corpus):
+    build_env.set("gtforge", "references", small_corpus)
+    run_tasks(*(s for name, s in EvaluateTargets().requires().items() if name.startswith("hr:")))
+    (one,) = EvaluateTargets(heldout_draws=1).heldout(["chelsea.png"])
+    (three,) = EvaluateTargets(heldout_draws=3).heldout(["chelsea.png"])
+    assert len(three.lrs) == 3
+    np.testing.assert_array_equal(three.lrs[0], one.lrs[0])
+    assert not np.array_equal(three.lrs[1], three.lrs[2])
+    with pytest.raises(ValueError, match="heldout_draws must be at least 1"):
+        EvaluateTargets(heldout_draws=0).heldout(["chelsea.png"])
+    assert_setting_moves_key(build_env, EvaluateTargets, "EvaluateTargets", "heldout_draws", 2)
+
+
+def test_measure_averages_draws_per_photo_then_photos():
+    clean = np.full((8, 8, 3), 100, np.uint8)
+
+    class Repeat4(torch.nn.Module):  # x4 by repetition: every output pixel is its LR value
+        def forward(self, x):
+            return x.repeat_interleave(4, 2).repeat_interleave(4, 3)
+
+    def lr(value):
+        return np.full((2, 2, 3), value, np.uint8)
+
+    photos = [ev.HeldOut("a.png", clean, [lr(101), lr(104)]), ev.HeldOut("b.png", clean, [lr(102)])]
+    found = ev.measure(Repeat4(), photos)
+    psnr = {d: 20 * np.log10(255 / d) for d in (1, 2, 4)}
+    assert found["photos"]["a.png"]["psnr"] == pytest.approx((psnr[1] + psnr[4]) / 2)
+    assert found["photos"]["b.png"]["psnr"] == pytest.approx(psnr[2])
+    assert found["psnr"] == pytest.approx(((psnr[1] + psnr[4]) / 2 + psnr[2]) / 2)
+
+
+def test_photo_gains_pair_runs_and_average_per_photo():
+    def run(**photos):
+        return {"photos": {p: {"psnr": v, "ssim": 0.0} for p, v in photos.items()}}
+
+    measured = {"original": [run(a=20.0, b=30.0), run(a=21.0, b=31.0), run(c=10.0)],
+                "clean": [run(a=20.5, b=29.0), run(a=21.5, b=31.0), run(c=10.3)]}
+    assert ev.photo_gains(measured) == {"a": {"clean": 0.5}, "b": {"clean": -0.5},
+                                        "c": {"clean": pytest.approx(0.3)}}

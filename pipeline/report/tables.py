@@ -43,6 +43,8 @@ def quality_tables(truth: dict | None, evaluation: dict | None) -> dict[str, lis
     tables = truth_tables(truth) if truth is not None else []
     if evaluation is not None:
         tables.append(evaluation_table(evaluation))
+        if "photo_gains" in evaluation:
+            tables.append(photo_gains_table(evaluation["photo_gains"]))
     return {"Quality against the clean references": tables} if tables else {}
 
 
@@ -89,11 +91,22 @@ def evaluation_table(result: dict) -> Table:
 
 
 def evaluation_caption(result: dict) -> str:
-    """What the runs of an evaluation were: training samples, held-out photos, folds."""
+    """What the runs of an evaluation were: training samples, held-out photos, folds, LR
+    draws."""
     folds, sizes = result["folds"], result["training_samples"]
+    draws = f"; {result.get('heldout_draws', 1)} LR draws per held-out photo"
     if folds == 1:
         return (f"{sizes[0]} training samples; held-out photos: "
-                f"{', '.join(result['heldout'])}; mean ± std over seeds")
+                f"{', '.join(result['heldout'])}; mean ± std over seeds{draws}")
     return (f"{folds} folds, every photo held out once ({', '.join(result['heldout'])}); "
             f"{min(sizes)}-{max(sizes)} training samples per fold; mean ± std over folds × "
-            "seeds; gains paired per fold and seed")
+            f"seeds; gains paired per fold and seed{draws}")
+
+
+def photo_gains_table(gains: dict[str, dict[str, float]]) -> Table:
+    """Per held-out photo, each target's mean PSNR gain over the original GT's network."""
+    targets = sorted({t for row in gains.values() for t in row})
+    rows = [[photo, *(f"{row[t]:+.3f}" if t in row else "–" for t in targets)]
+            for photo, row in gains.items()]
+    return Table("Where the data helps: ΔPSNR dB over original per held-out photo",
+                 ["held-out photo", *targets], rows, "mean over the seeds that held it out")

@@ -6,7 +6,8 @@ per draw, the original when there is none), any candidate name (e.g. "fused"), a
 clean reference itself, when references are given: the ceiling no GT enhancement can pass).
 Every target gets the same network, steps, batches and seeds; only the target images differ.
 Held-out photos (their samples never train) are degraded to LR with the shard set's own
-DegradeLR recipe, super-resolved whole and compared with their references (PSNR, SSIM).
+DegradeLR recipe (several random draws each), super-resolved whole and compared with their
+references (PSNR, SSIM).
 """
 
 from __future__ import annotations
@@ -99,18 +100,32 @@ def heldout_lr(image: np.ndarray, recipe: degrade.Recipe, seed: object) -> np.nd
     return degrade.degrade(image, recipe, rng("heldout", seed))
 
 
+@dataclass
+class HeldOut:
+    """A held-out photo: its name, clean reference uint8 (H,W,3) and LR draws (each (h,w,3))."""
+
+    name: str
+    clean: np.ndarray
+    lrs: list[np.ndarray]
+
+
 @torch.no_grad()
-def measure(model: SmallSR, pairs: Sequence[tuple[np.ndarray, np.ndarray]],
-            device: torch.device | str = "cpu") -> dict[str, float]:
-    """Mean PSNR (dB) and SSIM of model(lr) against the clean reference over held-out
-    (lr, clean) pairs; the reference is cropped to the output size."""
-    psnr, ssim = [], []
-    for lr, clean in pairs:
-        out = to_images(model(to_tensor(lr, device))[0])
-        ref = clean[:out.shape[0], :out.shape[1]]
-        psnr.append(peak_signal_noise_ratio(ref, out, data_range=255))
-        ssim.append(structural_similarity(ref, out, channel_axis=2, data_range=255))
-    return {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+def measure(model: SmallSR, photos: Sequence[HeldOut],
+            device: torch.device | str = "cpu") -> dict:
+    """PSNR (dB) and SSIM of model(lr) against the clean reference (cropped to the output
+    size): {"psnr", "ssim": the mean over photos, "photos": {name: {"psnr", "ssim"}}}, a
+    photo's figures the mean over its LR draws."""
+    per_photo = {}
+    for photo in photos:
+        psnr, ssim = [], []
+        for lr in photo.lrs:
+            out = to_images(model(to_tensor(lr, device))[0])
+            ref = photo.clean[:out.shape[0], :out.shape[1]]
+            psnr.append(peak_signal_noise_ratio(ref, out, data_range=255))
+            ssim.append(structural_similarity(ref, out, channel_axis=2, data_range=255))
+        per_photo[photo.name] = {"psnr": float(np.mean(psnr)), "ssim": float(np.mean(ssim))}
+    means = {m: float(np.mean([r[m] for r in per_photo.values()])) for m in ("psnr", "ssim")}
+    return {**means, "photos": per_photo}
 
 
 def compare(results: Mapping[str, Sequence[Mapping[str, float]]]) -> dict:
@@ -137,3 +152,19 @@ def compare(results: Mapping[str, Sequence[Mapping[str, float]]]) -> dict:
                         row[m]["share_of_ceiling"] = round(float(gain.mean() / top.mean()), 3)
         table[name] = row
     return table
+
+
+def photo_gains(results: Mapping[str, Sequence[Mapping]]) -> dict[str, dict[str, float]]:
+    """{photo: {target: mean PSNR gain (dB) over "original"}} over the runs that held the photo
+    out (same run index paired, as in `compare`); needs the runs' per-photo figures."""
+    base = results["original"]
+    gains: dict[str, dict[str, list[float]]] = {}
+    for name, runs in results.items():
+        if name == "original":
+            continue
+        for run, ref in zip(runs, base, strict=True):
+            for photo, figures in run["photos"].items():
+                delta = figures["psnr"] - ref["photos"][photo]["psnr"]
+                gains.setdefault(photo, {}).setdefault(name, []).append(delta)
+    return {photo: {name: round(float(np.mean(v)), 4) for name, v in row.items()}
+            for photo, row in sorted(gains.items())}
