@@ -21,6 +21,7 @@ from pipeline.image.plots import display_tile
 from pipeline.quality import lr_stats
 from pipeline.quality import scores as score_table
 from pipeline.report import html as page
+from pipeline.report import tables
 from pipeline.store import durable
 from pipeline.store.imageio import encode_png, image_path, read_rgb
 from pipeline.train.loop import TrainState, train_loop
@@ -284,3 +285,15 @@ def test_stages_are_summed_per_stage_over_their_chunk_tasks():
                               page._seconds(30.0), page.human_size(4096)]
     assert cells("WriteManifest")[1:4] == ["1", "1", "0"]
     assert html.count("<code>k") == 4  # every task is still listed, folded away
+
+
+def test_photo_gains_table_lists_photos_then_their_mean_and_median():
+    gains = {"a.png": {"clean": 0.3, "hggt": 0.1}, "b.png": {"clean": -1.5, "hggt": 0.2},
+             "c.png": {"clean": 0.2, "hggt": -0.3}}
+    table = tables.photo_gains_table(gains)
+    assert table.header == ["held-out photo", "clean", "hggt"]
+    assert [r[0] for r in table.rows] == ["a.png", "b.png", "c.png", "mean of the photos",
+                                          "median"]
+    assert table.rows[1] == ["b.png", "-1.500", "+0.200"]
+    assert table.rows[3] == ["mean of the photos", "-0.333", "+0.000"]
+    assert table.rows[4] == ["median", "+0.200", "+0.100"]
