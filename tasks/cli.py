@@ -18,10 +18,14 @@ from tasks.config import gtforge
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 
 
-def _run_luigi(root: str, args: argparse.Namespace) -> int:
+def _run_luigi(root: str, args: argparse.Namespace, lock: bool = True) -> int:
     """Run task `root` through luigi's own entry point (so retcodes from luigi.cfg apply) with
-    the build flags of `args`; returns the exit code."""
+    the build flags of `args`; returns the exit code. `lock` = False for a second run in the
+    same process: luigi's pid lock would take this process's first run for another command
+    line still running (exit 10, already_running)."""
     argv = ["--module", "tasks", root, "--workers", str(args.workers)]
+    if not lock:
+        argv.append("--no-lock")
     if args.local_scheduler:
         argv.append("--local-scheduler")
     elif args.scheduler_host:
@@ -52,11 +56,14 @@ def _build(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     """Measure the build against clean references and train an SR network per target."""
-    code = _run_luigi("EvaluateTargets", args) or _run_luigi("MeasureTruth", args)
+    code = _run_luigi("EvaluateTargets", args) or _run_luigi("MeasureTruth", args, lock=False)
     if code == 0:
+        folder = EvaluateTargets().out_dir
+        evaluation = results.load_evaluation(folder)
+        evaluation.pop("runs")  # every run's per-photo figures: in the file
         print(json.dumps({"truth": results.load_truth(MeasureTruth().out_dir)["overall"],
-                          "evaluation": results.load_evaluation(EvaluateTargets().out_dir)},
-                         indent=1))
+                          "evaluation": evaluation}, indent=1))
+        print(f"Every run: {(folder / results.EVALUATION_JSON).resolve()}")
     return code
 
 

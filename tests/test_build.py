@@ -16,6 +16,7 @@ from pipeline.shards.dataset import ShardDataset
 from pipeline.shards.export import export_folder
 from pipeline.shards.spec import summary
 from pipeline.shards.verify import verify
+from tasks import cli
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.publish import BuildDataset
 from tests.conftest import run_tasks
@@ -50,7 +51,7 @@ print(json.dumps({"c": stages["FuseGT"]["settings"]["c"],
 """
 
 
-def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, tmp_path):
+def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, tmp_path, capsys):
     """The build of an input folder holding every awkward kind of entry (a name that is not
     UTF-8, link loops, a FIFO, ...) beside the photos: it finishes, accounts for every entry,
     keeps the odd name's bytes, and its shards say how they were made (plain h5py)."""
@@ -92,6 +93,10 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     assert evaluation["training_samples"][0] > 0
     assert set(evaluation["photo_gains"]) == set(evaluation["heldout"])
     assert "Where the data helps" in page
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--local-scheduler"]) == 0  # cached: prints the results
+    printed = capsys.readouterr().out
+    assert '"photo_gains"' in printed and '"runs"' not in printed and "Every run: " in printed
     recorded = subprocess.run([sys.executable, "-c", PROVENANCE_SCRIPT,
                                str(out / manifest["shards"][0]["file"])],
                               capture_output=True, text=True, check=True)
