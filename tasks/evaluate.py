@@ -158,7 +158,7 @@ class EvaluateTargets(_WithReferences, Stage):
                      else read_rgb(image_path(folders[image_id], image_id)))
             # draw 0 keeps the seed of one-draw evaluations
             seeds = [image_id] + [(image_id, d) for d in range(1, draws)]
-            photos.append(ev.HeldOut(Path(source).name, clean,
+            photos.append(ev.HeldOut(source, clean,
                                      [ev.heldout_lr(start, self.recipe, s) for s in seeds]))
         return photos
 
@@ -186,7 +186,7 @@ class EvaluateTargets(_WithReferences, Stage):
         for samples, photos, target, seed in self.progress(runs(), total, "EvaluateTargets"):
             model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
             measured[target].append(ev.measure(model, photos, device))
-        held_names = sorted(Path(source).name for _, held in splits for source in held)
+        held_names = sorted(source for _, held in splits for source in held)
         report = {"folds": len(splits), "training_samples": sizes, "heldout": held_names,
                   "heldout_draws": s["heldout_draws"], "runs": measured,
                   "comparison": ev.compare(measured)}

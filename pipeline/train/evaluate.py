@@ -102,7 +102,8 @@ def heldout_lr(image: np.ndarray, recipe: degrade.Recipe, seed: object) -> np.nd
 
 @dataclass
 class HeldOut:
-    """A held-out photo: its name, clean reference uint8 (H,W,3) and LR draws (each (h,w,3))."""
+    """A held-out photo: its source path (relative to the input folder), clean reference uint8
+    (H,W,3) and LR draws (each (h,w,3))."""
 
     name: str
     clean: np.ndarray
