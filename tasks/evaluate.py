@@ -104,6 +104,17 @@ class EvaluateTargets(_WithReferences, Stage):
         """The DegradeLR recipe of the build."""
         return load_recipe(DegradeLR().settings["recipe"])
 
+    @functools.cached_property
+    def image_ids(self) -> dict[str, str]:
+        """{source path: image id} of the input photos."""
+        return {listing().source(i): i for i in listing().photos}
+
+    @functools.cached_property
+    def hr_folders(self) -> dict[str, Path]:
+        """{image id: the IngestHR folder holding it}: read once, not per fold."""
+        return {img.id: stage.out_dir for stage in self.input_stages().values()
+                if isinstance(stage, IngestHR) for img in stage.images()}
+
     def splits(self, shards: ShardSet) -> list[tuple[set[str], list[str]]]:
         """(training sources, held-out sources) per fold among the sources with a reference,
         in a seeded order: with `folds` = 1 a share `holdout` of them is held out (at least
@@ -147,15 +158,12 @@ class EvaluateTargets(_WithReferences, Stage):
         draws = self.settings["heldout_draws"]
         if draws < 1:
             raise ValueError(f"EvaluateTargets heldout_draws must be at least 1, got {draws}")
-        ids = {listing().source(i): i for i in listing().photos}
-        folders = {img.id: stage.out_dir for stage in self.input_stages().values()
-                   if isinstance(stage, IngestHR) for img in stage.images()}
         photos = []
         for source in held:
-            image_id = ids[source]
+            image_id = self.image_ids[source]
             clean = read_rgb(truth.reference_for(source, self.references))
             start = (clean if self.settings["heldout_lr"] == "clean"
-                     else read_rgb(image_path(folders[image_id], image_id)))
+                     else read_rgb(image_path(self.hr_folders[image_id], image_id)))
             # draw 0 keeps the seed of one-draw evaluations
             seeds = [image_id] + [(image_id, d) for d in range(1, draws)]
             photos.append(ev.HeldOut(source, clean,

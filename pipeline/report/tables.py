@@ -94,7 +94,7 @@ def evaluation_caption(result: dict) -> str:
     """What the runs of an evaluation were: training samples, held-out photos, folds, LR
     draws."""
     folds, sizes = result["folds"], result["training_samples"]
-    draws = f"; {result.get('heldout_draws', 1)} LR draws per held-out photo"
+    draws = f"; {result['heldout_draws']} LR draws per held-out photo"
     if folds == 1:
         return (f"{sizes[0]} training samples; held-out photos: "
                 f"{', '.join(result['heldout'])}; mean ± std over seeds{draws}")
