@@ -90,6 +90,7 @@ class EvaluateTargets(_WithReferences, Stage):
     # the held-out photos' LR is made from their imperfect GT ("gt") or their clean reference
     heldout_lr = luigi.OptionalChoiceParameter(choices=list(HELDOUT_LR), default=None)
     heldout_draws = luigi.OptionalIntParameter(default=None)  # LR draws per held-out photo
+    loss = luigi.OptionalParameter(default=None)  # the networks' loss: l1 or mse
 
     def requires(self):
         return {"shards": WriteManifest(),
@@ -192,11 +193,12 @@ class EvaluateTargets(_WithReferences, Stage):
         total = len(splits) * s["seeds"] * len(s["targets"])
         measured: dict[str, list[dict]] = {t: [] for t in s["targets"]}
         for samples, photos, target, seed in self.progress(runs(), total, "EvaluateTargets"):
-            model = ev.train(samples, target, seed, s["steps"], s["scale"], device=device)
+            model = ev.train(samples, target, seed, s["steps"], s["scale"], loss=s["loss"],
+                             device=device)
             measured[target].append(ev.measure(model, photos, device))
         held_names = sorted(source for _, held in splits for source in held)
         report = {"folds": len(splits), "training_samples": sizes, "heldout": held_names,
-                  "heldout_draws": s["heldout_draws"], "runs": measured,
+                  "heldout_draws": s["heldout_draws"], "loss": s["loss"], "runs": measured,
                   "comparison": ev.compare(measured)}
         if "original" in measured:
             report["photo_gains"] = ev.photo_gains(measured)

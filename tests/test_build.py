@@ -89,10 +89,10 @@ def test_build_verifies_reads_back_and_reruns_nothing(build_env, small_corpus, t
     assert set(truth["candidates"]) == set(CANDIDATES) and truth["candidates"]["fused"]["patches"]
     evaluation = results.load_evaluation(EvaluateTargets().out_dir)
     assert set(evaluation["comparison"]) == {"original", "hggt", "clean"}
-    assert evaluation["folds"] == 1 and evaluation["heldout"]
+    assert evaluation["folds"] == 1 and evaluation["heldout"] and evaluation["loss"] == "l1"
     assert evaluation["training_samples"][0] > 0
     assert set(evaluation["photo_gains"]) == set(evaluation["heldout"])
-    assert "Where the data helps" in page
+    assert "Where the data helps" in page and "trained with L1 loss" in page
     capsys.readouterr()
     assert cli.main(["evaluate", "--local-scheduler"]) == 0  # cached: prints the results
     printed = capsys.readouterr().out

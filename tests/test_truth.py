@@ -106,6 +106,26 @@ def test_same_seed_same_network_whatever_the_target():
         assert (x == y).all()
 
 
+def test_l1_trains_towards_the_median_and_mse_towards_the_mean(build_env):
+    # one grey LR, its targets black twice and white once: median 0, mean 85 grey levels
+    lq = np.full((3, 4, 4, 3), 128, np.uint8)
+    hr = np.zeros((3, 16, 16, 3), np.uint8)
+    hr[2] = 255
+    s = ev.Samples(lq=lq, original=hr, candidates=hr[:, None], labels=np.zeros((3, 1), np.int8),
+                   clean=None, names=["a"])
+    grey = torch.full((1, 3, 4, 4), 128 / 255)
+    outputs = {}
+    for loss in ("l1", "mse"):
+        model = ev.train(s, "original", seed=0, steps=80, scale=4, batch=6, crop=4, lr=1e-2,
+                         loss=loss)
+        with torch.no_grad():
+            outputs[loss] = float(model(grey).mean()) * 255
+    assert outputs["l1"] < 10 and abs(outputs["mse"] - 85) < 15
+    with pytest.raises(ValueError, match="unknown loss 'l2'"):
+        ev.train(s, "original", seed=0, steps=1, scale=4, loss="l2")
+    assert_setting_moves_key(build_env, EvaluateTargets, "EvaluateTargets", "loss", "mse")
+
+
 def test_compare_reports_gains_spread_and_share_of_the_ceiling():
     runs = {"original": [{"psnr": 20.0, "ssim": 0.5}, {"psnr": 21.0, "ssim": 0.6}],
             "hggt": [{"psnr": 20.5, "ssim": 0.52}, {"psnr": 21.1, "ssim": 0.61}],

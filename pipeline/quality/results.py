@@ -28,6 +28,6 @@ def save_evaluation(folder: Path, report: Mapping) -> None:
 
 
 def load_evaluation(folder: Path) -> dict:
-    """{"folds", "training_samples" (per fold), "heldout", "runs", "comparison"} of an
-    EvaluateTargets folder."""
+    """{"folds", "training_samples" (per fold), "heldout", "heldout_draws", "loss", "runs",
+    "comparison", "photo_gains"} of an EvaluateTargets folder."""
     return json.loads((Path(folder) / EVALUATION_JSON).read_text())

@@ -92,9 +92,10 @@ def evaluation_table(result: dict) -> Table:
 
 def evaluation_caption(result: dict) -> str:
     """What the runs of an evaluation were: training samples, held-out photos, folds, LR
-    draws."""
+    draws, loss."""
     folds, sizes = result["folds"], result["training_samples"]
-    draws = f"; {result['heldout_draws']} LR draws per held-out photo"
+    draws = (f"; {result['heldout_draws']} LR draws per held-out photo; trained with "
+             f"{result['loss'].upper()} loss")
     if folds == 1:
         return (f"{sizes[0]} training samples; held-out photos: "
                 f"{', '.join(result['heldout'])}; mean ± std over seeds{draws}")

@@ -77,11 +77,18 @@ def batch_of(samples: Samples, target: str, crops: AlignedCrops, seed: int, step
     return to_tensor(np.stack(lqs)), to_tensor(np.stack(hrs))
 
 
+# The training losses: L1 (SR practice) or MSE (the loss whose optimum is PSNR's).
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
 def train(samples: Samples, target: str, seed: int, steps: int, scale: int,
-          batch: int = 16, crop: int = 24, lr: float = 1e-3,
+          batch: int = 16, crop: int = 24, lr: float = 1e-3, loss: str = "l1",
           device: torch.device | str = "cpu") -> SmallSR:
-    """A SmallSR trained with L1 towards `target` (AdamW, cosine schedule), seeded by `seed`
-    alone: the same seed gives the same initialisation and crops for every target."""
+    """A SmallSR trained with `loss` (a LOSSES key) towards `target` (AdamW, cosine schedule),
+    seeded by `seed` alone: the same seed gives the same initialisation and crops for every
+    target."""
+    if loss not in LOSSES:
+        raise ValueError(f"unknown loss {loss!r}: one of {sorted(LOSSES)}")
     torch.manual_seed(seed)
     model = SmallSR(scale=scale).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
@@ -89,8 +96,7 @@ def train(samples: Samples, target: str, seed: int, steps: int, scale: int,
     crops = AlignedCrops(crop)
     for step in range(steps):
         lq, hr = batch_of(samples, target, crops, seed, step, batch)
-        loss = F.l1_loss(model(lq.to(device)), hr.to(device))
-        descend(opt, loss)
+        descend(opt, LOSSES[loss](model(lq.to(device)), hr.to(device)))
         sched.step()
     return model.eval()
 
