@@ -3,6 +3,7 @@
     .venv/bin/python -m bench.bench_quality [--dir data/quality] [--preset tiny] [--workers 2]
                                             [--threads 1] [--no-evaluate] [--seed 0]
                                             [--folds k] [--heldout-lr gt|clean]
+                                            [--loss l1|mse] [--every-crop]
 
 1. Makes the benchmark set once (pipeline.image.sample.make_quality_corpus): the sample photographs
    as clean references, and an imperfect GT of each, blur-led and noise-led in turn.
@@ -39,6 +40,7 @@ from pipeline.report import html as page
 from pipeline.report import tables as report_tables
 from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
+from pipeline.train.evaluate import LOSSES
 from pipeline.train.vqvae import downsample
 from tasks.corpus import listing
 from tasks.degrade import DegradeLR
@@ -62,6 +64,11 @@ def configure(root: Path, args: argparse.Namespace) -> None:
         cfg.set("EvaluateTargets", "folds", str(args.folds))
     if args.heldout_lr:
         cfg.set("EvaluateTargets", "heldout_lr", args.heldout_lr)
+    if args.loss:
+        cfg.set("EvaluateTargets", "loss", args.loss)
+    if args.every_crop:  # no texture test: SelectPatches keeps every grid crop
+        for key in ("std_min", "hf_min"):
+            cfg.set("SelectPatches", key, "0")
 
 
 def markdown(table: page.Table) -> None:
@@ -174,6 +181,10 @@ def main() -> None:
                    help="EvaluateTargets folds (0: luigi.cfg's; k >= 2: every photo held out once)")
     p.add_argument("--heldout-lr", choices=HELDOUT_LR,
                    help="EvaluateTargets heldout_lr (default: luigi.cfg's)")
+    p.add_argument("--loss", choices=sorted(LOSSES),
+                   help="EvaluateTargets loss (default: luigi.cfg's)")
+    p.add_argument("--every-crop", action="store_true",
+                   help="SelectPatches without the texture test (std_min = hf_min = 0)")
     args = p.parse_args()
     kinds = make_quality_corpus(args.dir, args.seed)
     configure(args.dir, args)
