@@ -42,7 +42,7 @@ from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train.evaluate import LOSSES
 from pipeline.train.vqvae import downsample
-from tasks.corpus import listing
+from tasks.corpus import corpus_chunks, listing
 from tasks.degrade import DegradeLR
 from tasks.evaluate import HELDOUT_LR, EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
@@ -150,15 +150,16 @@ LR_STATS = ("psnr", "ssim", "delta_e", "lowfreq_de", "noise_sigma", "sharpness_r
 def print_lr_stats() -> None:
     """The Eq. 1 `lq` and `lq_vqvae` of every photo against the clean LR of its GT
     (lr_stats.image_stats): the median and the 10th-90th percentile over the photos."""
-    hr, vqvae = IngestHR().out_dir, VQVAEDegradeLR()
-    stages = {"lq (Eq. 1, DegradeLR)": DegradeLR(), "lq_vqvae (VQVAEDegradeLR)": vqvae}
-    scale = vqvae.settings["scale"]
-    found: dict[str, list[dict]] = {name: [] for name in stages}
-    for img in read_images(hr):
-        clean = downsample(read_rgb(image_path(hr, img.id)), scale)
-        for name, stage in stages.items():
-            lr = read_rgb(image_path(stage.out_dir, img.id))
-            found[name].append(lr_stats.image_stats(clean, lr))
+    names = ("lq (Eq. 1, DegradeLR)", "lq_vqvae (VQVAEDegradeLR)")
+    found: dict[str, list[dict]] = {name: [] for name in names}
+    for chunk in corpus_chunks():  # the build's own stages, chunk by chunk
+        hr, vqvae = IngestHR(chunk=chunk).out_dir, VQVAEDegradeLR(chunk=chunk)
+        stages = dict(zip(names, (DegradeLR(chunk=chunk), vqvae), strict=True))
+        for img in read_images(hr):
+            clean = downsample(read_rgb(image_path(hr, img.id)), vqvae.settings["scale"])
+            for name, stage in stages.items():
+                lr = read_rgb(image_path(stage.out_dir, img.id))
+                found[name].append(lr_stats.image_stats(clean, lr))
     print("\nLR against the clean LR of the GT, median (10th-90th percentile) over the photos:\n\n"
           "| LR | " + " | ".join(LR_STATS) + " |\n" + "|---" * (len(LR_STATS) + 1) + "|")
     for name, rows in found.items():
