@@ -113,16 +113,15 @@ def parser() -> argparse.ArgumentParser:
             ("build", _build, "build the dataset (BuildDataset) with luigi"),
             ("evaluate", _evaluate, "measure a build against clean references (--references) "
                                     "and train an SR network on each target")):
-        b = sub.add_parser(name, help=text)
+        b = sub.add_parser(name, help=text, epilog="Other arguments go to luigi, e.g. "
+                                                   "--SelectPatches-crop-size 256.")
         where = b.add_mutually_exclusive_group()
         where.add_argument("--local-scheduler", action="store_true", help="no luigid")
         where.add_argument("--scheduler-host", help="luigid host (default from luigi.cfg)")
         b.add_argument("--scheduler-port", type=int, help="luigid port (default [luigid] port)")
         b.add_argument("--workers", type=int, default=1)
         add_build_settings(b)
-        b.add_argument("luigi_args", nargs=argparse.REMAINDER,
-                       help="further luigi arguments, e.g. --SelectPatches-crop-size 256")
-        b.set_defaults(func=func)
+        b.set_defaults(func=func, luigi_args=[])
 
     for name, func, text in (("verify", _verify, "check every shard against the manifest"),
                              ("inspect", _inspect, "print a summary of a shard set")):
@@ -145,7 +144,12 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, unknown = p.parse_known_args(argv)
+    if hasattr(args, "luigi_args"):  # build and evaluate: the rest is luigi's
+        args.luigi_args = unknown
+    elif unknown:
+        p.error(f"unrecognized arguments: {' '.join(unknown)}")
     return args.func(args)
 
 
