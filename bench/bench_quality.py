@@ -10,8 +10,9 @@
 2. Builds the dataset from the imperfect GTs only ([gtforge] references points the report at
    the clean ones; evaluate = true also runs EvaluateTargets).
 3. Prints markdown tables: per candidate, the distance to the clean reference against the
-   original GT's (PSNR, SSIM, edge PSNR), overall and per kind of imperfection; the labels'
-   confusion matrix against the oracle; `fused` at c = 0, the configured c and 1 (mean
+   original GT's (PSNR, SSIM, edge PSNR), overall and per kind of imperfection (with
+   --every-crop also on the patches the texture test would keep and on those it would drop);
+   the labels' confusion matrix against the oracle; `fused` at c = 0, the configured c and 1 (mean
    |fused − GT|, high-frequency energy against the GT's, PSNR gain towards the clean photo);
    the Eq. 1 and the VQ-VAE-2 LR against the clean LR of the GT; and the SR networks trained
    per target, overall and per held-out photo.
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -34,6 +36,7 @@ import tasks  # noqa: F401  (registers the tasks, loads luigi.cfg)
 from pipeline.image.conversions import to_tensor
 from pipeline.image.fusion import high_frequency_energy
 from pipeline.image.ingest import read_images
+from pipeline.image.patches import texture_mask
 from pipeline.image.sample import make_quality_corpus
 from pipeline.quality import lr_stats, results, truth
 from pipeline.report import html as page
@@ -42,12 +45,14 @@ from pipeline.shards.reader import ShardSet
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.train.evaluate import LOSSES
 from pipeline.train.vqvae import downsample
+from tasks.config import preset_setting
 from tasks.corpus import corpus_chunks, listing
 from tasks.degrade import DegradeLR
 from tasks.evaluate import HELDOUT_LR, EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
 from tasks.publish import BuildDataset
+from tasks.select_patches import SelectPatches
 from tasks.vqvae_degrade import VQVAEDegradeLR
 from tasks.write_manifest import WriteManifest
 from tasks.write_shards import DATASET
@@ -86,12 +91,31 @@ def print_truth(shards: ShardSet, references: dict, kinds: dict[str, str]) -> No
         markdown(table)
     for kind in ("blur", "noise"):
         refs = {k: v for k, v in references.items() if kinds.get(f"{k}.png") == kind}
-        found = truth.measure_shards(shards, refs)
-        result = {"candidates": {n: t.summary() for n, t in found.items()},
-                  "overall": truth.overall(found), "tau_db": measured["tau_db"]}
-        table = report_tables.truth_tables(result)[0]
-        table.title = f"{kind}-led GTs: {table.title}"
-        markdown(table)
+        print_candidates(shards, refs, f"{kind}-led GTs")
+
+
+def print_candidates(shards: ShardSet, references: dict, title: str,
+                     keep_patch: Callable[[np.ndarray], bool] | None = None) -> None:
+    """The candidates' table over the samples of `references` that `keep_patch` accepts."""
+    found = truth.measure_shards(shards, references, keep_patch)
+    result = {"candidates": {n: t.summary() for n, t in found.items()},
+              "overall": truth.overall(found), "tau_db": truth.ORACLE_TAU_DB}
+    table = report_tables.truth_tables(result)[0]
+    table.title = f"{title}: {table.title}"
+    markdown(table)
+
+
+def print_texture_split(shards: ShardSet, references: dict) -> None:
+    """For a build without the texture test: the candidates' table on the patches the preset's
+    test would have kept, then on those it would have dropped."""
+    test = {k: preset_setting("SelectPatches", k, getattr(SelectPatches, k))
+            for k in ("std_min", "hf_min", "hf_measure")}
+
+    def textured(gt: np.ndarray) -> bool:
+        return bool(texture_mask(gt, np.zeros((1, 2), int), gt.shape[0], **test)[0])
+
+    print_candidates(shards, references, "patches the texture test keeps", textured)
+    print_candidates(shards, references, "patches it drops", lambda gt: not textured(gt))
 
 
 def print_evaluation(kinds: dict[str, str]) -> None:
@@ -198,6 +222,8 @@ def main() -> None:
     shards = ShardSet(WriteManifest().out_dir / DATASET)
     references = truth.reference_index(args.dir / "clean")
     print_truth(shards, references, kinds)
+    if args.every_crop:
+        print_texture_split(shards, references)
     print_fusion_by_c(references, kinds, args.workers)
     print_lr_stats()
     if not args.no_evaluate:

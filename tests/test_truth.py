@@ -73,6 +73,11 @@ def test_measure_shards_finds_the_truly_better_and_worse(tmp_path, small_corpus)
     assert better["patches"] == 4 and better["gain"]["psnr"]["closer"] == 4
     assert worse["gain"]["psnr"]["mean"] < 0 and worse["confusion"][0][1] == 4  # N labelled S
     assert better["positive_precision"] == 1.0 and worse["negative_recall"] == 0.0
+    means = sorted(shards.shard(0).image("gt_original", n).mean() for n in range(4))
+    cut = (means[1] + means[2]) / 2
+    brighter = truth.measure_shards(shards, truth.reference_index(tmp_path / "refs"),
+                                    keep_patch=lambda gt: gt.mean() > cut)
+    assert brighter["better"].summary()["patches"] == 2  # only the patches keep_patch accepts
 
 
 def _samples(n=6, k=2, seed=0):

@@ -11,7 +11,7 @@ further, else Similar; confusion matrices compare the build's labels with it.
 from __future__ import annotations
 
 import os
-from collections.abc import Container, Iterator, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,13 +118,18 @@ def referenced_samples(shards, references: Mapping[str, Path], keep: Container[s
             yield shard, n, cache[source][y:y + side, x:x + side]
 
 
-def measure_shards(shards, references: Mapping[str, Path]) -> dict[str, CandidateTruth]:
-    """Every candidate of every sample of a ShardSet whose source photo has a reference:
+def measure_shards(shards, references: Mapping[str, Path],
+                   keep_patch: Callable[[np.ndarray], bool] | None = None
+                   ) -> dict[str, CandidateTruth]:
+    """Every candidate of every sample of a ShardSet whose source photo has a reference and,
+    when `keep_patch` is given, whose original GT patch (uint8 HxWx3) it accepts:
     {candidate name: CandidateTruth}."""
     names = shards.candidate_names
     found = {n: CandidateTruth(n) for n in names}
     for shard, n, reference in referenced_samples(shards, references):
         original = shard.image("gt_original", n)
+        if keep_patch is not None and not keep_patch(original):
+            continue
         for k, name in enumerate(names):
             found[name].add(original, shard.image("gt_candidates", n, k), reference,
                             int(shard.labels[n, k]))
