@@ -133,12 +133,12 @@ def print_evaluation(kinds: dict[str, str]) -> None:
             print(f"{kind}-led held-out photos ({len(rows)}), mean ΔPSNR dB: {means}")
 
 
-def fusion_rows(fused_dir: Path, references: dict) -> dict[str, tuple[float, float, float]]:
-    """Per photo (by source file name): |fused − GT| (grey levels), the fused image's
-    high-frequency energy (above half Nyquist) over the GT's, and its PSNR gain (dB) towards
-    the clean photo."""
+def fusion_rows(hr: Path, fused_dir: Path, references: dict
+                ) -> dict[str, tuple[float, float, float]]:
+    """Per photo of IngestHR folder `hr` (by source file name): |fused − GT| (grey levels), the
+    fused image's high-frequency energy (above half Nyquist) over the GT's, and its PSNR gain
+    (dB) towards the clean photo."""
     rows = {}
-    hr = IngestHR().out_dir
     for img in read_images(hr):
         gt, fused = read_rgb(image_path(hr, img.id)), read_rgb(image_path(fused_dir, img.id))
         source = listing().source(img.id)
@@ -151,16 +151,21 @@ def fusion_rows(fused_dir: Path, references: dict) -> dict[str, tuple[float, flo
 
 
 def print_fusion_by_c(references: dict, kinds: dict[str, str], workers: int) -> None:
-    """FuseGT at c = 0, the configured c and 1: the means of `fusion_rows` over every photo
-    and over each kind of imperfection."""
-    stages = {c: FuseGT(c=c) for c in (0.0, FuseGT().settings["c"], 1.0)}
-    luigi.build(list(stages.values()), local_scheduler=True, workers=workers)
+    """FuseGT at c = 0, the configured c and 1, chunk by chunk as the build made it: the means
+    of `fusion_rows` over every photo and over each kind of imperfection."""
+    stages = {c: [FuseGT(c=c, chunk=chunk) for chunk in corpus_chunks()]
+              for c in (0.0, FuseGT().settings["c"], 1.0)}
+    luigi.build([s for chunked in stages.values() for s in chunked], local_scheduler=True,
+                workers=workers)
     print("\nfused by c, whole photos (HF energy: above half Nyquist, over the GT's):\n\n"
           "| c | photos | mean abs diff to GT | HF energy / GT's | ΔPSNR to clean dB |\n"
           "|---|---|---|---|---|")
     with torch.no_grad():
-        for c, stage in stages.items():
-            rows = fusion_rows(stage.out_dir, references)
+        for c, chunked in stages.items():
+            rows = {}
+            for stage in chunked:
+                rows |= fusion_rows(IngestHR(chunk=stage.chunk).out_dir, stage.out_dir,
+                                    references)
             for kind in ("all", "blur", "noise"):
                 mad, hf, gain = np.mean([v for name, v in rows.items()
                                          if kind in ("all", kinds.get(name))], axis=0)
@@ -179,8 +184,9 @@ def print_lr_stats() -> None:
     for chunk in corpus_chunks():  # the build's own stages, chunk by chunk
         hr, vqvae = IngestHR(chunk=chunk).out_dir, VQVAEDegradeLR(chunk=chunk)
         stages = dict(zip(names, (DegradeLR(chunk=chunk), vqvae), strict=True))
+        scale = vqvae.settings["scale"]
         for img in read_images(hr):
-            clean = downsample(read_rgb(image_path(hr, img.id)), vqvae.settings["scale"])
+            clean = downsample(read_rgb(image_path(hr, img.id)), scale)
             for name, stage in stages.items():
                 lr = read_rgb(image_path(stage.out_dir, img.id))
                 found[name].append(lr_stats.image_stats(clean, lr))
