@@ -6,6 +6,7 @@ from tasks.enhance import EnhanceHR
 from tasks.evaluate import EvaluateTargets, MeasureTruth
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
+from tasks.judge_pool import JudgePool
 from tasks.mask_generator import TrainMaskGenerator
 from tasks.publish import BuildDataset, PublishDataset
 from tasks.report import Report
@@ -22,7 +23,7 @@ from tasks.write_shards import WriteShards
 
 __all__ = [
     "BuildDataset", "DegradeLR", "EnhanceHR", "EvaluateTargets", "FuseGT",
-    "IngestHR", "LoadSR", "MeasureTruth", "PublishDataset", "Report", "ScorePatches",
+    "IngestHR", "JudgePool", "LoadSR", "MeasureTruth", "PublishDataset", "Report", "ScorePatches",
     "SelectPatches", "SuperResolveGT", "TrainEnhancer", "TrainJudge", "TrainMaskGenerator",
     "TrainSR", "TrainVQVAE2", "VQVAEDegradeLR", "WriteManifest", "WriteShards", "gtforge",
 ]

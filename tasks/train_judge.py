@@ -14,13 +14,12 @@ import numpy as np
 from pipeline.store import durable
 from pipeline.store.imageio import image_path, read_rgb
 from pipeline.store.seeding import rng
-from tasks.config import ENHANCER_CANDIDATES, FUSED, gtforge
+from tasks.config import FUSED
 from tasks.fuse import FuseGT
 from tasks.ingest import IngestHR
+from tasks.judge_pool import BASES, INPUTS, SR_GENERATOR, VARIANTS, JudgePool, active_generators
 from tasks.mask_generator import MODEL_FILE as CFMG_FILE
 from tasks.mask_generator import TrainMaskGenerator, load_cfmg
-from tasks.super_resolve import SR_SCALES, crop_variant, sr_model, variant_settings
-from tasks.train_enhancer import TrainEnhancer
 from tasks.training import TrainingStage, training_inputs
 
 if TYPE_CHECKING:
@@ -28,12 +27,10 @@ if TYPE_CHECKING:
 
     from models.judge import PairJudge
     from pipeline.quality.neighbours import GainTable
-    from pipeline.train.judge import Generator
 
 MODEL_FILE = "judge.pt"
 NEIGHBOURS_FILE = "neighbours.npz"
-SR_GENERATOR = "sr"
-VARIANTS = "variants"  # the SR model behind the fused generator's sources
+POOL = "pool"
 
 CALIBRATION_JSON = "calibration.json"
 
@@ -49,7 +46,7 @@ class TrainJudge(TrainingStage):
     generator too, the pairs they were calibrated on, held-out accuracy; the neighbours'
     margins), curve.csv and curve.png."""
 
-    version = 5  # 5: the neighbours annotator (2: margins per generator)
+    version = 6  # 6: the pool from JudgePool (5: the neighbours annotator)
     # Luigi runs higher priorities (and their requirements) first: this training and what it
     # needs are the build's longest chain, so the other workers fill in around it.
     priority = 10
@@ -69,30 +66,21 @@ class TrainJudge(TrainingStage):
     ckpt_every = luigi.OptionalIntParameter(default=None, significant=False)
 
     def requires(self):
-        """IngestHR, and the models of the `generators` that are configured candidates (an
-        enhancer name; "sr" for the SR model of the fused candidate's variants; "fused" for
-        the CFMG and that SR model)."""
-        names = gtforge().candidate_names()
+        """IngestHR (for the fresh pairs), JudgePool (the bases, inputs and the outputs of the
+        `generators` that are active: tasks.judge_pool.active_generators) and, for "fused",
+        TrainMaskGenerator."""
+        s = self.settings
         deps = training_inputs(lambda chunk: {"hr": IngestHR(chunk=chunk)})
-        known = (*ENHANCER_CANDIDATES, SR_GENERATOR, FUSED)
-        for name in self.settings["generators"]:
-            if name in ENHANCER_CANDIDATES and name in names:
-                backbone, degradation = name.split("_")
-                deps[name] = TrainEnhancer(backbone=backbone, degradation=degradation)
-            elif name == SR_GENERATOR and FUSED in names:
-                deps[name] = sr_model()
-            elif name == FUSED and FUSED in names:
-                deps[name], deps[VARIANTS] = TrainMaskGenerator(), sr_model()
-            elif name not in known:
-                raise ValueError(f"TrainJudge generators: unknown {name!r} (known: "
-                                 f"{', '.join(known)})")
+        deps[POOL] = JudgePool(bases=s["bases"], crop=s["crop"], shrink=s["shrink"],
+                               versions=s["versions"],
+                               generators=active_generators(s["generators"]))
+        if FUSED in deps[POOL].generators:
+            deps[FUSED] = TrainMaskGenerator()
         return deps
 
     def fingerprint(self) -> dict:
-        """How the SR model's and the CFMG's versions are made, when they are generators."""
-        deps = self.requires()
-        facts = variant_settings() if {SR_GENERATOR, FUSED} & set(deps) else {}
-        return {**facts, "fused_c": FuseGT().settings["c"]} if FUSED in deps else facts
+        """FuseGT's c, when the CFMG's fusions are a generator."""
+        return {"fused_c": FuseGT().settings["c"]} if FUSED in self.requires() else {}
 
     def load_model(self, device: torch.device | str = "cpu") -> PairJudge:
         """The trained judge, in eval mode on `device`."""
@@ -131,24 +119,26 @@ class TrainJudge(TrainingStage):
         found = json.loads((self.out_dir / CALIBRATION_JSON).read_text())["neighbour_margins"]
         return {c: found.get(c) for c in candidates}
 
-    def _generators(self, draw: np.random.Generator) -> dict[str, Generator]:
-        """The version generators of the `generators` that are inputs, by name: the enhancers,
-        the SR model at a scale drawn from `draw` per crop, and the CFMG's fusion at FuseGT's c."""
+    def _outputs(self) -> dict[str, np.ndarray]:
+        """Every active generator's outputs for the pool's inputs, by name in the pool's
+        order: the enhancers' and the SR variants from JudgePool (one scale per input, drawn),
+        the CFMG's fusions at FuseGT's c made here."""
         from pipeline.train import judge as JT
-        from pipeline.train.cfmg import fused_generator
+        from pipeline.train.cfmg import fuse_crops
 
-        inputs, device = self.input_stages(), self.device
-        found = {name: JT.network_generator(stage.load_generator(device), device)
-                 for name, stage in inputs.items() if name in ENHANCER_CANDIDATES}
-        if SR_GENERATOR in inputs:
-            variant = crop_variant(inputs[SR_GENERATOR].load_model(device), device)
-            found[SR_GENERATOR] = JT.sr_generator(variant, SR_SCALES, draw)
-        if FUSED in inputs:
-            cfmg = inputs[FUSED]
-            found[FUSED] = fused_generator(
-                load_cfmg(cfmg.out_dir / CFMG_FILE, device),
-                crop_variant(inputs[VARIANTS].load_model(device), device), SR_SCALES,
-                FuseGT().settings["c"], cfmg.settings["crop"], device)
+        inputs, pool = self.input_stages(), self.input_stages()[POOL]
+        found = {}
+        for name in pool.generators:
+            if name == SR_GENERATOR:
+                found[name] = JT.sr_versions(pool.column(VARIANTS), rng(self.key, "sr scales"))
+            elif name == FUSED:
+                cfmg = inputs[FUSED]
+                found[name] = fuse_crops(load_cfmg(cfmg.out_dir / CFMG_FILE, self.device),
+                                         pool.column(INPUTS), pool.column(VARIANTS),
+                                         FuseGT().settings["c"], cfmg.settings["crop"],
+                                         self.device)
+            else:
+                found[name] = pool.column(name)
         return found
 
     def build(self, out: Path) -> dict:
@@ -160,11 +150,9 @@ class TrainJudge(TrainingStage):
         images = [read_rgb(image_path(dirs["hr"], img.id))
                   for img, dirs in self.training_photos("hr")]
         ranges, shrink = VersionRanges(**s["versions"]), tuple(s["shrink"])
-        draw, edge = rng(self.key, "pool"), JT.border(s["crop"])
-        bases = JT.crop_bases(images, s["bases"], s["crop"] + 2 * edge, shrink, draw)
-        # the generators load after the bases are cut, as ever: the weights stay bit for bit
-        generators = self._generators(draw)
-        pool = JT.build_pool(bases, ranges, list(generators.values()), edge, draw)
+        made, generators = self.input_stages()[POOL], self._outputs()
+        pool = JT.build_pool(made.column(BASES), made.column(INPUTS), list(generators.values()),
+                             ranges, JT.border(s["crop"]), rng(self.key, "processed"))
         train_rows, held_rows = JT.held_out_rows(len(pool.bases), s["holdout"])
         table, neighbour_margins = JT.neighbour_table(pool, train_rows, held_rows,
                                                       list(generators), s["neighbours"],

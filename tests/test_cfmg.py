@@ -298,14 +298,14 @@ def test_masks_come_from_views_of_the_training_crop_size():
     assert tiny.shape == (1, 4, 25) and seen[-1] == (100, 90)
 
 
-def test_fused_generator_fuses_crops_as_fusegt_fuses_photos(sample_corpus):
+def test_fuse_crops_fuses_crops_as_fusegt_fuses_photos(sample_corpus):
     photo = read_rgb(sample_corpus / "chelsea.png")
     crops = np.stack([photo[:80, :80], photo[100:180, 200:280]])
     model = FreeWeights()
     with torch.no_grad():
         model.weights[:, 1] = 50.0  # every ring from the first variant
-    generate = cfmg.fused_generator(model, lambda x, s: x // s, (2, 3, 4), 0.3, 128)
-    out = generate(crops)
+    variants = np.stack([[x // s for s in (2, 3, 4)] for x in crops])
+    out = cfmg.fuse_crops(model, crops, variants, 0.3, 128)
     assert out.shape == crops.shape and out.dtype == np.uint8
     assert np.abs(out.astype(int) - crops // 2).max() <= 1
 
@@ -324,8 +324,11 @@ def test_judge_learns_the_fused_gt_from_the_cfmg(build_env, sample_corpus, tmp_p
     build_env.set("tiny.TrainMaskGenerator", "iterations", 2)
     build_env.set("tiny.TrainMaskGenerator", "batch_size", 2)
     judge = TrainJudge()
-    assert {"fused", "variants"} <= set(judge.requires())
+    assert "fused" in judge.requires() and judge.requires()["pool"].generators == ("fused",)
     run_tasks(judge)
+    pool = judge.requires()["pool"]
+    variants, inputs = pool.column("variants"), pool.column("inputs")
+    assert variants.shape == (len(inputs), 3, *inputs.shape[1:])  # x2, x3, x4
     calibration = json.loads((judge.out_dir / CALIBRATION_JSON).read_text())
     assert set(calibration["neighbour_margins"]) == {"fused"}
     assert "fused" in judge.gain_table().statistics

@@ -43,12 +43,19 @@ def brighten(x: np.ndarray) -> np.ndarray:
     return np.clip(x.astype(np.int16) + 40, 0, 255).astype(np.uint8)
 
 
+def pool_of(bases: np.ndarray, generators, rng: np.random.Generator) -> JT.Pool:
+    """The pool of `bases` with the outputs of `generators` (uint8 -> uint8) for its inputs."""
+    inputs = JT.pool_inputs(bases, J.VersionRanges(), rng)
+    return JT.build_pool(bases, inputs, [g(inputs) for g in generators], J.VersionRanges(), 4,
+                         rng)
+
+
 def test_pool_pairs_compare_the_input_with_what_was_made_from_it(photo):
     rng = np.random.default_rng(1)
     bases = JT.crop_bases([photo], 6, 40, (0.5, 1.0), rng)
     assert bases.shape == (6, 40, 40, 3) and bases.dtype == np.uint8
 
-    pool = JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng)
+    pool = pool_of(bases, [brighten], rng)
     # the input, the generator's output for it, two processing steps of it
     assert pool.versions.shape == (6, 4, 32, 32, 3) and pool.closeness.shape == (6, 4, 3)
     np.testing.assert_array_equal(pool.versions[:, 1], brighten(pool.versions[:, 0]))
@@ -66,9 +73,20 @@ def test_pool_pairs_compare_the_input_with_what_was_made_from_it(photo):
     a, b, gain = pool.every_pair(rows)
     assert len(a) == 6 and gain.shape == (6, 3)
     with pytest.raises(ValueError, match="no generator"):
-        JT.build_pool(bases, J.VersionRanges(), [], 4, rng).every_pair(rows, generated=True)
+        pool_of(bases, [], rng).every_pair(rows, generated=True)
     a, b, gain = JT.fresh_pairs([photo], 8, 24, 4, (0.5, 1.0), J.VersionRanges(), rng)
     assert a.shape == b.shape == (8, 24, 24, 3) and gain.shape == (8, 3)
+
+
+def test_sr_versions_take_each_crop_at_one_drawn_scale():
+    # crop n's variant k is the constant image 4 n + k
+    level = 4 * np.arange(60)[:, None] + np.arange(3)
+    variants = np.broadcast_to(level[..., None, None, None], (60, 3, 4, 4, 3)).astype(np.uint8)
+    out = JT.sr_versions(variants, np.random.default_rng(0))
+    assert out.shape == (60, 4, 4, 3)
+    scale = out[:, 0, 0, 0] - 4 * np.arange(60)  # which variant each crop got
+    assert set(scale) == {0, 1, 2}
+    np.testing.assert_array_equal(out, variants[np.arange(60), scale])
 
 
 def test_margins_are_calibrated_on_the_generators_outputs(photo):
@@ -78,11 +96,11 @@ def test_margins_are_calibrated_on_the_generators_outputs(photo):
     model = PairJudge(width=4).eval()
 
     rows = np.arange(5)
-    found = JT.calibration(model, JT.build_pool(bases, J.VersionRanges(), [brighten], 4, rng),
+    found = JT.calibration(model, pool_of(bases, [brighten], rng),
                            rows, 0.9)
     assert found["calibrated_on"] == {"pairs": 5, "kind": "generated"}
     assert found["heldout_pairs"] == 5 * 3 and set(found["margins"]) == set(J.HEADS)
-    plain = JT.calibration(model, JT.build_pool(bases, J.VersionRanges(), [], 4, rng), rows, 0.9)
+    plain = JT.calibration(model, pool_of(bases, [], rng), rows, 0.9)
     assert plain["calibrated_on"] == {"pairs": 5 * 2, "kind": "all"}
     assert plain["candidate_margins"] == {}
 
@@ -98,7 +116,7 @@ def test_each_generator_gets_margins_from_its_own_outputs(photo):
     bases = JT.crop_bases([photo], 40, 40, (0.5, 1.0), rng)
     model = Brightness()
     darken = lambda x: np.clip(x.astype(np.int16) - 12, 0, 255).astype(np.uint8)  # noqa: E731
-    pool = JT.build_pool(bases, J.VersionRanges(), [brighten, darken], 4, rng)
+    pool = pool_of(bases, [brighten, darken], rng)
     rows = np.arange(30)
     found = JT.calibration(model, pool, rows, 0.9, names=["bright", "dark"])
     a, b, gain = pool.every_pair(rows)

@@ -9,6 +9,7 @@ from pipeline.quality import judge as J
 from pipeline.quality import neighbours as NB
 from pipeline.store.imageio import read_rgb
 from pipeline.train import judge as JT
+from tests.test_judge import pool_of
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_the_pool_gives_a_table_per_generator(photo):
     rng = np.random.default_rng(3)
     bases = JT.crop_bases([photo], 12, 48, (0.5, 1.0), rng)
     smooth = lambda x: np.stack([J.blur(v, 1.2) for v in x])  # noqa: E731
-    pool = JT.build_pool(bases, J.VersionRanges(), [smooth], 4, rng)
+    pool = pool_of(bases, [smooth], rng)
     train, held = JT.held_out_rows(len(pool.bases), 0.25)
     table, margins = JT.neighbour_table(pool, train, held, ["smooth"], 5, 0.9)
     a, b = pool.versions[train, 0], pool.versions[train, 1]
@@ -70,7 +71,7 @@ def test_the_pool_gives_a_table_per_generator(photo):
     assert set(margins) == {"smooth"} and set(margins["smooth"]) == {"positive", "negative"}
     with pytest.raises(ValueError, match="2 generator names"):
         JT.neighbour_table(pool, train, held, ["smooth", "other"], 5, 0.9)
-    empty, none = JT.neighbour_table(JT.build_pool(bases, J.VersionRanges(), [], 4, rng), train,
+    empty, none = JT.neighbour_table(pool_of(bases, [], rng), train,
                                      held, [], 5, 0.9)
     assert empty.statistics == {} and none == {}
     assert NB.GainTable.from_bytes(empty.to_bytes()).statistics == {}

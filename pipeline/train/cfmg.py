@@ -193,17 +193,11 @@ def predict_photo(model: CFMG, gt: np.ndarray, c: float, crop: int, views: int =
     return total / len(boxes)
 
 
-def fused_generator(model: CFMG, variant: Callable[[np.ndarray, int], np.ndarray],
-                    scales: Sequence[int], c: float, crop: int,
-                    device: torch.device | str = "cpu") -> Callable[[np.ndarray], np.ndarray]:
-    """The fused GT as a version generator (pipeline.train.judge.Generator): every crop of
-    uint8 (N,h,w,3) fused with its SR variants (`variant(crop, scale)` for `scales`) by the
-    CFMG's masks at condition c, as FuseGT fuses a photo (`predict_photo` with the training
-    `crop`, `fuse_photo`). Returns uint8 (N,h,w,3)."""
-
-    def generate(images: np.ndarray) -> np.ndarray:
-        return np.stack([fuse_photo([x, *(variant(x, s) for s in scales)],
-                                    predict_photo(model, x, c, crop, device=device).cpu())
-                         for x in images])
-
-    return generate
+def fuse_crops(model: CFMG, crops: np.ndarray, variants: np.ndarray, c: float, crop: int,
+               device: torch.device | str = "cpu") -> np.ndarray:
+    """The fused GT of every crop of uint8 (N,h,w,3) with its SR variants (N,K,h,w,3, the
+    sources' order) by the CFMG's masks at condition c, as FuseGT fuses a photo
+    (`predict_photo` with the training `crop`, `fuse_photo`): a version generator's output
+    (pipeline.train.judge). Returns uint8 (N,h,w,3)."""
+    return np.stack([fuse_photo([x, *v], predict_photo(model, x, c, crop, device=device).cpu())
+                     for x, v in zip(crops, variants, strict=True)])

@@ -32,7 +32,7 @@ from pipeline.train.loop import Training, descend
 from pipeline.train.precision import FP32, Precision
 from pipeline.train.schedules import warmup_cosine
 
-# A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer, an SR variant).
+# A version generator: uint8 (N,H,W,3) -> uint8 (N,H,W,3) (an enhancer).
 Generator = Callable[[np.ndarray], np.ndarray]
 
 
@@ -105,20 +105,24 @@ def judged_input(base: np.ndarray, ranges: VersionRanges, rng: np.random.Generat
     return degraded(base, ranges, rng) if rng.uniform() < 0.7 else base
 
 
-def build_pool(bases: np.ndarray, ranges: VersionRanges, generators: Sequence[Generator],
-               border: int, rng: np.random.Generator) -> Pool:
-    """Versions of every base: an input (`judged_input`), every generator's output for it, and
-    two `processed` steps of it. Everything is kept and compared without a `border` of pixels
-    on each side (where filters see the edge)."""
-    inputs = np.stack([judged_input(b, ranges, rng) for b in bases])
-    columns = [inputs, *(generate(inputs) for generate in generators)]
+def pool_inputs(bases: np.ndarray, ranges: VersionRanges, rng: np.random.Generator) -> np.ndarray:
+    """The judged input of every base (`judged_input`): uint8, the bases' shape."""
+    return np.stack([judged_input(b, ranges, rng) for b in bases])
+
+
+def build_pool(bases: np.ndarray, inputs: np.ndarray, outputs: Sequence[np.ndarray],
+               ranges: VersionRanges, border: int, rng: np.random.Generator) -> Pool:
+    """The pool of `bases` and their `inputs` (`pool_inputs`): each input's versions are the
+    generators' `outputs` for it (each uint8 like `inputs`), then two `processed` steps of it.
+    Everything is kept and compared without a `border` of pixels on each side (where filters
+    see the edge)."""
+    columns = [inputs, *outputs]
     columns += [np.stack([processed(x, ranges, rng) for x in inputs]) for _ in range(2)]
     inner = slice(border, bases.shape[1] - border)
     versions = np.stack(columns, axis=1)[:, :, inner, inner]
     bases = bases[:, inner, inner]
     near = np.array([[closeness(v, b) for v in vs] for vs, b in zip(versions, bases, strict=True)])
-    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near,
-                len(generators))
+    return Pool(np.ascontiguousarray(bases), np.ascontiguousarray(versions), near, len(outputs))
 
 
 def fresh_pairs(images: Sequence[np.ndarray], count: int, side: int, border: int,
@@ -276,13 +280,7 @@ def network_generator(model: torch.nn.Module, device: torch.device | str = "cpu"
     return generate
 
 
-def sr_generator(super_resolve: Callable[[np.ndarray, int], np.ndarray],
-                 scales: Sequence[int], rng: np.random.Generator) -> Generator:
-    """SR variants as a version generator: each crop through `super_resolve(crop, scale)` at a
-    scale drawn from `scales`."""
-
-    def generate(images: np.ndarray) -> np.ndarray:
-        return np.stack([super_resolve(x, int(scales[rng.integers(len(scales))]))
-                         for x in images])
-
-    return generate
+def sr_versions(variants: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The SR model as a version generator, from every crop's variants (N,K,h,w,3), made
+    beforehand at K scales: each crop's variant at a scale drawn from `rng`. uint8 (N,h,w,3)."""
+    return variants[np.arange(len(variants)), rng.integers(variants.shape[1], size=len(variants))]
