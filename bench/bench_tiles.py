@@ -3,6 +3,8 @@
     PYTHONPATH=. .venv/bin/python -m bench.bench_tiles seams [--side 1024] [--tile 512]
         [--overlap 128] [--models rcan,elan]
     PYTHONPATH=. .venv/bin/python -m bench.bench_tiles rss [--sizes 6000x4000,2000x1500]
+    PYTHONPATH=. .venv/bin/python -m bench.bench_tiles speed --workdir W [--tiles 256,512]
+        [--overlap 128] [--photos 6] [--repeats 3]
 
 seams: random-weight paper-size RCAN (64 channels, 10 x 20 RCABs) and ELAN (180 channels, 36
 blocks, windows 4/8/16), their zero-initialised tails given torch's default conv init (else
@@ -18,6 +20,12 @@ rss: each stage's per-photo function (tiny models of luigi.cfg's [tiny.*] sizes,
 preset's tiles) on a synthetic photo of each size, in a fresh interpreter per case: peak RSS
 (ru_maxrss of the child) and the part above the set-up (imports, model, the input photos in
 memory). File decoding and PNG encoding are left out (one uint8 copy of the photo each).
+
+speed: EnhanceHR's inference (pipeline.train.enhancer.enhance, one torch thread) with every
+trained enhancer of a build's workdir W on the first `photos` photos W ingested, at each tile
+side in `tiles`, in a rotating order (bench/rotation.py): seconds per tile side as median
+(min-max) over repeats, each side's time against the largest's, and the mean |difference| of
+its output from the largest's, in grey levels (tiles change where the seams fall, nothing else).
 """
 
 from __future__ import annotations
@@ -28,6 +36,7 @@ import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -112,6 +121,51 @@ def main_rss(args) -> None:
               f"| {b['seconds']:.0f} |")
 
 
+def tile_speed(model: torch.nn.Module, photos: list[np.ndarray], tiles: list[int],
+               overlap: int, repeats: int) -> tuple[dict[int, list[float]], dict[int, list]]:
+    """({tile: wall seconds per repeat}, {tile: its outputs}) of `enhance` on `photos`."""
+    from bench import rotation
+    from pipeline.train.enhancer import enhance
+
+    outputs: dict[int, list] = {}
+
+    def case(tile: int):
+        def run() -> None:
+            outputs[tile] = [enhance(model, p, tile, overlap, "cpu") for p in photos]
+        return rotation.timed(run)
+
+    times = rotation.rotate({t: case(t) for t in tiles}, repeats)
+    return {t: [x.wall for x in times[t]] for t in tiles}, outputs
+
+
+def main_speed(args) -> None:
+    from bench import rotation
+    from pipeline.store.imageio import read_rgb
+    from pipeline.train.enhancer import build_generator
+    from pipeline.train.loop import load_checkpoint
+
+    torch.set_num_threads(1)
+    work, tiles = args.workdir, [int(t) for t in args.tiles.split(",")]
+    photos = [read_rgb(p) for p in sorted(work.glob("IngestHR/*/images/*.png"))[:args.photos]]
+    last = tiles[-1]
+    print(f"| enhancer | {' | '.join(f'tile {t}: s' for t in tiles)} | "
+          f"{' | '.join(f'{t} / {last}' for t in tiles[:-1])} | mean abs difference |")
+    print("|---" * (2 * len(tiles) + 1) + "|")
+    for manifest in sorted(work.glob("TrainEnhancer/*/manifest.json")):
+        params = json.loads(manifest.read_text())["params"]
+        backbone = params["backbone"]
+        model = build_generator(backbone, params[backbone])
+        model.load_state_dict(load_checkpoint(manifest.with_name("generator.pt"), "cpu")["state"])
+        walls, outputs = tile_speed(model.eval(), photos, tiles, args.overlap, args.repeats)
+        diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for t in tiles[:-1]
+                        for a, b in zip(outputs[t], outputs[last], strict=True)])
+        seconds = " | ".join(rotation.spread(walls[t]).fmt(".1f") for t in tiles)
+        ratios = " | ".join(rotation.ratio(walls[t], walls[last]).fmt(".2f", "x")
+                            for t in tiles[:-1])
+        print(f"| {backbone}_{params['degradation']} | {seconds} | {ratios} | {diff:.4f} |",
+              flush=True)
+
+
 def peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -129,9 +183,15 @@ def main() -> None:
     r = sub.add_parser("rss")
     r.add_argument("--sizes", default="6000x4000,2000x1500")
     r.add_argument("--cases", default=",".join(CASES))
+    v = sub.add_parser("speed")
+    v.add_argument("--workdir", type=Path, required=True)
+    v.add_argument("--tiles", default="256,512")
+    v.add_argument("--overlap", type=int, default=128)
+    v.add_argument("--photos", type=int, default=6)
+    v.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    main_seams(args) if args.what == "seams" else main_rss(args)
+    {"seams": main_seams, "rss": main_rss, "speed": main_speed}[args.what](args)
 
 
 if __name__ == "__main__":
