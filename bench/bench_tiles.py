@@ -155,7 +155,7 @@ def main_speed(args) -> None:
         params = json.loads(manifest.read_text())["params"]
         backbone = params["backbone"]
         model = build_generator(backbone, params[backbone])
-        model.load_state_dict(load_checkpoint(manifest.with_name("generator.pt"), "cpu")["state"])
+        model.load_state_dict(load_checkpoint(manifest.with_name("generator.pt"), "cpu"))
         walls, outputs = tile_speed(model.eval(), photos, tiles, args.overlap, args.repeats)
         diff = np.mean([np.abs(a.astype(int) - b.astype(int)).mean() for t in tiles[:-1]
                         for a, b in zip(outputs[t], outputs[last], strict=True)])
