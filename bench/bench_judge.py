@@ -111,8 +111,10 @@ def main() -> None:
     p.add_argument("--preset", default="tiny")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--every-crop", action="store_true",
+                   help="the build was made with bench_quality --every-crop")
     args = p.parse_args()
-    args.no_evaluate = True
+    args.no_evaluate, args.folds, args.heldout_lr, args.loss = True, None, None, None
     configure(args.dir, args)
     overrides = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.set)}
     stage = TrainJudge(**overrides)
