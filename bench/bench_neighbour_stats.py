@@ -32,30 +32,26 @@ from pipeline.image.patches import luma
 from pipeline.quality import neighbours as NB
 from pipeline.quality import truth
 from pipeline.quality.judge import HEADS, closeness
+from pipeline.quality.lr_stats import IMMERKAER_SCALE, immerkaer_response
 from pipeline.quality.voting import majority
 from pipeline.shards.reader import ShardSet
 from pipeline.train.judge import border, held_out_rows
 
 ENHANCERS = ("rcan_noise", "rcan_blur", "elan_noise", "elan_blur")
-MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-
-
-def immerkaer_map(y: np.ndarray) -> np.ndarray:
-    """Per pixel, Immerkaer's noise sigma of float32 luma `y` (the mask's |response| scaled)."""
-    return np.sqrt(np.pi / 2) / 6.0 * np.abs(cv2.filter2D(y, -1, MASK)[1:-1, 1:-1])
 
 
 def flat_noise(rgb: np.ndarray, block: int = 8, share: float = 10) -> float:
-    r = immerkaer_map(luma(rgb))
+    r = immerkaer_response(luma(rgb))
     h, w = r.shape[0] // block * block, r.shape[1] // block * block
     means = r[:h, :w].reshape(h // block, block, w // block, block).mean(axis=(1, 3))
-    return float(np.log(0.1 + np.percentile(means, share)))
+    return float(np.log(0.1 + IMMERKAER_SCALE * np.percentile(means, share)))
 
 
 def scale_ratio(rgb: np.ndarray) -> float:
     y = luma(rgb)
     half = cv2.resize(y, (y.shape[1] // 2, y.shape[0] // 2), interpolation=cv2.INTER_AREA)
-    return float(np.log((immerkaer_map(y).mean() + 0.1) / (immerkaer_map(half).mean() + 0.1)))
+    fine, coarse = (IMMERKAER_SCALE * immerkaer_response(x).mean() for x in (y, half))
+    return float(np.log((fine + 0.1) / (coarse + 0.1)))
 
 
 EXTRA: dict[str, Callable[[np.ndarray], float] | None] = {

@@ -119,15 +119,14 @@ class TrainJudge(TrainingStage):
         found = json.loads((self.out_dir / CALIBRATION_JSON).read_text())["neighbour_margins"]
         return {c: found.get(c) for c in candidates}
 
-    def _outputs(self) -> dict[str, np.ndarray]:
+    def _outputs(self, inputs: dict) -> dict[str, np.ndarray]:
         """Every active generator's outputs for the pool's inputs, by name in the pool's
         order: the enhancers' and the SR variants from JudgePool (one scale per input, drawn),
-        the CFMG's fusions at FuseGT's c made here."""
+        the CFMG's fusions at FuseGT's c made here. `inputs`: input_stages()."""
         from pipeline.train import judge as JT
         from pipeline.train.cfmg import fuse_crops
 
-        inputs, pool = self.input_stages(), self.input_stages()[POOL]
-        found = {}
+        pool, found = inputs[POOL], {}
         for name in pool.generators:
             if name == SR_GENERATOR:
                 found[name] = JT.sr_versions(pool.column(VARIANTS), rng(self.key, "sr scales"))
@@ -150,7 +149,8 @@ class TrainJudge(TrainingStage):
         images = [read_rgb(image_path(dirs["hr"], img.id))
                   for img, dirs in self.training_photos("hr")]
         ranges, shrink = VersionRanges(**s["versions"]), tuple(s["shrink"])
-        made, generators = self.input_stages()[POOL], self._outputs()
+        inputs = self.input_stages()
+        made, generators = inputs[POOL], self._outputs(inputs)
         pool = JT.build_pool(made.column(BASES), made.column(INPUTS), list(generators.values()),
                              ranges, JT.border(s["crop"]), rng(self.key, "processed"))
         train_rows, held_rows = JT.held_out_rows(len(pool.bases), s["holdout"])

@@ -40,13 +40,22 @@ def delta_e_map(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return color.deltaE_ciede2000(to_lab(a), to_lab(b), channel_axis=-1)
 
 
+# Immerkær's 3x3 mask (it cancels locally planar signal) and the factor that turns its mean
+# absolute response into a white Gaussian noise sigma.
+IMMERKAER_MASK = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
+IMMERKAER_SCALE = np.sqrt(np.pi / 2) / 6.0  # a numpy float64: the product stays float64
+
+
+def immerkaer_response(y: np.ndarray) -> np.ndarray:
+    """|response| of float32 luma `y` to IMMERKAER_MASK, without the one-pixel border: times
+    IMMERKAER_SCALE, each pixel's noise sigma estimate (0-255)."""
+    return np.abs(cv2.filter2D(y, -1, IMMERKAER_MASK)[1:-1, 1:-1])
+
+
 def noise_sigma(rgb: np.ndarray) -> float:
     """Standard deviation of white Gaussian noise in the luma (0-255), estimated by
-    Immerkær's method (1996): the mean absolute response to the 3x3 mask that cancels
-    locally planar signal, times sqrt(pi/2)/6."""
-    mask = np.array([[1, -2, 1], [-2, 4, -2], [1, -2, 1]], np.float32)
-    response = cv2.filter2D(luma(rgb), -1, mask)[1:-1, 1:-1]
-    return float(np.sqrt(np.pi / 2) / 6.0 * np.abs(response).mean())
+    Immerkær's method (1996): the mean `immerkaer_response`, times IMMERKAER_SCALE."""
+    return float(IMMERKAER_SCALE * immerkaer_response(luma(rgb)).mean())
 
 
 def sharpness(rgb: np.ndarray) -> float:
